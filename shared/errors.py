@@ -1,0 +1,102 @@
+"""One root error carrying its HTTP status; one subclass per cause.
+
+The HTTP ingress maps every ``ServiceError`` to a JSON body in one place; the CLI prints
+``str(error)``. Messages name the offending value (file, row, key) and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ServiceError(Exception):
+    """Root of every error serlens raises on purpose."""
+
+    http_status: int = 500
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON body the HTTP ingress returns for this error."""
+        return {"error": type(self).__name__, "detail": str(self)}
+
+
+class InvalidConfigError(ServiceError):
+    """A config file or ``--set`` override that does not validate."""
+
+    http_status = 400
+
+
+class InvalidAudioError(ServiceError):
+    """Audio that decodes but cannot be used: NaN, silence, too short, too long."""
+
+    http_status = 422
+
+
+class AudioDecodeError(InvalidAudioError):
+    """Bytes or a file that are not decodable audio (empty, truncated, not audio)."""
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    """An upload whose container is not one of WAV, FLAC, MP3, OGG."""
+
+    http_status = 415
+
+
+class PayloadTooLargeError(ServiceError):
+    """An upload over the configured size limit."""
+
+    http_status = 413
+
+
+class InvalidManifestError(ServiceError):
+    """A dataset whose rows or files do not validate; names every problem at once.
+
+    Args:
+        problems: one ``(culprit, reason)`` pair per offending file or row.
+    """
+
+    http_status = 422
+
+    def __init__(self, problems: Sequence[tuple[str, str]], *, source: str = "dataset") -> None:
+        self.problems = list(problems)
+        self.source = source
+        lines = [f"  {culprit}: {reason}" for culprit, reason in self.problems]
+        super().__init__(
+            f"{len(self.problems)} invalid item(s) in {source}:\n" + "\n".join(lines)
+            + "\n(run with --skip-invalid to leave them out; each is recorded in the store)"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON body with every problem listed."""
+        return {
+            "error": type(self).__name__,
+            "detail": f"{len(self.problems)} invalid item(s) in {self.source}",
+            "problems": [{"item": c, "reason": r} for c, r in self.problems],
+        }
+
+
+class QueryRejectedError(ServiceError):
+    """A SQL query refused by the read-only query guard."""
+
+    http_status = 400
+
+
+class QueryTimeoutError(QueryRejectedError):
+    """A SQL query that ran past the time limit and was interrupted."""
+
+
+class NotFoundError(ServiceError):
+    """A checkpoint, run or table that does not exist."""
+
+    http_status = 404
+
+
+class ModelLoadError(ServiceError):
+    """A model folder or hub id that cannot be loaded as a speech encoder."""
+
+    http_status = 500
+
+
+class StoreError(ServiceError):
+    """The feature store is missing, unreadable, or inconsistent."""
+
+    http_status = 503

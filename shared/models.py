@@ -1,0 +1,255 @@
+"""Speech encoders: identity, loading, padding-aware pooling, and the SER classifier.
+
+Real weights (``microsoft/wavlm-large`` or a local folder) and the tiny random models of
+the demo and the tests go through the same ``load_encoder``: the tiny ones are written
+with ``save_pretrained`` first (``create_random_encoder``) and loaded back from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from shared.errors import ModelLoadError
+
+HEAD_FILENAME = "classifier_head.pt"
+LABELS_FILENAME = "labels.json"
+
+#: Shapes of the tiny random WavLM of the demo and the tests (real code path, fake weights).
+TINY_WAVLM = dict(
+    hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128,
+    conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+    feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=False,
+    num_buckets=32, max_bucket_distance=200,
+)
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A speech encoder's identity, carried with its weights.
+
+    Attributes:
+        name_or_path: hub id or local folder it was loaded from.
+        revision: hub revision (None for a local folder or the default branch).
+        model_type: transformers' ``model_type`` (``wavlm``, ``hubert``, ``wav2vec2``...).
+        sampling_rate: the rate it expects, in Hz.
+        num_layers: transformer layers; hidden states are ``num_layers + 1`` (0 = CNN projection).
+        hidden_size: width of every hidden state.
+        do_normalize: whether inputs are standardised per clip (its feature extractor's setting).
+        supports_padding_mask: whether padded batches can be masked exactly (layer-norm feature
+            encoders); group-norm encoders (wavlm-base) are run one length at a time.
+        random_init: the weights are random (tests, demo): numbers mean nothing about the model.
+    """
+
+    name_or_path: str
+    revision: str | None
+    model_type: str
+    sampling_rate: int
+    num_layers: int
+    hidden_size: int
+    do_normalize: bool
+    supports_padding_mask: bool
+    random_init: bool = False
+
+    @property
+    def num_hidden_states(self) -> int:
+        """Hidden states per clip: the CNN projection plus every transformer layer."""
+        return self.num_layers + 1
+
+    @property
+    def identity(self) -> str:
+        """A short stable name for tables and MLflow (``name@revision``)."""
+        return f"{self.name_or_path}@{self.revision}" if self.revision else self.name_or_path
+
+
+def create_random_encoder(path: str | os.PathLike[str], *, seed: int = 0, **overrides: Any) -> Path:
+    """Write a randomly initialised tiny WavLM (weights + feature extractor) with ``save_pretrained``.
+
+    Args:
+        path: folder to write.
+        seed: torch seed for the initialisation (same seed, same weights).
+        overrides: ``WavLMConfig`` fields replacing ``TINY_WAVLM``.
+    """
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    folder = Path(path)
+    torch.manual_seed(seed)
+    config = WavLMConfig(**{**TINY_WAVLM, **overrides})
+    config.serlens_random_init = True
+    model = WavLMModel(config)
+    model.save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+        return_attention_mask=config.feat_extract_norm == "layer",
+    ).save_pretrained(folder)
+    return folder
+
+
+def load_encoder(
+    name_or_path: str,
+    *,
+    revision: str | None = None,
+    device: str | torch.device = "cpu",
+    local_files_only: bool | None = None,
+) -> tuple[nn.Module, ModelBundle]:
+    """Load a Hugging Face speech encoder (WavLM, HuBERT, wav2vec 2.0...) and its identity.
+
+    Args:
+        name_or_path: a local folder written by ``save_pretrained`` or a hub id.
+        revision: hub revision.
+        device: where to put the model.
+        local_files_only: forbid downloads (default: True when ``name_or_path`` is a folder
+            or ``HF_HUB_OFFLINE`` is set).
+
+    Raises:
+        ModelLoadError: when the folder or id cannot be loaded as an encoder.
+    """
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+    is_local = Path(name_or_path).is_dir()
+    offline = local_files_only if local_files_only is not None else (is_local or bool(os.environ.get("HF_HUB_OFFLINE")))
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
+        model = AutoModel.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"cannot load a speech encoder from {name_or_path!r}: {err}") from err
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
+        do_normalize = bool(getattr(extractor, "do_normalize", True))
+        sampling_rate = int(getattr(extractor, "sampling_rate", 16_000))
+    except (OSError, ValueError):
+        do_normalize, sampling_rate = True, 16_000
+    if not hasattr(config, "num_hidden_layers") or not hasattr(model, "feature_extractor"):
+        raise ModelLoadError(f"{name_or_path!r} is a {config.model_type!r} model, not a wav2vec2-style speech encoder")
+    bundle = ModelBundle(
+        name_or_path=str(name_or_path),
+        revision=revision,
+        model_type=config.model_type,
+        sampling_rate=sampling_rate,
+        num_layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
+        do_normalize=do_normalize,
+        supports_padding_mask=getattr(config, "feat_extract_norm", "layer") == "layer",
+        random_init=bool(getattr(config, "serlens_random_init", False)),
+    )
+    return model.to(device).eval(), bundle
+
+
+def prepare_batch(
+    signals: Sequence[np.ndarray], bundle: ModelBundle, *, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardise each clip over its own samples (if the model wants it), then right-pad.
+
+    Returns:
+        ``(input_values, attention_mask)`` of shape ``(batch, max_samples)``.
+    """
+    longest = max(len(s) for s in signals)
+    values = np.zeros((len(signals), longest), dtype=np.float32)
+    mask = np.zeros((len(signals), longest), dtype=np.int64)
+    for i, s in enumerate(signals):
+        x = np.asarray(s, dtype=np.float32)
+        if bundle.do_normalize:
+            x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+        values[i, : len(x)] = x
+        mask[i, : len(x)] = 1
+    return torch.from_numpy(values).to(device), torch.from_numpy(mask).to(device)
+
+
+def frame_mask(model: nn.Module, attention_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Which output frames of each clip are valid (computed from its own samples only)."""
+    lengths = model._get_feat_extract_output_lengths(attention_mask.sum(-1))
+    return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
+
+
+def masked_mean(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over valid frames: ``hidden`` (batch, frames, dim), ``valid`` (batch, frames) bool."""
+    weights = valid.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def length_groups(lengths: Sequence[int], bundle: ModelBundle, max_batch: int) -> list[list[int]]:
+    """Indices grouped into batches, longest first to keep padding small.
+
+    Encoders without an exact padding mask get batches of equal length only, so that
+    no clip ever sees padding.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and len(groups[-1]) < max_batch and (
+            bundle.supports_padding_mask or lengths[groups[-1][0]] == lengths[i]
+        ):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def pooled_hidden_states(
+    model: nn.Module, input_values: torch.Tensor, attention_mask: torch.Tensor, bundle: ModelBundle
+) -> torch.Tensor:
+    """Mean over valid frames of every hidden state: shape (batch, num_hidden_states, dim)."""
+    kwargs = {"attention_mask": attention_mask} if bundle.supports_padding_mask else {}
+    out = model(input_values, output_hidden_states=True, **kwargs)
+    hidden = out.hidden_states
+    valid = frame_mask(model, attention_mask, hidden[0].shape[1])
+    return torch.stack([masked_mean(h.float(), valid) for h in hidden], dim=1)
+
+
+class SpeechClassifier(nn.Module):
+    """Encoder + mean over valid frames of the last hidden layer + one linear layer.
+
+    Args:
+        encoder: a wav2vec2-style encoder from ``load_encoder``.
+        bundle: its identity.
+        labels: class names, in index order.
+    """
+
+    def __init__(self, encoder: nn.Module, bundle: ModelBundle, labels: Sequence[str]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.bundle = bundle
+        self.labels = list(labels)
+        self.head = nn.Linear(bundle.hidden_size, len(self.labels))
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (batch, num_labels)."""
+        kwargs = {"attention_mask": attention_mask} if self.bundle.supports_padding_mask else {}
+        hidden = self.encoder(input_values, **kwargs).last_hidden_state
+        valid = frame_mask(self.encoder, attention_mask, hidden.shape[1])
+        return self.head(masked_mean(hidden, valid))
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the encoder (``save_pretrained``), the head and the labels into ``folder``."""
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(path)
+        torch.save(self.head.state_dict(), path / HEAD_FILENAME)
+        (path / LABELS_FILENAME).write_text(json.dumps(self.labels))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], *, device: str | torch.device = "cpu",
+             base: ModelBundle | None = None) -> SpeechClassifier:
+        """Load a checkpoint written by ``save``.
+
+        Raises:
+            ModelLoadError: when the folder has no classifier head.
+        """
+        path = Path(folder)
+        if not (path / HEAD_FILENAME).is_file():
+            raise ModelLoadError(f"{path} holds no classifier head ({HEAD_FILENAME}); is it a fine-tuned checkpoint?")
+        encoder, bundle = load_encoder(str(path), device=device)
+        if base is not None:
+            bundle = ModelBundle(**{**base.__dict__, "name_or_path": str(path)})
+        model = cls(encoder, bundle, json.loads((path / LABELS_FILENAME).read_text()))
+        model.head.load_state_dict(torch.load(path / HEAD_FILENAME, map_location=device))
+        return model.to(device).eval()

@@ -1,0 +1,309 @@
+"""Records and table schemas of the feature store.
+
+One frozen dataclass per record (units in the names), one explicit pyarrow schema per table,
+the table's join keys, and a schema version. Services import these; they never restate
+column lists. Every table carries lineage columns: what produced the row (``config_hash``,
+an extractor or model version) and when (``created_at``, UTC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+#: The six CREMA-D emotion codes, in the order used for class indices everywhere.
+EMOTIONS: tuple[str, ...] = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+
+#: Subsets of the paper's two-phase 80/20 split: 1 = train, 2 = validation, 3 = analysis.
+SUBSETS: tuple[int, ...] = (1, 2, 3)
+
+LINEAGE_FIELDS = [
+    pa.field("config_hash", pa.string(), nullable=False),
+    pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+]
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One audio clip of a dataset, as found on disk (before normalisation).
+
+    Attributes:
+        clip_id: unique within the dataset (CREMA-D: the file stem).
+        dataset: dataset name, e.g. ``crema-d``, ``demo``, ``api``.
+        source_path: absolute path of the source file.
+        audio_sha256: SHA-256 of the source file's bytes.
+        speaker: speaker id.
+        gender: ``F`` or ``M`` (or another label the dataset uses).
+        label: class label (for SER: one of ``EMOTIONS``).
+        duration_s: duration in seconds.
+        sampling_rate: sampling rate of the source file in Hz.
+        num_channels: channel count of the source file.
+    """
+
+    clip_id: str
+    dataset: str
+    source_path: str
+    audio_sha256: str
+    speaker: str
+    gender: str
+    label: str
+    duration_s: float
+    sampling_rate: int
+    num_channels: int = 1
+
+
+@dataclass(frozen=True)
+class LoudnessRecord:
+    """What loudness normalisation did to one clip.
+
+    Attributes:
+        lufs_before: integrated loudness of the input in LUFS (``-inf`` for silence).
+        lufs_after: integrated loudness of the output in LUFS.
+        gain_db: gain applied, in dB.
+        peak_dbfs: sample peak of the output in dBFS.
+        clipped_fraction: fraction of samples that the plain gain would have pushed
+            outside [-1, 1] (0 when nothing had to be limited).
+        policy: what was done: ``normalized``, ``limited``, ``short_padded_measure``,
+            ``silence_passthrough``.
+    """
+
+    lufs_before: float
+    lufs_after: float
+    gain_db: float
+    peak_dbfs: float
+    clipped_fraction: float
+    policy: str
+
+
+@dataclass(frozen=True)
+class SkipRecord:
+    """An input item left out of a run, and why."""
+
+    item: str
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A feature-store table: its schema, join keys and partition columns.
+
+    Attributes:
+        name: table (and view) name.
+        schema: the pyarrow schema of every Parquet file of the table.
+        keys: columns that identify a row; the view keeps the newest row per key,
+            so re-running a stage never shows duplicates.
+        partition_by: columns whose values name the folders the files go in.
+    """
+
+    name: str
+    schema: pa.Schema
+    keys: tuple[str, ...]
+    partition_by: tuple[str, ...] = ()
+    description: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _schema(*fields: pa.Field) -> pa.Schema:
+    return pa.schema([*fields, *LINEAGE_FIELDS], metadata={"serlens_schema_version": str(SCHEMA_VERSION)})
+
+
+@lru_cache(maxsize=1)
+def egemaps_feature_names() -> tuple[str, ...]:
+    """The 88 eGeMAPSv02 functional names, verbatim from opensmile."""
+    import opensmile
+
+    smile = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02,
+        feature_level=opensmile.FeatureLevel.Functionals,
+    )
+    return tuple(smile.feature_names)
+
+
+CLIPS = TableSpec(
+    name="clips",
+    schema=_schema(
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("source_path", pa.string()),
+        pa.field("audio_sha256", pa.string(), nullable=False),
+        pa.field("speaker", pa.string()),
+        pa.field("gender", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("subset", pa.int8()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("sampling_rate", pa.int32()),
+        pa.field("source_sampling_rate", pa.int32()),
+        pa.field("source_num_channels", pa.int16()),
+        pa.field("lufs_before", pa.float64()),
+        pa.field("lufs_after", pa.float64()),
+        pa.field("gain_db", pa.float64()),
+        pa.field("peak_dbfs", pa.float64()),
+        pa.field("clipped_fraction", pa.float64()),
+        pa.field("loudness_policy", pa.string()),
+        pa.field("target_lufs", pa.float64()),
+        pa.field("normalized_path", pa.string()),
+        pa.field("normalized_sha256", pa.string()),
+    ),
+    keys=("dataset", "clip_id", "config_hash"),
+    partition_by=("dataset",),
+    description="one row per clip: metadata, subset, loudness record, normalised audio",
+)
+
+CHECKPOINTS = TableSpec(
+    name="checkpoints",
+    schema=_schema(
+        pa.field("train_key", pa.string(), nullable=False),
+        pa.field("checkpoint_step", pa.int32(), nullable=False),
+        pa.field("run_id", pa.string()),
+        pa.field("uri", pa.string()),
+        pa.field("local_path", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("epoch", pa.float64()),
+        pa.field("train_loss", pa.float64()),
+        pa.field("val_loss", pa.float64()),
+        pa.field("val_f1_macro", pa.float64()),
+    ),
+    keys=("train_key", "checkpoint_step"),
+    description="fine-tuning checkpoints (0 = the pretrained model) and their MLflow run",
+)
+
+TRAIN_METRICS = TableSpec(
+    name="train_metrics",
+    schema=_schema(
+        pa.field("train_key", pa.string(), nullable=False),
+        pa.field("run_id", pa.string()),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("epoch", pa.float64()),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+    ),
+    keys=("train_key", "step", "name"),
+    description="training curves: train_loss per optimizer step, val_loss and val_f1_macro per validation",
+)
+
+CKA = TableSpec(
+    name="cka",
+    schema=_schema(
+        pa.field("train_key", pa.string()),
+        pa.field("checkpoint_step", pa.int32(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("reference", pa.string(), nullable=False),
+        pa.field("estimator", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("n_clips", pa.int32()),
+    ),
+    keys=("config_hash", "checkpoint_step", "layer", "reference", "estimator"),
+    description="CKA of each (checkpoint, layer) with a reference (eGeMAPS); linear and debiased",
+)
+
+PROBES = TableSpec(
+    name="probes",
+    schema=_schema(
+        pa.field("features", pa.string(), nullable=False),
+        pa.field("train_key", pa.string()),
+        pa.field("checkpoint_step", pa.int32()),
+        pa.field("layer", pa.int16()),
+        pa.field("seed", pa.int32(), nullable=False),
+        pa.field("f1_macro", pa.float64()),
+        pa.field("accuracy", pa.float64()),
+        pa.field("epochs", pa.int32()),
+        pa.field("val_loss", pa.float64()),
+    ),
+    keys=("config_hash", "features", "checkpoint_step", "layer", "seed"),
+    description="linear probes: test macro-F1 per (features, checkpoint, layer, seed)",
+)
+
+SKIPPED = TableSpec(
+    name="skipped",
+    schema=_schema(
+        pa.field("item", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+    ),
+    keys=("config_hash", "stage", "item"),
+    description="inputs left out by --skip-invalid, and why",
+)
+
+RUNS = TableSpec(
+    name="runs",
+    schema=_schema(
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("config_yaml", pa.string()),
+        pa.field("serlens_version", pa.string()),
+        pa.field("seconds", pa.float64()),
+    ),
+    keys=("run_id", "status"),
+    description="one row per `serlens run` start and end",
+)
+
+STAGES = TableSpec(
+    name="stages",
+    schema=_schema(
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("stage_key", pa.string(), nullable=False),
+        pa.field("rows", pa.int64()),
+        pa.field("seconds", pa.float64()),
+    ),
+    keys=("stage", "stage_key"),
+    description="completion markers: a stage whose key is here is reused, not recomputed",
+)
+
+
+@lru_cache(maxsize=1)
+def egemaps_spec() -> TableSpec:
+    """The ``egemaps`` table: one row per normalised clip, the 88 features verbatim."""
+    return TableSpec(
+        name="egemaps",
+        schema=_schema(
+            pa.field("clip_id", pa.string(), nullable=False),
+            pa.field("dataset", pa.string(), nullable=False),
+            pa.field("audio_sha256", pa.string(), nullable=False),
+            pa.field("extractor_version", pa.string(), nullable=False),
+            *[pa.field(name, pa.float32()) for name in egemaps_feature_names()],
+        ),
+        keys=("dataset", "clip_id", "audio_sha256", "extractor_version"),
+        partition_by=("dataset",),
+        description="eGeMAPSv02 functionals (88) per clip, on the normalised 16 kHz signal",
+    )
+
+
+EMBEDDINGS = TableSpec(
+    name="embeddings",
+    schema=_schema(
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("audio_sha256", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("train_key", pa.string(), nullable=False),
+        pa.field("checkpoint_step", pa.int32(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("pooling", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+    ),
+    keys=("dataset", "clip_id", "audio_sha256", "model", "train_key", "checkpoint_step", "layer", "pooling"),
+    partition_by=("train_key", "checkpoint_step"),
+    description="pooled hidden states per clip, checkpoint and layer (0 = CNN projection)",
+)
+
+
+def all_tables() -> tuple[TableSpec, ...]:
+    """Every table of the store, in the order views are created."""
+    return (CLIPS, egemaps_spec(), EMBEDDINGS, CHECKPOINTS, TRAIN_METRICS, CKA, PROBES, SKIPPED, RUNS, STAGES)
+
+
+def table(name: str) -> TableSpec:
+    """Look a table up by name.
+
+    Raises:
+        KeyError: when no table has that name.
+    """
+    for spec in all_tables():
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown table {name!r}; known: {[t.name for t in all_tables()]}")

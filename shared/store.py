@@ -1,0 +1,361 @@
+"""The feature store: Parquet under one root, SQL views over it in one DuckDB file.
+
+This is the only module that writes Parquet or opens DuckDB.
+
+Layout::
+
+    <root>/tables/<table>/[<col>=<value>/...]part-<utc>-<uuid>.parquet
+    <root>/serlens.duckdb        views over the Parquet, one per table
+
+Rules that keep the store consistent under concurrency and crashes:
+
+- every file is written under a temporary name in its final folder and renamed into
+  place, so a reader (or a killed writer) never sees half a file;
+- file names are unique (time + uuid), so any number of Ray workers write at once;
+- the DuckDB file holds only views (globs over the Parquet): it is written by one
+  process, the driver, once per schema version; readers open it read-only, and new
+  Parquet files show up in the views without touching it;
+- each view keeps the newest row per key (``TableSpec.keys``), so a stage that is run
+  again, or resumed after a crash, never shows duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.errors import QueryRejectedError, QueryTimeoutError, StoreError
+from shared.schema import SCHEMA_VERSION, STAGES, TableSpec, all_tables, table
+
+DB_FILENAME = "serlens.duckdb"
+_SCHEMA_FILE = f"part-00000000-schema-v{SCHEMA_VERSION}.parquet"
+
+
+def utc_now() -> dt.datetime:
+    """The current time, UTC, microsecond precision (the ``created_at`` of new rows)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _partition_dir(spec: TableSpec, partition: Mapping[str, Any]) -> str:
+    missing = [c for c in spec.partition_by if c not in partition]
+    if missing:
+        raise StoreError(f"table {spec.name!r} is partitioned by {spec.partition_by}; missing {missing}")
+    return "/".join(f"{c}={quote(str(partition[c]), safe='')}" for c in spec.partition_by)
+
+
+class FeatureStore:
+    """Parquet tables under ``root`` and the DuckDB views over them.
+
+    Args:
+        root: the store's folder; created if missing.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.tables_dir = self.root / "tables"
+        self.db_path = self.root / DB_FILENAME
+
+    # ------------------------------------------------------------------ layout
+
+    def init(self) -> FeatureStore:
+        """Create the folders and one empty, typed file per table (so every view resolves)."""
+        for spec in all_tables():
+            folder = self.tables_dir / spec.name
+            folder.mkdir(parents=True, exist_ok=True)
+            marker = folder / _SCHEMA_FILE
+            if not marker.exists():
+                self._atomic_write(spec.schema.empty_table(), marker)
+        return self
+
+    def table_glob(self, name: str) -> str:
+        """The glob that matches every Parquet file of a table."""
+        return str(self.tables_dir / name / "**" / "*.parquet")
+
+    def view_sql(self, spec: TableSpec) -> str:
+        """The SELECT behind a table's view: every file, newest row per key."""
+        keys = ", ".join(f'"{k}"' for k in spec.keys)
+        return (
+            f"SELECT * FROM read_parquet({_sql_string(self.table_glob(spec.name))}, "
+            f"union_by_name = true, hive_partitioning = false) "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY created_at DESC) = 1"
+        )
+
+    # ------------------------------------------------------------------ writing
+
+    @staticmethod
+    def _atomic_write(tbl: pa.Table, final: Path) -> None:
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            pq.write_table(tbl, tmp, compression="zstd")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def write(
+        self,
+        name: str,
+        rows: pa.Table | Sequence[Mapping[str, Any]],
+        *,
+        config_hash: str,
+    ) -> Path | None:
+        """Append rows to a table as one new Parquet file per partition.
+
+        Args:
+            name: table name (see ``shared.schema``).
+            rows: a pyarrow table or a list of dicts with the table's columns;
+                ``config_hash`` and ``created_at`` are filled in when absent.
+            config_hash: lineage: the hash of the config (or stage key) that made the rows.
+
+        Returns:
+            The path of the last file written, or None when ``rows`` is empty.
+
+        Raises:
+            StoreError: when the rows do not fit the table's schema.
+        """
+        spec = table(name)
+        tbl = self._to_table(spec, rows, config_hash)
+        if tbl.num_rows == 0:
+            return None
+        if not spec.partition_by:
+            groups: Iterable[tuple[dict[str, Any], pa.Table]] = [({}, tbl)]
+        else:
+            groups = self._split_partitions(spec, tbl)
+        written = None
+        for partition, part in groups:
+            folder = self.tables_dir / spec.name
+            if spec.partition_by:
+                folder = folder / _partition_dir(spec, partition)
+            folder.mkdir(parents=True, exist_ok=True)
+            stamp = utc_now().strftime("%Y%m%dT%H%M%S%f")
+            written = folder / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+            self._atomic_write(part, written)
+        return written
+
+    @staticmethod
+    def _to_table(spec: TableSpec, rows: pa.Table | Sequence[Mapping[str, Any]], config_hash: str) -> pa.Table:
+        now = utc_now()
+        if isinstance(rows, pa.Table):
+            tbl = rows
+            n = tbl.num_rows
+            if "config_hash" not in tbl.column_names:
+                tbl = tbl.append_column("config_hash", pa.array([config_hash] * n, pa.string()))
+            if "created_at" not in tbl.column_names:
+                tbl = tbl.append_column("created_at", pa.array([now] * n, pa.timestamp("us", tz="UTC")))
+        else:
+            records = [{"config_hash": config_hash, "created_at": now, **dict(r)} for r in rows]
+            unknown = {k for r in records for k in r} - set(spec.schema.names)
+            if unknown:
+                raise StoreError(f"table {spec.name!r} has no column(s) {sorted(unknown)}")
+            tbl = pa.Table.from_pylist(records, schema=spec.schema) if records else spec.schema.empty_table()
+        extra = set(tbl.column_names) - set(spec.schema.names)
+        missing = [f.name for f in spec.schema if f.name not in tbl.column_names and not f.nullable]
+        if extra or missing:
+            raise StoreError(f"table {spec.name!r}: unexpected columns {sorted(extra)}, missing {missing}")
+        for f in spec.schema:
+            if f.name not in tbl.column_names:
+                tbl = tbl.append_column(f.name, pa.nulls(tbl.num_rows, f.type))
+        try:
+            return tbl.select(spec.schema.names).cast(spec.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as err:
+            raise StoreError(f"rows do not fit table {spec.name!r}: {err}") from err
+
+    @staticmethod
+    def _split_partitions(spec: TableSpec, tbl: pa.Table) -> list[tuple[dict[str, Any], pa.Table]]:
+        keys = tbl.select(list(spec.partition_by)).to_pylist()
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(tuple(k[c] for c in spec.partition_by), []).append(i)
+        return [
+            (dict(zip(spec.partition_by, key)), tbl.take(pa.array(idx, pa.int64())))
+            for key, idx in groups.items()
+        ]
+
+    # ------------------------------------------------------------------ reading
+
+    def read(
+        self,
+        name: str,
+        *,
+        where: str | None = None,
+        params: Sequence[Any] | None = None,
+        columns: Sequence[str] | None = None,
+        order_by: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Read a table's view (newest row per key) into Arrow.
+
+        Runs on a private in-memory DuckDB over the Parquet files, so any process (a Ray
+        worker, the driver, a serving replica) may read at any time without locking.
+
+        Args:
+            name: table name.
+            where: an SQL condition with ``?`` placeholders, written by serlens code only.
+            params: values for the placeholders.
+            columns: columns to return (default: all).
+            order_by: columns to sort by.
+        """
+        spec = table(name)
+        cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+        sql = f"SELECT {cols} FROM ({self.view_sql(spec)})"
+        if where:
+            sql += f" WHERE {where}"
+        if order_by:
+            sql += " ORDER BY " + ", ".join(f'"{c}"' for c in order_by)
+        if not (self.tables_dir / name).exists():
+            return spec.schema.empty_table().select(list(columns) if columns else spec.schema.names)
+        with duckdb.connect() as con:
+            return con.sql(sql, params=list(params or [])).to_arrow_table()
+
+    def keys_present(self, name: str, columns: Sequence[str], *, where: str | None = None,
+                     params: Sequence[Any] | None = None) -> set[tuple[Any, ...]]:
+        """The distinct tuples of ``columns`` already stored (to skip work done before)."""
+        rows = self.read(name, columns=columns, where=where, params=params)
+        return set(zip(*(rows.column(c).to_pylist() for c in columns))) if rows.num_rows else set()
+
+    # ------------------------------------------------------------------ stages
+
+    def stage_done(self, stage: str, stage_key: str) -> bool:
+        """Whether a stage finished before with exactly this key (its inputs and config)."""
+        return bool(self.keys_present(STAGES.name, ["stage"], where="stage = ? AND stage_key = ?",
+                                      params=[stage, stage_key]))
+
+    def mark_stage(self, stage: str, stage_key: str, *, rows: int, seconds: float) -> None:
+        """Record that a stage finished; written last, after all of its rows."""
+        self.write(STAGES.name, [{"stage": stage, "stage_key": stage_key, "rows": rows,
+                                  "seconds": seconds}], config_hash=stage_key)
+
+    # ------------------------------------------------------------------ DuckDB file
+
+    def refresh_views(self) -> bool:
+        """Create or replace the views in the DuckDB file (the driver calls this; nobody else).
+
+        Returns:
+            False when another process holds the file (for instance a running server with it
+            open read-only) and the views there are already current; True when written.
+
+        Raises:
+            StoreError: when the file is locked and its views are missing or out of date.
+        """
+        self.init()
+        try:
+            con = duckdb.connect(str(self.db_path))
+        except duckdb.IOException as err:
+            if self._views_current():
+                return False
+            raise StoreError(f"cannot write views into {self.db_path}: {err}") from err
+        try:
+            for spec in all_tables():
+                con.execute(f'CREATE OR REPLACE VIEW "{spec.name}" AS {self.view_sql(spec)}')
+                if spec.description:
+                    con.execute(f'COMMENT ON VIEW "{spec.name}" IS {_sql_string(spec.description)}')
+            con.execute("CREATE OR REPLACE TABLE serlens_meta AS SELECT ? AS schema_version, ? AS root",
+                        [SCHEMA_VERSION, str(self.root)])
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        return True
+
+    def _views_current(self) -> bool:
+        try:
+            with duckdb.connect(str(self.db_path), read_only=True) as con:
+                version, root = con.execute("SELECT schema_version, root FROM serlens_meta").fetchone()
+                names = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        except duckdb.Error:
+            return False
+        return version == SCHEMA_VERSION and root == str(self.root) and names >= {t.name for t in all_tables()}
+
+    def connect_readonly(self, *, sandboxed: bool = True) -> duckdb.DuckDBPyConnection:
+        """Open the DuckDB file read-only.
+
+        Args:
+            sandboxed: also forbid every file outside the store's tables, extension
+                installs and loads, and lock the configuration (for untrusted SQL).
+
+        Raises:
+            StoreError: when the store has no DuckDB file yet.
+        """
+        if not self.db_path.exists():
+            raise StoreError(f"no feature store at {self.root} (no {DB_FILENAME}); run `serlens run` first")
+        con = duckdb.connect(str(self.db_path), read_only=True)
+        if sandboxed:
+            con.execute("SET allowed_directories = [?]", [str(self.tables_dir) + os.sep])
+            con.execute("SET enable_external_access = false")
+            con.execute("SET autoinstall_known_extensions = false")
+            con.execute("SET autoload_known_extensions = false")
+            con.execute("SET lock_configuration = true")
+        return con
+
+
+_ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+
+
+def run_readonly_query(
+    store: FeatureStore,
+    query: str,
+    *,
+    max_rows: int = 10_000,
+    timeout_s: float = 10.0,
+) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+    """Run one untrusted SELECT against the store's views.
+
+    Defence in depth: the DuckDB file is opened read-only; file access is limited to the
+    store's tables and extensions cannot be installed or loaded (configuration locked);
+    exactly one statement is accepted and it must be a SELECT (or EXPLAIN); at most
+    ``max_rows`` rows are fetched; a query past ``timeout_s`` is interrupted.
+
+    Returns:
+        ``(column_names, rows, truncated)``.
+
+    Raises:
+        QueryRejectedError: for anything but a single read-only statement, or a query DuckDB
+            refuses (a forbidden file, a syntax error).
+        QueryTimeoutError: when the query ran past ``timeout_s``.
+    """
+    if not query or not _COMMENT.sub("", query).strip().strip(";").strip():
+        raise QueryRejectedError("empty query")
+    if len(query) > 100_000:
+        raise QueryRejectedError("query longer than 100,000 characters")
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as err:
+        raise QueryRejectedError(f"cannot parse query: {err}") from err
+    if len(statements) != 1:
+        raise QueryRejectedError(f"exactly one statement per request, got {len(statements)}")
+    statement = statements[0]
+    if statement.type not in _ALLOWED_STATEMENTS:
+        raise QueryRejectedError(f"only SELECT is allowed, got {statement.type.name}")
+    con = store.connect_readonly(sandboxed=True)
+    timer = threading.Timer(timeout_s, con.interrupt)
+    timer.start()
+    try:
+        cursor = con.execute(statement.query)
+        columns = [d[0] for d in (cursor.description or [])]
+        rows = cursor.fetchmany(max_rows + 1)
+    except duckdb.InterruptException as err:
+        raise QueryTimeoutError(f"query ran past the {timeout_s:g} s limit and was stopped") from err
+    except duckdb.Error as err:
+        if not timer.is_alive():
+            raise QueryTimeoutError(f"query ran past the {timeout_s:g} s limit and was stopped") from err
+        raise QueryRejectedError(f"{type(err).__name__}: {str(err).splitlines()[0][:300]}") from err
+    finally:
+        timer.cancel()
+        con.close()
+    return columns, rows[:max_rows], len(rows) > max_rows
