@@ -86,11 +86,24 @@ class FeatureStore:
         """The glob that matches every Parquet file of a table."""
         return str(self.tables_dir / name / "**" / "*.parquet")
 
-    def view_sql(self, spec: TableSpec) -> str:
-        """The SELECT behind a table's view: every file, newest row per key."""
+    def view_sql(self, spec: TableSpec, *, partition: Mapping[str, Any] | None = None) -> str:
+        """The SELECT behind a table's view: every file, newest row per key.
+
+        Args:
+            spec: the table.
+            partition: leading partition values to narrow the files read (a fast path for
+                readers that know them, e.g. one checkpoint's embeddings).
+        """
         keys = ", ".join(f'"{k}"' for k in spec.keys)
+        glob = self.table_glob(spec.name)
+        if partition:
+            lead = {c: partition[c] for c in spec.partition_by[: len(partition)]}
+            if set(lead) != set(partition):
+                raise StoreError(f"table {spec.name!r}: partition {sorted(partition)} is not a prefix of {spec.partition_by}")
+            folder = "/".join(f"{c}={quote(str(v), safe='')}" for c, v in lead.items())
+            glob = str(self.tables_dir / spec.name / folder / "**" / "*.parquet")
         return (
-            f"SELECT * FROM read_parquet({_sql_string(self.table_glob(spec.name))}, "
+            f"SELECT * FROM read_parquet({_sql_string(glob)}, "
             f"union_by_name = true, hive_partitioning = false) "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY created_at DESC) = 1"
         )
@@ -198,6 +211,7 @@ class FeatureStore:
         params: Sequence[Any] | None = None,
         columns: Sequence[str] | None = None,
         order_by: Sequence[str] | None = None,
+        partition: Mapping[str, Any] | None = None,
     ) -> pa.Table:
         """Read a table's view (newest row per key) into Arrow.
 
@@ -210,15 +224,19 @@ class FeatureStore:
             params: values for the placeholders.
             columns: columns to return (default: all).
             order_by: columns to sort by.
+            partition: leading partition values; only those folders are read.
         """
         spec = table(name)
         cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-        sql = f"SELECT {cols} FROM ({self.view_sql(spec)})"
+        sql = f"SELECT {cols} FROM ({self.view_sql(spec, partition=partition)})"
         if where:
             sql += f" WHERE {where}"
         if order_by:
             sql += " ORDER BY " + ", ".join(f'"{c}"' for c in order_by)
-        if not (self.tables_dir / name).exists():
+        folder = self.tables_dir / name
+        if partition:
+            folder = folder / "/".join(f"{c}={quote(str(v), safe='')}" for c, v in partition.items())
+        if not folder.exists() or not any(folder.rglob("*.parquet")):
             return spec.schema.empty_table().select(list(columns) if columns else spec.schema.names)
         with duckdb.connect() as con:
             return con.sql(sql, params=list(params or [])).to_arrow_table()

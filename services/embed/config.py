@@ -1,0 +1,70 @@
+"""Settings of the embedding service: pydantic ``EmbedArgs`` in, frozen ``EmbedConfig`` out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How clips are batched, which hidden states are kept, and where the model runs.
+
+    Attributes:
+        batch_size: most clips per forward pass.
+        max_batch_audio_s: most padded audio per forward pass, in seconds
+            (clips x longest clip), to bound memory.
+        layers: hidden-state indices to keep (0 = CNN projection, i = transformer layer i);
+            None keeps all of them.
+        pooling: how frames are reduced to one vector (``mean`` over valid frames).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        precision: ``fp32``, or ``bf16`` autocast (CUDA only; CPU always runs fp32).
+    """
+
+    batch_size: int = 16
+    max_batch_audio_s: float = 240.0
+    layers: tuple[int, ...] | None = None
+    pooling: str = "mean"
+    device: str = "auto"
+    precision: str = "fp32"
+
+
+class EmbedArgs(BaseModel):
+    """The ``embed`` section of a run config; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_size: int = Field(default=16, ge=1)
+    max_batch_audio_s: float = Field(default=240.0, gt=0)
+    layers: list[int] | None = None
+    pooling: Literal["mean"] = "mean"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_distinct_and_non_negative(cls, layers: list[int] | None) -> list[int] | None:
+        # The upper bound depends on the model, so the service checks it once loaded.
+        if layers is None:
+            return None
+        if not layers:
+            raise ValueError("empty list; use null for every hidden state")
+        negative = [i for i in layers if i < 0]
+        if negative:
+            raise ValueError(f"negative layer index {negative}; 0 is the CNN projection")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"repeated layer index in {layers}")
+        return layers
+
+    def to_config(self) -> EmbedConfig:
+        """The validated settings as a frozen ``EmbedConfig``."""
+        return EmbedConfig(
+            batch_size=self.batch_size,
+            max_batch_audio_s=self.max_batch_audio_s,
+            layers=tuple(self.layers) if self.layers is not None else None,
+            pooling=self.pooling,
+            device=self.device,
+            precision=self.precision,
+        )

@@ -1,0 +1,134 @@
+"""``EmbedService``: one speech encoder, loaded once, turning clips into pooled hidden states.
+
+A plain class: under Ray each replica builds its own service; nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from services.embed import core
+from services.embed.config import EmbedConfig
+from shared.audio import check_signal
+from shared.errors import InvalidAudioError
+from shared.models import load_encoder, pooled_hidden_states, prepare_batch
+
+
+class EmbedService:
+    """Mean over valid frames of each hidden state of a speech encoder.
+
+    Args:
+        config: the validated settings.
+        model: hub id or local folder of the encoder (a checkpoint written by the trainer, too).
+        revision: hub revision.
+
+    Attributes:
+        bundle: the encoder's identity (sampling rate, layer count, hidden size...).
+        device: ``cpu`` or ``cuda``, as resolved from ``config.device``.
+        layers: the hidden states kept by default (``config.layers``, validated).
+
+    Raises:
+        ModelLoadError: the model cannot be loaded as a speech encoder.
+        InvalidConfigError: ``cuda`` requested without one, or ``config.layers`` out of range.
+    """
+
+    def __init__(self, *, config: EmbedConfig, model: str, revision: str | None = None) -> None:
+        self.config = config
+        self.device = core.resolve_device(config.device, torch.cuda.is_available())
+        self.model, self.bundle = load_encoder(model, revision=revision, device=self.device)
+        self.layers = core.select_layers(config.layers, self.bundle.num_hidden_states)
+        model_config = self.model.config
+        self.min_samples = core.receptive_field_samples(model_config.conv_kernel, model_config.conv_stride)
+
+    def _check(self, signal: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
+        if sampling_rate != self.bundle.sampling_rate:
+            raise InvalidAudioError(
+                f"{name}: sampling rate {sampling_rate} Hz, expected {self.bundle.sampling_rate} Hz "
+                f"(the rate {self.bundle.name_or_path} was trained at)"
+            )
+        array = np.asarray(signal)
+        if not np.issubdtype(array.dtype, np.floating):
+            raise InvalidAudioError(f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}")
+        # Silence is left to the caller: standardised, it is just zeros to the encoder.
+        check_signal(array, sampling_rate, name=name, min_duration_s=0.0, allow_silence=True)
+        if array.size < self.min_samples:
+            raise InvalidAudioError(
+                f"{name}: {array.size} samples, fewer than the {self.min_samples} the encoder needs "
+                "for one frame"
+            )
+        return array.astype(np.float32, copy=False)
+
+    def process_signal(
+        self, signal: np.ndarray, sampling_rate: int, *, layers: Sequence[int] | None = None, name: str = "signal"
+    ) -> np.ndarray:
+        """Pooled hidden states of one clip.
+
+        Args:
+            signal: mono float samples, shape ``(num_samples,)``.
+            sampling_rate: in Hz; must be ``bundle.sampling_rate``.
+            layers: hidden-state indices to keep (default: ``self.layers``).
+            name: how to name the clip in errors.
+
+        Returns:
+            float32 array of shape ``(len(layers), hidden_size)``.
+
+        Raises:
+            InvalidAudioError: another rate, not 1-D, empty, NaN/inf, or too short for one frame.
+            InvalidConfigError: a layer index out of range.
+        """
+        chosen = self.layers if layers is None else core.select_layers(layers, self.bundle.num_hidden_states)
+        x = self._check(signal, sampling_rate, name)
+        return self._embed([x], chosen)[0]
+
+    def process_batch(
+        self,
+        signals: Sequence[np.ndarray],
+        sampling_rate: int = 16_000,
+        *,
+        layers: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Pooled hidden states of each clip; every clip is checked before any is embedded.
+
+        Clips are batched by length (``config.batch_size``, ``config.max_batch_audio_s``);
+        each clip's result does not depend on what it is batched with.
+
+        Args:
+            signals: mono float signals of any lengths.
+            sampling_rate: in Hz; must be ``bundle.sampling_rate``.
+            layers: hidden-state indices to keep (default: ``self.layers``).
+
+        Returns:
+            float32 array of shape ``(len(signals), len(layers), hidden_size)``, in input order.
+
+        Raises:
+            InvalidAudioError: for the first bad clip, named ``signals[i]``.
+            InvalidConfigError: a layer index out of range.
+        """
+        chosen = self.layers if layers is None else core.select_layers(layers, self.bundle.num_hidden_states)
+        checked = [self._check(s, sampling_rate, f"signals[{i}]") for i, s in enumerate(signals)]
+        return self._embed(checked, chosen)
+
+    def _embed(self, signals: list[np.ndarray], layers: tuple[int, ...]) -> np.ndarray:
+        out = np.empty((len(signals), len(layers), self.bundle.hidden_size), dtype=np.float32)
+        plan = core.plan_batches(
+            [len(s) for s in signals],
+            self.bundle,
+            batch_size=self.config.batch_size,
+            max_batch_samples=int(self.config.max_batch_audio_s * self.bundle.sampling_rate),
+        )
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if core.uses_autocast(self.config.precision, self.device)
+            else contextlib.nullcontext()
+        )
+        index = torch.tensor(layers, device=self.device)
+        with torch.inference_mode(), autocast:
+            for batch in plan:
+                values, mask = prepare_batch([signals[i] for i in batch], self.bundle, device=self.device)
+                pooled = pooled_hidden_states(self.model, values, mask, self.bundle)
+                out[batch] = pooled.index_select(1, index).float().cpu().numpy()
+        return out

@@ -1,0 +1,150 @@
+"""The `serlens` command: run the study, query the store, rebuild the report, serve the API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.errors import ServiceError
+from shared.settings import default_workdir, ray_address
+
+EXAMPLE_QUERY = (
+    "SELECT checkpoint_step, layer, round(value, 3) AS cka FROM cka "
+    "WHERE estimator = 'linear' ORDER BY value DESC LIMIT 5"
+)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="folder for the store, MLflow, figures and report "
+                             "(default: $SERLENS_WORKDIR or ./serlens-work)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="serlens", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("run", "run the whole study (default: the embedded demo)"),
+                            ("train", "prepare the data and fine-tune only")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", type=Path, default=None, help="YAML config (default: deploy/demo.yaml)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.lr=2e-5 (repeatable)")
+        p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS or a local Ray)")
+        p.add_argument("--skip-invalid", action="store_true",
+                       help="leave invalid inputs out (recorded in the `skipped` table) instead of stopping")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        _common(p)
+    p = sub.add_parser("sql", help="query the feature store (read-only SQL over DuckDB views)")
+    p.add_argument("query", help="one SELECT statement")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--max-rows", type=int, default=1000)
+    _common(p)
+    p = sub.add_parser("report", help="rebuild the figures and report.html from the store")
+    _common(p)
+    p = sub.add_parser("serve", help="serve the HTTP API on this machine (Ray Serve, port 8000)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    _common(p)
+    return parser
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> int:
+    from services.pipeline.config import load_study_args
+    from services.pipeline.run import Study, start_ray
+
+    study_args = load_study_args(args.config, args.overrides)
+    started = time.perf_counter()
+    start_ray(args.address or ray_address())
+    study = Study(study_args, workdir=workdir, skip_invalid=args.skip_invalid, progress=not args.quiet)
+    if args.command == "train":
+        study.store.init()
+        study.store.refresh_views()
+        clips = study.prepare()
+        checkpoints = study.train(clips)
+        study.store.refresh_views()
+        print(f"\nfine-tuned: {len(checkpoints)} checkpoint(s), train key {study.train_key}, "
+              f"MLflow run {study.result.mlflow_run_id}")
+        return 0
+    result = study.run()
+    root = result.workdir.root
+    seconds = time.perf_counter() - started
+    reused = f" (reused from the store: {', '.join(result.reused)})" if result.reused else ""
+    print(f"""
+serlens: study finished in {seconds:.0f} s{reused}
+  report         {result.workdir.report}
+  figures        {result.workdir.figures}/  ({', '.join(p.name for p in result.figures)})
+  feature store  {result.workdir.store.root}/  (Parquet under tables/, DuckDB views in {result.workdir.store.db_path.name})
+  MLflow         {result.tracking_uri}  (run {result.mlflow_run_id}; browse: mlflow ui --backend-store-uri {result.tracking_uri})
+  checkpoints    {root / 'checkpoints' / result.train_key}
+try:
+  serlens sql --workdir {root} "{EXAMPLE_QUERY}"
+""")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def _sql(args: argparse.Namespace, workdir: Path) -> int:
+    import pandas as pd
+
+    from shared.store import FeatureStore, run_readonly_query
+
+    columns, rows, truncated = run_readonly_query(FeatureStore(workdir / "store"), args.query,
+                                                  max_rows=args.max_rows)
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    if args.format == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif args.format == "json":
+        sys.stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
+    else:
+        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
+            print(frame.to_string(index=False) if len(frame) else "(no rows)")
+    if truncated:
+        print(f"(stopped at --max-rows {args.max_rows})", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace, workdir: Path) -> int:
+    import ray
+    from ray import serve
+
+    from services.api.app import build_app
+
+    ray.init(address=ray_address(), include_dashboard=True, dashboard_host="127.0.0.1")
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_app({"workdir": str(workdir)}), name="serlens", route_prefix="/", blocking=False)
+    print(f"serlens API on http://{args.host}:{args.port}  (docs: http://{args.host}:{args.port}/docs); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `serlens` command."""
+    args = build_parser().parse_args(argv)
+    workdir = (args.workdir or default_workdir()).resolve()
+    try:
+        if args.command in ("run", "train"):
+            return _run(args, workdir)
+        if args.command == "sql":
+            return _sql(args, workdir)
+        if args.command == "report":
+            from services.pipeline.report import write_report
+
+            print(write_report(workdir))
+            return 0
+        return _serve(args, workdir)
+    except ServiceError as err:
+        print(f"serlens: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The study's configuration: YAML -> ``StudyArgs`` (validated once, unknown keys rejected).
+
+Each service owns its section's ``Args``; this module only composes them, applies
+``--set key=value`` overrides, and hashes sections into the keys that decide what a run can
+reuse from the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from services.cka.config import CkaArgs
+from services.egemaps.config import EgemapsArgs
+from services.embed.config import EmbedArgs
+from services.normalize.config import NormalizeArgs
+from services.probe.config import ProbeArgs
+from services.trainer.config import TrainArgs
+from shared.errors import InvalidConfigError
+from shared.schema import EMOTIONS
+
+#: The demo's model: a tiny random WavLM written into the workdir with save_pretrained.
+DEMO_MODEL = "serlens:tiny-random-wavlm"
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "demo.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetArgs(_Section):
+    """Where the clips come from."""
+
+    kind: Literal["demo", "crema-d", "manifest"] = "demo"
+    #: CREMA-D checkout folder, or manifest file (CSV/Parquet); for the demo, where to write it
+    #: (default: <workdir>/demo-corpus).
+    path: str | None = None
+    #: name of the dataset in the store (default: the kind).
+    name: str | None = None
+    #: class labels, in index order.
+    labels: list[str] = Field(default_factory=lambda: list(EMOTIONS))
+    demo_speakers: int = Field(20, ge=12)
+    demo_sentences_per_emotion: int = Field(4, ge=1)
+    demo_seed: int = 0
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or len(value) < 2:
+            raise ValueError(f"labels must be at least two distinct names, got {value}")
+        return value
+
+
+class SplitArgs(_Section):
+    """The paper's two-phase, speaker-independent, gender-stratified 80/20 split."""
+
+    seed: int = 0
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class ModelArgs(_Section):
+    """The speech encoder to fine-tune: a hub id, a local folder, or the demo's tiny random WavLM."""
+
+    name: str = DEMO_MODEL
+    revision: str | None = None
+
+
+class AnalysisArgs(_Section):
+    """Which clips the analyses (eGeMAPS, embeddings, CKA, probes) use."""
+
+    subset: Literal[1, 2, 3] = 3
+
+
+class TrackingArgs(_Section):
+    """MLflow: default a sqlite file and local artifacts in the workdir."""
+
+    uri: str | None = None
+    experiment: str = "serlens"
+
+
+class StudyArgs(_Section):
+    """Everything a run needs; one section per service."""
+
+    dataset: DatasetArgs = Field(default_factory=DatasetArgs)
+    normalize: NormalizeArgs = Field(default_factory=NormalizeArgs)
+    split: SplitArgs = Field(default_factory=SplitArgs)
+    egemaps: EgemapsArgs = Field(default_factory=EgemapsArgs)
+    model: ModelArgs = Field(default_factory=ModelArgs)
+    train: TrainArgs = Field(default_factory=TrainArgs)
+    analysis: AnalysisArgs = Field(default_factory=AnalysisArgs)
+    embed: EmbedArgs = Field(default_factory=EmbedArgs)
+    cka: CkaArgs = Field(default_factory=CkaArgs)
+    probe: ProbeArgs = Field(default_factory=ProbeArgs)
+    tracking: TrackingArgs = Field(default_factory=TrackingArgs)
+
+    def to_yaml(self) -> str:
+        """The full, resolved config as YAML (what is saved with a run)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise InvalidConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=2e-5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise InvalidConfigError(f"--set {item!r}: value is not valid YAML: {err}") from err
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a config dict."""
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise InvalidConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_study_args(path: str | Path | None = None, overrides: Sequence[str] = ()) -> StudyArgs:
+    """Read a YAML config (default ``deploy/demo.yaml``), apply overrides, validate.
+
+    Raises:
+        InvalidConfigError: unreadable file, unknown keys, bad values; the message names each.
+    """
+    source = Path(path) if path else DEFAULT_CONFIG
+    data: dict[str, Any] = {}
+    if source.exists():
+        try:
+            loaded = yaml.safe_load(source.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise InvalidConfigError(f"{source}: not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise InvalidConfigError(f"{source}: expected a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    elif path:
+        raise InvalidConfigError(f"config file {source} does not exist")
+    data = apply_overrides(data, overrides)
+    try:
+        return StudyArgs.model_validate(data)
+    except ValidationError as err:
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise InvalidConfigError(f"invalid config {source}:\n{problems}") from err
+
+
+def config_hash(*parts: Any) -> str:
+    """A short, stable hash of JSON-able parts (pydantic models are dumped first)."""
+    def plain(obj: Any) -> Any:
+        if isinstance(obj, BaseModel):
+            return obj.model_dump(mode="json")
+        if isinstance(obj, Mapping):
+            return {str(k): plain(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [plain(v) for v in obj]
+        return obj
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,264 @@
+"""Figures and the self-contained HTML report of a run, rebuilt from the store alone.
+
+``serlens report`` calls ``write_report(workdir)``: everything it shows comes from the
+feature store's tables (the latest finished run's keys), so a report can be redrawn at any
+time, on any machine that mounts the workdir.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.errors import StoreError
+from shared.store import FeatureStore
+
+PACKAGES = ("serlens", "torch", "transformers", "ray", "opensmile", "pyloudnorm", "soundfile", "soxr", "pyarrow",
+            "duckdb", "mlflow", "numpy", "scikit-learn", "scipy", "matplotlib")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of what the numbers depend on."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def latest_run(store: FeatureStore) -> dict[str, Any]:
+    """The most recent finished run's row of the ``runs`` table.
+
+    Raises:
+        StoreError: when the store holds no finished run.
+    """
+    rows = store.read("runs", where="status = 'finished'", order_by=["created_at"]).to_pylist()
+    if not rows:
+        raise StoreError(f"no finished run in {store.root}; run `serlens run` first")
+    return rows[-1]
+
+
+def _plot_loudness(clips: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    before = np.array([c["lufs_before"] for c in clips if np.isfinite(c["lufs_before"] or -np.inf)])
+    after = np.array([c["lufs_after"] for c in clips if np.isfinite(c["lufs_after"] or -np.inf)])
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
+    bins = np.linspace(min(before.min(), after.min()) - 1, max(before.max(), after.max()) + 1, 40)
+    ax.hist(before, bins=bins, alpha=0.6, label=f"before (median {np.median(before):.1f} LUFS)", color="#888")
+    ax.hist(after, bins=bins, alpha=0.8, label=f"after (median {np.median(after):.1f} LUFS)", color="#1f77b4")
+    target = clips[0]["target_lufs"]
+    ax.axvline(target, color="k", ls="--", lw=1, label=f"target {target:g} LUFS")
+    ax.set_xlabel("integrated loudness (LUFS, ITU-R BS.1770-4)")
+    ax.set_ylabel("clips")
+    ax.set_title("Loudness normalisation")
+    ax.legend(frameon=False, fontsize=8)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+def write_figures(store: FeatureStore, folder: Path, *, train_key: str, analysis_key: str) -> list[Path]:
+    """Draw every figure of a run (PNG and SVG) from the store."""
+    from services.cka.figures import plot_cka_heatmap, plot_cka_panels
+    from services.probe.figures import plot_probe_f1
+    from services.trainer.figures import plot_training
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    metrics = store.read("train_metrics", where="train_key = ?", params=[train_key], order_by=["step"]).to_pylist()
+    steps = store.read("checkpoints", columns=["checkpoint_step"], where="train_key = ?",
+                       params=[train_key]).column("checkpoint_step").to_pylist()
+    if metrics:
+        paths += plot_training(metrics, sorted(steps), folder / "training")
+    cka = store.read("cka", where="config_hash = ?", params=[analysis_key]).to_pylist()
+    if cka:
+        paths += plot_cka_heatmap(cka, folder / "cka_egemaps", estimator="linear",
+                                  title="Linear CKA with eGeMAPS (subset 3)")
+        paths += plot_cka_panels(cka, folder / "cka_egemaps_both")
+    probes = store.read("probes", where="config_hash = ?", params=[analysis_key]).to_pylist()
+    if probes:
+        paths += plot_probe_f1(probes, folder / "probe_f1")
+    data_key = latest_data_key(store, train_key)
+    clips = store.read("clips", where="config_hash = ?", params=[data_key]).to_pylist() if data_key else []
+    if clips:
+        paths += _plot_loudness(clips, folder / "loudness")
+    return paths
+
+
+def latest_data_key(store: FeatureStore, train_key: str) -> str | None:
+    """The data key of the newest finished run with this train key."""
+    rows = store.read("runs", columns=["data_key", "train_key", "created_at"],
+                      where="status = 'finished'", order_by=["created_at"]).to_pylist()
+    keys = [r["data_key"] for r in rows if r["train_key"] == train_key]
+    if keys:
+        return keys[-1]
+    rows = store.read("stages", columns=["stage_key", "created_at"], where="stage = 'prepare'",
+                      order_by=["created_at"]).to_pylist()
+    return rows[-1]["stage_key"] if rows else None
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, fmt: str = "{:.3f}") -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "–" if not np.isfinite(v) else fmt.format(v)
+        return html.escape("" if v is None else str(v))
+
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(path: Path, caption: str) -> str:
+    if not path.exists():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    svg = path.with_suffix(".svg").name
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"/>'
+            f"<figcaption>{html.escape(caption)} <span class=dim>(vector: figures/{html.escape(svg)})</span>"
+            "</figcaption></figure>")
+
+
+def _summaries(store: FeatureStore, run: dict[str, Any]) -> dict[str, Any]:
+    train_key, analysis_key, data_key = run["train_key"], run["analysis_key"], run["data_key"]
+    clips = store.read("clips", where="config_hash = ?", params=[data_key]).to_pylist()
+    checkpoints = store.read("checkpoints", where="train_key = ?", params=[train_key],
+                             order_by=["checkpoint_step"]).to_pylist()
+    cka = store.read("cka", where="config_hash = ?", params=[analysis_key]).to_pylist()
+    probes = store.read("probes", where="config_hash = ?", params=[analysis_key]).to_pylist()
+    skipped = store.read("skipped", where="config_hash = ?", params=[data_key]).to_pylist()
+    return {"clips": clips, "checkpoints": checkpoints, "cka": cka, "probes": probes, "skipped": skipped}
+
+
+def _random_init(checkpoints: Sequence[dict[str, Any]]) -> bool:
+    for ck in checkpoints:
+        config = Path(ck.get("local_path") or "") / "config.json"
+        if config.is_file():
+            return bool(json.loads(config.read_text()).get("serlens_random_init", False))
+    return False
+
+
+def write_report(workdir: Path) -> Path:
+    """Write ``<workdir>/report.html`` for the latest finished run; returns its path."""
+    workdir = Path(workdir).resolve()
+    store = FeatureStore(workdir / "store")
+    run = latest_run(store)
+    figures_dir = workdir / "figures"
+    write_figures(store, figures_dir, train_key=run["train_key"], analysis_key=run["analysis_key"])
+    s = _summaries(store, run)
+    summary = json.loads(run.get("summary_json") or "{}")
+    warnings = list(summary.get("warnings", []))
+    if _random_init(s["checkpoints"]):
+        warnings.insert(0, "The encoder was randomly initialised (the demo's tiny WavLM): these numbers exercise "
+                           "the pipeline and say nothing about WavLM. Point model.name at real weights for the study.")
+    n3 = sum(1 for c in s["clips"] if c["subset"] == 3)
+    if 0 < n3 < 500:
+        warnings.append(f"Subset 3 has {n3} clips, so each probe's test split has about {max(1, n3 // 10)}: "
+                        "F1 differences of a few points are noise (see the spread over seeds).")
+
+    sections: list[str] = []
+    # data
+    by_subset = []
+    for subset in (1, 2, 3):
+        rows = [c for c in s["clips"] if c["subset"] == subset]
+        speakers = {c["speaker"] for c in rows}
+        by_subset.append([subset, len(rows), len(speakers), sum(c["gender"] == "F" for c in rows),
+                          sum(c["gender"] == "M" for c in rows), round(sum(c["duration_s"] for c in rows) / 60, 1)])
+    sections.append("<h2>Data</h2>" + _table(["subset", "clips", "speakers", "female clips", "male clips",
+                                              "minutes"], by_subset)
+                    + _figure(figures_dir / "loudness.png", "Integrated loudness before and after normalisation"))
+    # training
+    ck_rows = [[c["checkpoint_step"], c["epoch"], c["train_loss"], c["val_loss"], c["val_f1_macro"], c["uri"]]
+               for c in s["checkpoints"]]
+    sections.append("<h2>Fine-tuning</h2>"
+                    + _figure(figures_dir / "training.png", "Training progress; checkpoints marked")
+                    + _table(["step", "epoch", "train loss", "val loss", "val macro-F1", "MLflow URI"], ck_rows))
+    # CKA
+    if s["cka"]:
+        steps = sorted({r["checkpoint_step"] for r in s["cka"]})
+        layers = sorted({r["layer"] for r in s["cka"]})
+        grid = {(r["checkpoint_step"], r["layer"], r["estimator"]): r["value"] for r in s["cka"]}
+        cka_rows = [[step, *[grid.get((step, layer, "linear"), float("nan")) for layer in layers]] for step in steps]
+        sections.append("<h2>CKA with eGeMAPS (paper Figure 1)</h2>"
+                        + _figure(figures_dir / "cka_egemaps.png", "Linear CKA, checkpoints x layers")
+                        + _figure(figures_dir / "cka_egemaps_both.png", "Linear and debiased CKA side by side")
+                        + "<p>Linear CKA by checkpoint (rows) and layer (columns):</p>"
+                        + _table(["step", *[f"L{layer}" for layer in layers]], cka_rows))
+    # probes
+    if s["probes"]:
+        emb = [r for r in s["probes"] if r["features"] == "embeddings"]
+        ege = [r["f1_macro"] for r in s["probes"] if r["features"] == "egemaps"]
+        steps = sorted({r["checkpoint_step"] for r in emb})
+        rows = []
+        for step in steps:
+            per_layer: dict[int, list[float]] = {}
+            for r in emb:
+                if r["checkpoint_step"] == step:
+                    per_layer.setdefault(r["layer"], []).append(r["f1_macro"])
+            means = {layer: float(np.mean(v)) for layer, v in per_layer.items()}
+            best = max(means, key=means.get)
+            stds = float(np.std(per_layer[best]))
+            rows.append([step, best, means[best], stds, float(np.mean(list(means.values())))])
+        base = (f"<p>eGeMAPS baseline: macro-F1 {np.mean(ege):.3f} ± {np.std(ege):.3f} over {len(ege)} seeds.</p>"
+                if ege else "")
+        sections.append("<h2>Layer-wise probes (paper Figure 2)</h2>"
+                        + _figure(figures_dir / "probe_f1.png", "Test macro-F1 by layer, one line per checkpoint")
+                        + base + _table(["step", "best layer", "best mean F1", "std over seeds",
+                                         "mean F1 over layers"], rows))
+    if s["skipped"]:
+        sections.append("<h2>Left out</h2>" + _table(["item", "stage", "reason"],
+                                                     [[r["item"], r["stage"], r["reason"]] for r in s["skipped"]]))
+    versions = package_versions()
+    sections.append("<h2>Reproduce</h2><p>Run <code>" + html.escape(run["run_id"]) + "</code>, "
+                    + f"{run.get('seconds') or 0:.0f} s; MLflow run <code>{html.escape(str(run.get('mlflow_run_id')))}"
+                    + f"</code> at <code>{html.escape(str(run.get('tracking_uri')))}</code>.</p>"
+                    + "<details open><summary>Config</summary><pre>" + html.escape(run["config_yaml"] or "")
+                    + "</pre></details>"
+                    + "<details><summary>Package versions</summary>"
+                    + _table(["package", "version"], sorted(versions.items())) + "</details>"
+                    + "<details><summary>Stage times (s)</summary>"
+                    + _table(["stage", "seconds"], sorted(summary.get("stage_seconds", {}).items()), fmt="{:.1f}")
+                    + "<p>Reused from the store: " + html.escape(", ".join(summary.get("reused", [])) or "nothing")
+                    + "</p></details>")
+    warn_html = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>serlens report {html.escape(run['run_id'])}</title>
+<style>
+body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+h1{{font-size:1.6em}} h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}}
+table{{border-collapse:collapse;font-size:.85em;margin:.8em 0;display:block;overflow-x:auto}}
+td,th{{border:1px solid #ddd;padding:.25em .5em;text-align:right}} th{{background:#f5f5f5}}
+figure{{margin:1em 0}} img{{max-width:100%}} figcaption{{font-size:.9em;color:#444}} .dim{{color:#888}}
+.warn{{background:#fff4e5;border:1px solid #f0b060;padding:.6em 1em;border-radius:4px}}
+pre{{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:.8em}}
+</style></head><body>
+<h1>What happens inside a speech encoder when it is fine-tuned</h1>
+<p>serlens report for run <code>{html.escape(run['run_id'])}</code>: {len(s['clips'])} clips,
+{len(s['checkpoints'])} checkpoints, CKA and linear probes per checkpoint and layer on subset 3.</p>
+{f'<div class="warn"><strong>Warnings</strong><ul>{warn_html}</ul></div>' if warnings else ''}
+{''.join(sections)}
+</body></html>
+"""
+    out = workdir / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
+    return out

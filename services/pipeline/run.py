@@ -1,0 +1,439 @@
+"""`serlens run`: the whole study, stage after stage, every stage on Ray.
+
+Reads like the paper's method section: prepare the data (scan, validate, split, normalise),
+extract eGeMAPS, fine-tune with checkpoints, embed every checkpoint and layer, compare by
+CKA, probe layer by layer, draw, report. Each stage has a key (a hash of its config and its
+inputs); what the store already holds under that key is reused, so a second run with the
+same config only draws and reports again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from services.pipeline import stages
+from services.pipeline.config import DEMO_MODEL, StudyArgs, config_hash
+from shared.datasets import DatasetScan, scan_crema_d, scan_manifest
+from shared.errors import InvalidManifestError, StoreError
+from shared.schema import egemaps_feature_names
+from shared.splits import split_speakers
+from shared.store import FeatureStore
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """Where a run keeps everything (one folder; see README "What a run produces")."""
+
+    root: Path
+
+    @property
+    def store(self) -> FeatureStore:
+        """The feature store (Parquet + DuckDB views)."""
+        return FeatureStore(self.root / "store")
+
+    @property
+    def audio(self) -> Path:
+        """Normalised audio, content-addressed by source hash, per normalisation config."""
+        return self.root / "audio"
+
+    @property
+    def checkpoints(self) -> Path:
+        """Fine-tuning checkpoints, one folder per train key."""
+        return self.root / "checkpoints"
+
+    @property
+    def figures(self) -> Path:
+        """PNG and SVG figures."""
+        return self.root / "figures"
+
+    @property
+    def report(self) -> Path:
+        """The self-contained HTML report."""
+        return self.root / "report.html"
+
+    @property
+    def runs(self) -> Path:
+        """One folder per run with its resolved config."""
+        return self.root / "runs"
+
+
+@dataclass
+class StudyResult:
+    """What a run produced, and the keys that identify it in the store."""
+
+    run_id: str
+    workdir: Workdir
+    data_key: str
+    train_key: str = ""
+    analysis_key: str = ""
+    embed_hash: str = ""
+    steps: list[int] = field(default_factory=list)
+    num_hidden_states: int = 0
+    mlflow_run_id: str | None = None
+    tracking_uri: str = ""
+    warnings: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+
+def start_ray(address: str | None) -> None:
+    """Join a cluster (``address``) or start a local Ray sized to this machine."""
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::DeprecationWarning"}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=env,
+                 log_to_driver=True, logging_level="WARNING")
+
+
+class Study:
+    """One run of the study over a workdir.
+
+    Args:
+        args: the validated config.
+        workdir: the run's folder.
+        skip_invalid: leave invalid inputs out (recorded in ``skipped``) instead of stopping.
+        progress: show progress bars.
+    """
+
+    def __init__(self, args: StudyArgs, *, workdir: Path, skip_invalid: bool = False, progress: bool = True) -> None:
+        self.args = args
+        self.dir = Workdir(Path(workdir).resolve())
+        self.store = self.dir.store
+        self.skip_invalid = skip_invalid
+        self.progress = progress
+        self.run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        self.result = StudyResult(run_id=self.run_id, workdir=self.dir, data_key="")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _log(self, message: str) -> None:
+        if self.progress:
+            print(f"[serlens] {message}", flush=True)
+
+    def _timed(self, stage: str, started: float) -> None:
+        self.result.stage_seconds[stage] = round(time.perf_counter() - started, 2)
+
+    # ------------------------------------------------------------------ 1. data
+
+    def dataset_name(self) -> str:
+        """The dataset's name in the store."""
+        return self.args.dataset.name or self.args.dataset.kind
+
+    def scan(self) -> DatasetScan:
+        """Find the clips and check every file (in parallel on Ray); may write the demo corpus."""
+        ds = self.args.dataset
+        name = self.dataset_name()
+
+        def ray_backed_map(fn: Any, items: Any) -> list[Any]:
+            return stages.ray_map(fn, items, desc="checking audio", progress=self.progress)
+
+        if ds.kind == "demo":
+            from shared.demo_corpus import write_demo_corpus
+
+            folder = Path(ds.path) if ds.path else self.dir.root / "demo-corpus"
+            marker = folder / ".complete"
+            wanted = f"{ds.demo_speakers}/{ds.demo_sentences_per_emotion}/{ds.demo_seed}"
+            if not marker.exists() or marker.read_text() != wanted:
+                self._log(f"writing the demo corpus to {folder}")
+                write_demo_corpus(folder, num_speakers=ds.demo_speakers,
+                                  sentences_per_emotion=ds.demo_sentences_per_emotion, seed=ds.demo_seed)
+                marker.write_text(wanted)
+            return scan_crema_d(folder, dataset=name, labels=ds.labels, map_fn=ray_backed_map)
+        if not ds.path:
+            raise InvalidManifestError([("dataset.path", f"required for dataset.kind={ds.kind!r}")], source="config")
+        if ds.kind == "crema-d":
+            return scan_crema_d(Path(ds.path), dataset=name, labels=ds.labels, map_fn=ray_backed_map)
+        return scan_manifest(Path(ds.path), dataset=name, labels=ds.labels, map_fn=ray_backed_map)
+
+    def prepare(self) -> list[dict[str, Any]]:
+        """Scan, validate, split and normalise; returns the clip rows (reused when stored)."""
+        started = time.perf_counter()
+        scan = self.scan()
+        problems = list(scan.problems)
+        clips = list(scan.clips)
+        if problems and not self.skip_invalid:
+            scan.raise_for_problems()
+        norm_key = config_hash("normalize", self.args.normalize)
+        self.data_key = config_hash(
+            "data", self.args.dataset, self.args.normalize, self.args.split,
+            sorted((c.clip_id, c.audio_sha256) for c in clips),
+        )
+        self.result.data_key = self.data_key
+        self.norm_key = norm_key
+        if self.store.stage_done("prepare", self.data_key):
+            self.result.reused.append("prepare")
+            rows = self.store.read("clips", where="config_hash = ?", params=[self.data_key]).to_pylist()
+            self._timed("prepare", started)
+            return rows
+
+        subsets = split_speakers(clips, seed=self.args.split.seed, holdout_fraction=self.args.split.holdout_fraction,
+                                 validation_fraction=self.args.split.validation_fraction)
+        items = [{"clip_id": c.clip_id, "source_path": c.source_path, "audio_sha256": c.audio_sha256} for c in clips]
+        chunks = stages.chunked(items, 32)
+        config = self.args.normalize.to_config()
+        audio_dir = str(self.dir.audio / f"norm-{norm_key}")
+        refs = [stages.normalize_chunk.remote(chunk, config, audio_dir) for chunk in chunks]
+        results = {r["clip_id"]: r for part in stages.gather(refs, desc="normalising", total=len(items),
+                                                              weights=[len(c) for c in chunks],
+                                                              progress=self.progress) for r in part}
+        late = [(c.source_path, results[c.clip_id]["problem"]) for c in clips if "problem" in results[c.clip_id]]
+        if late and not self.skip_invalid:
+            raise InvalidManifestError(late, source=f"dataset {self.dataset_name()!r} (normalisation)")
+        problems += late
+        bad = {p for p, _ in late}
+        rows = []
+        for c in clips:
+            if c.source_path in bad:
+                continue
+            r = results[c.clip_id]
+            rows.append({
+                "clip_id": c.clip_id, "dataset": c.dataset, "source_path": c.source_path,
+                "audio_sha256": c.audio_sha256, "speaker": c.speaker, "gender": c.gender, "label": c.label,
+                "subset": subsets[c.clip_id], "duration_s": r["duration_s"], "sampling_rate": 16_000,
+                "source_sampling_rate": c.sampling_rate, "source_num_channels": c.num_channels,
+                "lufs_before": r["lufs_before"], "lufs_after": r["lufs_after"], "gain_db": r["gain_db"],
+                "peak_dbfs": r["peak_dbfs"], "clipped_fraction": r["clipped_fraction"],
+                "loudness_policy": r["loudness_policy"], "target_lufs": self.args.normalize.target_lufs,
+                "normalized_path": r["normalized_path"], "normalized_sha256": r["normalized_sha256"],
+            })
+        if problems:
+            self.store.write("skipped", [{"item": item, "stage": "prepare", "reason": reason}
+                                         for item, reason in problems], config_hash=self.data_key)
+            self.result.warnings.append(f"{len(problems)} input(s) left out (--skip-invalid); see the `skipped` table")
+        self.store.write("clips", rows, config_hash=self.data_key)
+        self.store.mark_stage("prepare", self.data_key, rows=len(rows), seconds=time.perf_counter() - started)
+        self._timed("prepare", started)
+        return rows
+
+    # ------------------------------------------------------------------ 2. eGeMAPS
+
+    def egemaps(self, clips: Sequence[dict[str, Any]]) -> None:
+        """88 eGeMAPS functionals per analysed clip, on Ray workers (one extractor each)."""
+        started = time.perf_counter()
+        self.egemaps_hash = config_hash("egemaps", self.norm_key, self.args.egemaps)
+        done = self.store.keys_present("egemaps", ["dataset", "clip_id", "audio_sha256"],
+                                       where="config_hash = ?", params=[self.egemaps_hash])
+        todo = [c for c in clips if (c["dataset"], c["clip_id"], c["audio_sha256"]) not in done]
+        if not todo:
+            self.result.reused.append("egemaps")
+            self._timed("egemaps", started)
+            return
+        workers_wanted = self.args.egemaps.num_workers or stages.cluster_cpus()
+        workers = [stages.EgemapsWorker.remote(self.args.egemaps.to_config(), str(self.store.root))
+                   for _ in range(max(1, min(workers_wanted, len(todo))))]
+        chunks = stages.chunked(todo, 16)
+        refs = [workers[i % len(workers)].process.remote(chunk, self.egemaps_hash) for i, chunk in enumerate(chunks)]
+        stages.gather(refs, desc="eGeMAPS", total=len(todo), weights=[len(c) for c in chunks], progress=self.progress)
+        for w in workers:
+            ray.kill(w)
+        self._timed("egemaps", started)
+
+    # ------------------------------------------------------------------ 3. fine-tuning
+
+    def model_path(self) -> str:
+        """The encoder to fine-tune; the demo's tiny random WavLM is written on first use."""
+        name = self.args.model.name
+        if name != DEMO_MODEL:
+            return name
+        from shared.models import create_random_encoder
+
+        folder = self.dir.root / "models" / "tiny-random-wavlm"
+        if not (folder / "config.json").exists():
+            create_random_encoder(folder, seed=0)
+        return str(folder)
+
+    def train(self, clips: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Fine-tune on subset 1, validate on subset 2; returns the checkpoint rows."""
+        from services.trainer.service import TrainClip
+        from shared.tracking import tracking_config
+
+        started = time.perf_counter()
+        self.train_key = config_hash("train", self.args.model, self.args.train, self.data_key)
+        self.result.train_key = self.train_key
+        tracking = tracking_config(self.dir.root, tracking_uri=self.args.tracking.uri,
+                                   experiment=self.args.tracking.experiment)
+        self.result.tracking_uri = tracking.tracking_uri
+        if self.store.stage_done("train", self.train_key):
+            self.result.reused.append("train")
+            rows = self.store.read("checkpoints", where="train_key = ?", params=[self.train_key],
+                                   order_by=["checkpoint_step"]).to_pylist()
+            self.result.mlflow_run_id = rows[0]["run_id"] if rows else None
+            self._timed("train", started)
+            return rows
+
+        def as_clip(c: dict[str, Any]) -> TrainClip:
+            return TrainClip(clip_id=c["clip_id"], path=c["normalized_path"], label=c["label"])
+
+        train = [as_clip(c) for c in clips if c["subset"] == 1]
+        validation = [as_clip(c) for c in clips if c["subset"] == 2]
+        gpus = stages.cluster_gpus()
+        threads = stages.threads_for_task()
+        task = stages.train_task.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1 if gpus else threads)
+        self._log(f"fine-tuning {self.args.model.name} on {len(train)} clips "
+                  f"(validation {len(validation)}), {'GPU' if gpus else 'CPU'}")
+        result = ray.get(task.remote(self.args.train.to_config(), tracking, self.model_path(), train, validation,
+                                     self.args.dataset.labels, str(self.dir.checkpoints / self.train_key),
+                                     self.train_key, None if gpus else threads))
+        self.result.mlflow_run_id = result.run_id
+        rows = [{
+            "train_key": self.train_key, "checkpoint_step": ck.step, "run_id": result.run_id, "uri": ck.uri,
+            "local_path": ck.local_path, "model": self.args.model.name, "epoch": ck.epoch,
+            "train_loss": ck.train_loss, "val_loss": ck.val_loss, "val_f1_macro": ck.val_f1_macro,
+        } for ck in result.checkpoints]
+        metrics = [{"train_key": self.train_key, "run_id": result.run_id, "step": m["step"],
+                    "epoch": m.get("epoch"), "name": m["name"], "value": m["value"]} for m in result.metrics]
+        self.store.write("train_metrics", metrics, config_hash=self.train_key)
+        self.store.write("checkpoints", rows, config_hash=self.train_key)
+        self.store.mark_stage("train", self.train_key, rows=len(rows), seconds=time.perf_counter() - started)
+        self._timed("train", started)
+        return rows
+
+    # ------------------------------------------------------------------ 4. embeddings
+
+    def embed(self, clips: Sequence[dict[str, Any]], checkpoints: Sequence[dict[str, Any]]) -> None:
+        """Pooled hidden states of every analysed clip at every checkpoint and layer."""
+        started = time.perf_counter()
+        self.embed_hash = config_hash("embed", self.train_key, self.args.embed, self.args.analysis)
+        self.result.embed_hash = self.embed_hash
+        gpus = stages.cluster_gpus()
+        threads = stages.threads_for_task()
+        reused = True
+        for ck in checkpoints:
+            step = int(ck["checkpoint_step"])
+            done = self.store.keys_present("embeddings", ["clip_id"], where="config_hash = ?",
+                                           params=[self.embed_hash],
+                                           partition={"train_key": self.train_key, "checkpoint_step": step})
+            todo = [c for c in clips if (c["clip_id"],) not in done]
+            if not todo:
+                continue
+            reused = False
+            worker = stages.EmbedWorker.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1 if gpus else threads).remote(
+                self.args.embed.to_config(), ck["local_path"], str(self.store.root), None if gpus else threads)
+            chunks = stages.chunked(todo, 32)
+            refs = [worker.process.remote(chunk, model=self.args.model.name, train_key=self.train_key, step=step,
+                                          config_hash=self.embed_hash) for chunk in chunks]
+            stages.gather(refs, desc=f"embedding step {step}", total=len(todo), weights=[len(c) for c in chunks],
+                          progress=self.progress)
+            ray.kill(worker)
+        if reused:
+            self.result.reused.append("embed")
+        self._timed("embed", started)
+
+    # ------------------------------------------------------------------ 5-6. analyses
+
+    def egemaps_matrix(self, clip_ids: Sequence[str]) -> np.ndarray:
+        """eGeMAPS (clips x 88) in ``clip_ids`` order."""
+        names = list(egemaps_feature_names())
+        tbl = self.store.read("egemaps", columns=["clip_id", *names], where="config_hash = ?",
+                              params=[self.egemaps_hash])
+        index = {c: i for i, c in enumerate(tbl.column("clip_id").to_pylist())}
+        missing = [c for c in clip_ids if c not in index]
+        if missing:
+            raise StoreError(f"eGeMAPS missing for {len(missing)} clip(s), e.g. {missing[:3]}")
+        matrix = np.column_stack([tbl.column(n).to_numpy(zero_copy_only=False) for n in names]).astype(np.float64)
+        return matrix[[index[c] for c in clip_ids]]
+
+    def analyse(self, clips: Sequence[dict[str, Any]], checkpoints: Sequence[dict[str, Any]]) -> None:
+        """CKA against eGeMAPS and the layer-wise probes, as two Ray tasks."""
+        started = time.perf_counter()
+        clip_ids = sorted(c["clip_id"] for c in clips)
+        labels = {c["clip_id"]: c["label"] for c in clips}
+        steps = sorted(int(c["checkpoint_step"]) for c in checkpoints)
+        self.result.steps = steps
+        self.analysis_key = config_hash("analysis", self.embed_hash, self.egemaps_hash, self.args.cka,
+                                        self.args.probe, clip_ids)
+        self.result.analysis_key = self.analysis_key
+        reference = self.egemaps_matrix(clip_ids)
+        threads = stages.threads_for_task()
+        gpus = stages.cluster_gpus()
+        pending: dict[str, ray.ObjectRef] = {}
+        if not self.store.stage_done("cka", self.analysis_key):
+            pending["cka"] = stages.cka_task.options(num_cpus=1).remote(
+                self.args.cka.to_config(), str(self.store.root), self.train_key, steps, clip_ids,
+                self.embed_hash, reference)
+        else:
+            self.result.reused.append("cka")
+        if not self.store.stage_done("probes", self.analysis_key):
+            pending["probes"] = stages.probe_task.options(num_cpus=1, num_gpus=1 if gpus >= 1 else 0).remote(
+                self.args.probe.to_config(), str(self.store.root), self.train_key, steps, clip_ids,
+                self.embed_hash, reference, [labels[c] for c in clip_ids], None if gpus else threads)
+        else:
+            self.result.reused.append("probes")
+        if pending:
+            self._log(f"analysing {len(steps)} checkpoint(s) x layers on {len(clip_ids)} clips: {', '.join(pending)}")
+        for stage, ref in pending.items():
+            rows = ray.get(ref)
+            for r in rows:
+                r["train_key"] = self.train_key
+            self.store.write("cka" if stage == "cka" else "probes", rows, config_hash=self.analysis_key)
+            self.store.mark_stage(stage, self.analysis_key, rows=len(rows), seconds=time.perf_counter() - started)
+        self._timed("analyse", started)
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> StudyResult:
+        """Every stage in order; then figures and the report."""
+        from services.pipeline.report import write_report
+
+        t0 = time.perf_counter()
+        self.store.init()
+        self.store.refresh_views()
+        clips = self.prepare()
+        run_dir = self.dir.runs / self.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(self.args.to_yaml())
+        self.store.write("runs", [{"run_id": self.run_id, "status": "started", "config_yaml": self.args.to_yaml(),
+                                   "serlens_version": _version()}], config_hash=self.data_key)
+        analysed = [c for c in clips if c["subset"] == self.args.analysis.subset]
+        self._log(f"{len(clips)} clips: subset sizes "
+                  + ", ".join(f"{s}: {sum(c['subset'] == s for c in clips)}" for s in (1, 2, 3)))
+        self.egemaps(analysed)
+        checkpoints = self.train(clips)
+        self.embed(analysed, checkpoints)
+        self.analyse(analysed, checkpoints)
+        self.store.write("runs", [{
+            "run_id": self.run_id, "status": "finished", "config_yaml": self.args.to_yaml(),
+            "serlens_version": _version(), "seconds": time.perf_counter() - t0, "data_key": self.data_key,
+            "train_key": self.train_key, "embed_hash": self.embed_hash, "analysis_key": self.analysis_key,
+            "mlflow_run_id": self.result.mlflow_run_id, "tracking_uri": self.result.tracking_uri,
+            "summary_json": json.dumps({"warnings": self.result.warnings, "stage_seconds": self.result.stage_seconds,
+                                        "reused": self.result.reused, "steps": self.result.steps}),
+        }], config_hash=self.data_key)
+        self.store.refresh_views()
+        started = time.perf_counter()
+        write_report(self.dir.root)
+        self._timed("report", started)
+        self.result.figures = sorted(self.dir.figures.glob("*.png"))
+        return self.result
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("serlens")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def run_study(args: StudyArgs, *, workdir: Path, address: str | None = None, skip_invalid: bool = False,
+              progress: bool = True) -> StudyResult:
+    """Start (or join) Ray and run every stage of the study."""
+    start_ray(address)
+    return Study(args, workdir=workdir, skip_invalid=skip_invalid, progress=progress).run()
+

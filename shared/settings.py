@@ -1,0 +1,24 @@
+"""The one place that reads environment variables (endpoints and locations only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Default working folder of a run, relative to the current directory.
+DEFAULT_WORKDIR = "serlens-work"
+
+
+def default_workdir() -> Path:
+    """``SERLENS_WORKDIR`` if set, else ``./serlens-work``."""
+    return Path(os.environ.get("SERLENS_WORKDIR") or DEFAULT_WORKDIR)
+
+
+def ray_address() -> str | None:
+    """``RAY_ADDRESS`` if set (a cluster to join), else None (start a local Ray)."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def mlflow_tracking_uri() -> str | None:
+    """``MLFLOW_TRACKING_URI`` if set, else None (a sqlite file in the workdir)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or None
