@@ -35,7 +35,18 @@ FIRST_ACTOR_ID = 9001
 
 #: CREMA-D's twelve sentence codes; the demo uses the first ``sentences_per_emotion``.
 SENTENCES: tuple[str, ...] = (
-    "DFA", "IEO", "IOM", "ITH", "ITS", "IWL", "IWW", "MTI", "TAI", "TIE", "TSI", "WSI",
+    "DFA",
+    "IEO",
+    "IOM",
+    "ITH",
+    "ITS",
+    "IWL",
+    "IWW",
+    "MTI",
+    "TAI",
+    "TIE",
+    "TSI",
+    "WSI",
 )
 
 DEMOGRAPHICS_HEADER = ("ActorID", "Age", "Sex", "Race", "Ethnicity")
@@ -55,14 +66,17 @@ Licence: CC0 1.0 (public domain dedication). Generated with seed {seed}.
 
 # Vowel formants (F1, F2, F3) in Hz for an adult male vocal tract (Peterson & Barney-like);
 # F4 and F5 are fixed. Other speakers scale them with their vocal-tract length.
-_VOWELS = np.array([
-    (730, 1090, 2440),  # a
-    (270, 2290, 3010),  # i
-    (300, 870, 2240),   # u
-    (530, 1840, 2480),  # e
-    (570, 840, 2410),   # o
-    (660, 1720, 2410),  # ae
-], dtype=np.float64)
+_VOWELS = np.array(
+    [
+        (730, 1090, 2440),  # a
+        (270, 2290, 3010),  # i
+        (300, 870, 2240),  # u
+        (530, 1840, 2480),  # e
+        (570, 840, 2410),  # o
+        (660, 1720, 2410),  # ae
+    ],
+    dtype=np.float64,
+)
 _HIGH_FORMANTS = (3500.0, 4500.0)
 _BANDWIDTHS_HZ = (70.0, 100.0, 160.0, 220.0, 280.0)
 
@@ -154,26 +168,28 @@ def make_speakers(num_speakers: int, *, seed: int = 0) -> list[Speaker]:
     speakers = []
     for index in range(num_speakers):
         female = index % 2 == 0
-        speakers.append(Speaker(
-            actor_id=FIRST_ACTOR_ID + index,
-            sex="Female" if female else "Male",
-            age=int(rng.integers(20, 70)),
-            f0_hz=float(rng.uniform(175.0, 235.0) if female else rng.uniform(95.0, 135.0)),
-            range_scale=float(rng.uniform(0.8, 1.25)),
-            formant_scale=float(rng.uniform(1.12, 1.20) if female else rng.uniform(0.95, 1.04)),
-            syllable_rate=float(rng.uniform(3.8, 5.0)),
-            level_db=float(rng.normal(0.0, 2.0)),
-            jitter_scale=float(rng.uniform(0.7, 1.4)),
-            tilt_offset=float(rng.uniform(-0.05, 0.05)),
-            open_quotient_offset=float(rng.uniform(-0.05, 0.05)),
-        ))
+        speakers.append(
+            Speaker(
+                actor_id=FIRST_ACTOR_ID + index,
+                sex="Female" if female else "Male",
+                age=int(rng.integers(20, 70)),
+                f0_hz=float(rng.uniform(175.0, 235.0) if female else rng.uniform(95.0, 135.0)),
+                range_scale=float(rng.uniform(0.8, 1.25)),
+                formant_scale=float(rng.uniform(1.12, 1.20) if female else rng.uniform(0.95, 1.04)),
+                syllable_rate=float(rng.uniform(3.8, 5.0)),
+                level_db=float(rng.normal(0.0, 2.0)),
+                jitter_scale=float(rng.uniform(0.7, 1.4)),
+                tilt_offset=float(rng.uniform(-0.05, 0.05)),
+                open_quotient_offset=float(rng.uniform(-0.05, 0.05)),
+            )
+        )
     return speakers
 
 
 def _resonator_sos(frequencies_hz: np.ndarray, sampling_rate: int) -> np.ndarray:
     """Cascade of two-pole resonators (one per formant), unit gain at DC, as SOS rows."""
     sos = np.zeros((len(frequencies_hz), 6))
-    for row, (freq, bandwidth) in enumerate(zip(frequencies_hz, _BANDWIDTHS_HZ)):
+    for row, (freq, bandwidth) in enumerate(zip(frequencies_hz, _BANDWIDTHS_HZ, strict=True)):
         radius = np.exp(-np.pi * bandwidth / sampling_rate)
         a1 = -2.0 * radius * np.cos(2.0 * np.pi * min(freq, 0.45 * sampling_rate) / sampling_rate)
         a2 = radius * radius
@@ -182,8 +198,13 @@ def _resonator_sos(frequencies_hz: np.ndarray, sampling_rate: int) -> np.ndarray
 
 
 def _glottal_source(
-    f0_contour: np.ndarray, rng: np.random.Generator, *, jitter: float, shimmer: float,
-    open_quotient: float, sampling_rate: int,
+    f0_contour: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    jitter: float,
+    shimmer: float,
+    open_quotient: float,
+    sampling_rate: int,
 ) -> np.ndarray:
     """Differentiated Rosenberg pulses following ``f0_contour`` (Hz, one value per sample)."""
     # Draw one jitter and one shimmer factor per period: periods are found on the
@@ -231,7 +252,9 @@ def synthesize(
     num_syllables = max(1, int(np.searchsorted(np.cumsum(syllable_s), _MAX_SPEECH_S, side="right")))
     syllable_s, vowels = syllable_s[:num_syllables], vowels[:num_syllables]
     tail_s = max(tail_s, _MIN_CLIP_S - lead_s - float(np.sum(syllable_s)))
-    bounds = np.round(np.concatenate([[lead_s], lead_s + np.cumsum(syllable_s)]) * sampling_rate).astype(int)
+    bounds = np.round(
+        np.concatenate([[lead_s], lead_s + np.cumsum(syllable_s)]) * sampling_rate
+    ).astype(int)
     num_samples = bounds[-1] + int(tail_s * sampling_rate)
     time_s = np.arange(num_samples) / sampling_rate
 
@@ -240,7 +263,11 @@ def synthesize(
     accents = rng.uniform(0.3, 1.0, num_syllables) * (rng.random(num_syllables) < 0.45)
     accents[0] = max(accents[0], 0.6)
     spread = 0.35 * syllable_s
-    shape = np.sum(accents[:, None] * np.exp(-0.5 * ((time_s[None, :] - centres[:, None]) / spread[:, None]) ** 2), 0)
+    shape = np.sum(
+        accents[:, None]
+        * np.exp(-0.5 * ((time_s[None, :] - centres[:, None]) / spread[:, None]) ** 2),
+        0,
+    )
     position = np.clip((time_s - lead_s) / (bounds[-1] / sampling_rate - lead_s), 0.0, 1.0)
     drift = np.cumsum(rng.standard_normal(num_samples)) / np.sqrt(sampling_rate) * 0.15
     shape = shape + 0.4 - position + drift
@@ -248,10 +275,13 @@ def synthesize(
     f0_contour = speaker.f0_hz * profile.f0_scale * 2.0 ** (range_st * shape / 12.0)
 
     source, flow = _glottal_source(
-        f0_contour, rng,
+        f0_contour,
+        rng,
         jitter=profile.jitter * speaker.jitter_scale,
         shimmer=profile.shimmer * speaker.jitter_scale,
-        open_quotient=float(np.clip(profile.open_quotient + speaker.open_quotient_offset, 0.3, 0.9)),
+        open_quotient=float(
+            np.clip(profile.open_quotient + speaker.open_quotient_offset, 0.3, 0.9)
+        ),
         sampling_rate=sampling_rate,
     )
     source = source / (np.std(source) + 1e-12)
@@ -262,7 +292,7 @@ def synthesize(
     # Voicing envelope: each syllable opens with a consonant (no voicing), then a vowel.
     voicing = np.zeros(num_samples)
     fricative = np.zeros(num_samples)
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         onset = start + int((stop - start) * rng.uniform(0.15, 0.35))
         voicing[onset:stop] = np.sin(np.linspace(0.0, np.pi, stop - onset)) ** 0.6
         if rng.random() < 0.6:
@@ -273,7 +303,7 @@ def synthesize(
     out = np.zeros(num_samples)
     excitation = source * voicing
     state = np.zeros((5, 2))
-    for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         if index == num_syllables - 1:
             stop = num_samples
         formants = np.concatenate([_VOWELS[vowels[index]], _HIGH_FORMANTS]) * speaker.formant_scale
@@ -308,8 +338,14 @@ def _sentence_plan(sentence: str) -> tuple[int, np.ndarray]:
     return num_syllables, rng.integers(0, len(_VOWELS), num_syllables)
 
 
-def demo_clip(speaker: Speaker, emotion: str, sentence: str, *, seed: int = 0,
-              sampling_rate: int = TARGET_SAMPLING_RATE) -> np.ndarray:
+def demo_clip(
+    speaker: Speaker,
+    emotion: str,
+    sentence: str,
+    *,
+    seed: int = 0,
+    sampling_rate: int = TARGET_SAMPLING_RATE,
+) -> np.ndarray:
     """One demo clip as float32 in [-1, 1], at its own level (peak between about -20 and -1 dBFS).
 
     Args:
@@ -324,14 +360,22 @@ def demo_clip(speaker: Speaker, emotion: str, sentence: str, *, seed: int = 0,
     """
     if emotion not in EMOTION_PROFILES:
         raise InvalidConfigError(f"emotion {emotion!r} is not one of {sorted(EMOTION_PROFILES)}")
-    rng = np.random.default_rng([seed, speaker.actor_id, EMOTIONS.index(emotion), *map(ord, sentence)])
+    rng = np.random.default_rng(
+        [seed, speaker.actor_id, EMOTIONS.index(emotion), *map(ord, sentence)]
+    )
     profile = _vary(EMOTION_PROFILES[emotion], rng)
     num_syllables, vowels = _sentence_plan(sentence)
-    clip = synthesize(profile, speaker, rng, num_syllables=num_syllables, vowels=vowels,
-                      sampling_rate=sampling_rate)
+    clip = synthesize(
+        profile,
+        speaker,
+        rng,
+        num_syllables=num_syllables,
+        vowels=vowels,
+        sampling_rate=sampling_rate,
+    )
     # Recording level: emotion and speaker offsets plus a per-session gain, so loudness
     # normalisation has work to do; the peak stays below 0 dBFS.
-    clip = clip / np.sqrt(np.mean(clip ** 2))
+    clip = clip / np.sqrt(np.mean(clip**2))
     level_db = -24.0 + profile.level_db + speaker.level_db + float(rng.uniform(-4.0, 4.0))
     clip *= 10.0 ** (level_db / 20.0)
     peak = float(np.max(np.abs(clip)))
@@ -364,7 +408,9 @@ def write_demo_corpus(
         InvalidConfigError: for fewer than 2 speakers or a sentence count outside 1..12.
     """
     if num_speakers < 2:
-        raise InvalidConfigError(f"num_speakers={num_speakers}: need at least 2 (one of each gender)")
+        raise InvalidConfigError(
+            f"num_speakers={num_speakers}: need at least 2 (one of each gender)"
+        )
     if not 1 <= sentences_per_emotion <= len(SENTENCES):
         raise InvalidConfigError(
             f"sentences_per_emotion={sentences_per_emotion}: expected 1..{len(SENTENCES)}"
@@ -377,8 +423,12 @@ def write_demo_corpus(
         for emotion in EMOTIONS:
             for sentence in SENTENCES[:sentences_per_emotion]:
                 clip = demo_clip(speaker, emotion, sentence, seed=seed)
-                write_wav(audio_dir / f"{speaker.actor_id}_{sentence}_{emotion}_XX.wav", clip,
-                          TARGET_SAMPLING_RATE, subtype="PCM_16")
+                write_wav(
+                    audio_dir / f"{speaker.actor_id}_{sentence}_{emotion}_XX.wav",
+                    clip,
+                    TARGET_SAMPLING_RATE,
+                    subtype="PCM_16",
+                )
     with open(root / "VideoDemographics.csv", "w", newline="") as fh:
         writer = csv.writer(fh, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
         writer.writerow(DEMOGRAPHICS_HEADER)

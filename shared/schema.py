@@ -67,7 +67,7 @@ class LoudnessRecord:
         peak_dbfs: sample peak of the output in dBFS.
         clipped_fraction: fraction of samples that the plain gain would have pushed
             outside [-1, 1] (0 when nothing had to be limited).
-        policy: what was done: ``normalized``, ``limited``, ``short_padded_measure``,
+        policy: what was done: ``normalized``, ``limited``, ``clipped``, ``short_tiled``,
             ``silence_passthrough``.
     """
 

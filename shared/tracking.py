@@ -1,9 +1,10 @@
 """MLflow tracking: where runs go, and the few calls serlens makes.
 
-This is the one module that reads ``MLFLOW_TRACKING_URI``. Everything goes through an
-explicit ``MlflowClient`` bound to a ``TrackingConfig`` (never the fluent API's global
-state), so that several services, threads or Ray workers can log to different stores
-in one process.
+This is the one module that resolves the tracking URI (``MLFLOW_TRACKING_URI`` itself is
+read by ``shared.settings``, the one place that reads environment variables). Everything
+goes through an explicit ``MlflowClient`` bound to a ``TrackingConfig`` (never the fluent
+API's global state), so that several services, threads or Ray workers can log to
+different stores in one process.
 
 Without a server, runs go to a SQLite file in the work folder and artifacts to a folder
 next to it::
@@ -14,7 +15,6 @@ next to it::
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,9 +27,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from shared import settings
 from shared.errors import NotFoundError
 
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DB_FILENAME = "mlflow.db"
 ARTIFACTS_DIRNAME = "mlartifacts"
 
@@ -58,7 +58,7 @@ class TrackingConfig:
 def tracking_config(
     workdir: Path, *, tracking_uri: str | None = None, experiment: str = "serlens"
 ) -> TrackingConfig:
-    """Resolve where to track: an explicit URI, else ``MLFLOW_TRACKING_URI``, else a local SQLite file.
+    """Resolve where to track: explicit URI, else ``MLFLOW_TRACKING_URI``, else local SQLite.
 
     A SQLite store (the default, or an explicit ``sqlite:`` URI) keeps its artifacts in
     ``<workdir>/mlartifacts``; a server chooses its own artifact root.
@@ -71,12 +71,14 @@ def tracking_config(
     Returns:
         The resolved config.
     """
-    uri = tracking_uri or os.environ.get(TRACKING_URI_ENV) or None
+    uri = tracking_uri or settings.mlflow_tracking_uri()
     local_artifacts = (Path(workdir).resolve() / ARTIFACTS_DIRNAME).as_uri()
     if uri is None:
         uri = f"sqlite:///{Path(workdir).resolve() / DB_FILENAME}"
     artifact_location = local_artifacts if urlparse(uri).scheme == "sqlite" else None
-    return TrackingConfig(tracking_uri=uri, artifact_location=artifact_location, experiment=experiment)
+    return TrackingConfig(
+        tracking_uri=uri, artifact_location=artifact_location, experiment=experiment
+    )
 
 
 @lru_cache(maxsize=16)
@@ -85,7 +87,7 @@ def _client(tracking_uri: str) -> MlflowClient:
 
 
 def mlflow_client(config: TrackingConfig) -> MlflowClient:
-    """The MLflow client for ``config`` (one per tracking URI and process).
+    """Return the MLflow client for ``config`` (one per tracking URI and process).
 
     Creates the folder of a local SQLite database first, which MLflow does not do.
     """
@@ -105,7 +107,9 @@ def ensure_experiment(config: TrackingConfig) -> str:
     found = client.get_experiment_by_name(config.experiment)
     if found is None:
         try:
-            return client.create_experiment(config.experiment, artifact_location=config.artifact_location)
+            return client.create_experiment(
+                config.experiment, artifact_location=config.artifact_location
+            )
         except MlflowException:
             # Another process created it between our lookup and our create.
             found = client.get_experiment_by_name(config.experiment)
@@ -119,7 +123,9 @@ def ensure_experiment(config: TrackingConfig) -> str:
     return found.experiment_id
 
 
-def start_run(config: TrackingConfig, *, tags: Mapping[str, str], run_name: str | None = None) -> str:
+def start_run(
+    config: TrackingConfig, *, tags: Mapping[str, str], run_name: str | None = None
+) -> str:
     """Create a run in the config's experiment and return its id."""
     experiment_id = ensure_experiment(config)
     run = mlflow_client(config).create_run(
@@ -148,7 +154,9 @@ def end_run(config: TrackingConfig, run_id: str, status: str = "FINISHED") -> No
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flatten nested mappings into dotted keys with string values (``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``).
+    """Flatten nested mappings into dotted keys and string values.
+
+    ``{"a": {"b": 1}}`` becomes ``{"a.b": "1"}``.
 
     Sequences become comma-separated strings; values are cut to MLflow's length limit.
     """
@@ -171,7 +179,7 @@ def log_params(config: TrackingConfig, run_id: str, params: Mapping[str, Any]) -
     client = mlflow_client(config)
     items = [Param(k, v) for k, v in flatten_params(params).items()]
     for start in range(0, len(items), _MAX_BATCH_PARAMS):
-        client.log_batch(run_id, params=items[start:start + _MAX_BATCH_PARAMS])
+        client.log_batch(run_id, params=items[start : start + _MAX_BATCH_PARAMS])
 
 
 def set_tags(config: TrackingConfig, run_id: str, tags: Mapping[str, Any]) -> None:
@@ -179,9 +187,13 @@ def set_tags(config: TrackingConfig, run_id: str, tags: Mapping[str, Any]) -> No
     mlflow_client(config).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def log_metrics(config: TrackingConfig, run_id: str, metrics: Mapping[str, float], *, step: int) -> None:
+def log_metrics(
+    config: TrackingConfig, run_id: str, metrics: Mapping[str, float], *, step: int
+) -> None:
     """Log several metrics at one step (timestamps: now)."""
-    log_metric_rows(config, run_id, [{"name": k, "value": v, "step": step} for k, v in metrics.items()])
+    log_metric_rows(
+        config, run_id, [{"name": k, "value": v, "step": step} for k, v in metrics.items()]
+    )
 
 
 def log_metric_rows(config: TrackingConfig, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -190,7 +202,7 @@ def log_metric_rows(config: TrackingConfig, run_id: str, rows: Iterable[Mapping[
     items = [Metric(str(r["name"]), float(r["value"]), now, int(r["step"])) for r in rows]
     client = mlflow_client(config)
     for start in range(0, len(items), _MAX_BATCH_METRICS):
-        client.log_batch(run_id, metrics=items[start:start + _MAX_BATCH_METRICS])
+        client.log_batch(run_id, metrics=items[start : start + _MAX_BATCH_METRICS])
 
 
 def log_folder(
@@ -229,6 +241,18 @@ def log_folder(
     return artifact_uri(run_id, artifact_path)
 
 
+def log_file(config: TrackingConfig, run_id: str, path: Path, artifact_path: str) -> str:
+    """Log one file as an artifact under ``artifact_path``; returns its ``runs:/`` URI.
+
+    Raises:
+        NotFoundError: when ``path`` is not a file.
+    """
+    if not Path(path).is_file():
+        raise NotFoundError(f"cannot log {path} as an artifact: not a file")
+    mlflow_client(config).log_artifact(run_id, str(path), artifact_path)
+    return artifact_uri(run_id, f"{artifact_path}/{Path(path).name}")
+
+
 def has_artifacts(config: TrackingConfig, run_id: str, artifact_path: str) -> bool:
     """Whether the run already holds artifacts under ``artifact_path``."""
     try:
@@ -238,5 +262,5 @@ def has_artifacts(config: TrackingConfig, run_id: str, artifact_path: str) -> bo
 
 
 def artifact_uri(run_id: str, artifact_path: str) -> str:
-    """The ``runs:/`` URI of a run's artifact path."""
+    """Return the ``runs:/`` URI of a run's artifact path."""
     return f"runs:/{run_id}/{artifact_path.strip('/')}"

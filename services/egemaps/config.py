@@ -30,5 +30,5 @@ class EgemapsArgs(BaseModel):
     num_workers: int | None = Field(default=None, ge=1)
 
     def to_config(self) -> EgemapsConfig:
-        """The validated settings as a frozen ``EgemapsConfig``."""
+        """Return the validated settings as a frozen ``EgemapsConfig``."""
         return EgemapsConfig(feature_set=self.feature_set, num_workers=self.num_workers)

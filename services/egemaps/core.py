@@ -13,8 +13,10 @@ from shared.errors import ServiceError
 NUM_EGEMAPS_FEATURES = 88
 
 
-def extractor_version(opensmile_version: str, feature_set: str, feature_level: str = "Functionals") -> str:
-    """The lineage string stored with every eGeMAPS row.
+def extractor_version(
+    opensmile_version: str, feature_set: str, feature_level: str = "Functionals"
+) -> str:
+    """Name the extractor for the lineage column of every eGeMAPS row.
 
     Args:
         opensmile_version: the installed opensmile package version, e.g. ``2.6.0``.
@@ -39,7 +41,9 @@ def check_feature_names(names: Sequence[str], expected: Sequence[str]) -> tuple[
     """
     names, expected = tuple(names), tuple(expected)
     if len(expected) != NUM_EGEMAPS_FEATURES:
-        raise ServiceError(f"canonical eGeMAPS list has {len(expected)} names, expected {NUM_EGEMAPS_FEATURES}")
+        raise ServiceError(
+            f"canonical eGeMAPS list has {len(expected)} names, expected {NUM_EGEMAPS_FEATURES}"
+        )
     if names == expected:
         return names
     missing = [n for n in expected if n not in names]
@@ -56,7 +60,9 @@ def check_feature_names(names: Sequence[str], expected: Sequence[str]) -> tuple[
     )
 
 
-def functionals_to_vector(frame: pd.DataFrame, feature_names: Sequence[str], *, name: str = "signal") -> np.ndarray:
+def functionals_to_vector(
+    frame: pd.DataFrame, feature_names: Sequence[str], *, name: str = "signal"
+) -> np.ndarray:
     """Turn openSMILE's one-row functionals table into a float32 vector in canonical order.
 
     Args:
@@ -71,10 +77,14 @@ def functionals_to_vector(frame: pd.DataFrame, feature_names: Sequence[str], *, 
         ServiceError: when the table has not exactly one row or lacks a feature.
     """
     if len(frame) != 1:
-        raise ServiceError(f"{name}: openSMILE returned {len(frame)} rows of functionals, expected 1")
+        raise ServiceError(
+            f"{name}: openSMILE returned {len(frame)} rows of functionals, expected 1"
+        )
     missing = [n for n in feature_names if n not in frame.columns]
     if missing:
-        raise ServiceError(f"{name}: openSMILE output lacks {len(missing)} feature(s), e.g. {missing[:3]}")
+        raise ServiceError(
+            f"{name}: openSMILE output lacks {len(missing)} feature(s), e.g. {missing[:3]}"
+        )
     return frame.loc[:, list(feature_names)].to_numpy(dtype=np.float32)[0]
 
 

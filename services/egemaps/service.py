@@ -43,11 +43,15 @@ class EgemapsService:
                 "expected 'eGeMAPSv02'"
             ) from err
         self.config = config
-        self._smile = opensmile.Smile(feature_set=feature_set, feature_level=opensmile.FeatureLevel.Functionals)
+        self._smile = opensmile.Smile(
+            feature_set=feature_set, feature_level=opensmile.FeatureLevel.Functionals
+        )
         self.feature_names: tuple[str, ...] = core.check_feature_names(
             self._smile.feature_names, egemaps_feature_names()
         )
-        self.extractor_version: str = core.extractor_version(opensmile.__version__, config.feature_set)
+        self.extractor_version: str = core.extractor_version(
+            opensmile.__version__, config.feature_set
+        )
 
     def _check(self, signal: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
         if sampling_rate != TARGET_SAMPLING_RATE:
@@ -57,7 +61,9 @@ class EgemapsService:
             )
         array = np.asarray(signal)
         if not np.issubdtype(array.dtype, np.floating):
-            raise InvalidAudioError(f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}")
+            raise InvalidAudioError(
+                f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}"
+            )
         check_signal(array, sampling_rate, name=name)
         return array.astype(np.float32, copy=False)
 
@@ -65,8 +71,10 @@ class EgemapsService:
         frame = self._smile.process_signal(signal, TARGET_SAMPLING_RATE)
         return core.functionals_to_vector(frame, self.feature_names, name=name)
 
-    def process_signal(self, signal: np.ndarray, sampling_rate: int, *, name: str = "signal") -> dict[str, float]:
-        """The 88 functionals of one clip.
+    def process_signal(
+        self, signal: np.ndarray, sampling_rate: int, *, name: str = "signal"
+    ) -> dict[str, float]:
+        """Compute the 88 functionals of one clip.
 
         Args:
             signal: normalised mono float samples, shape ``(num_samples,)``.
@@ -82,8 +90,10 @@ class EgemapsService:
         x = self._check(signal, sampling_rate, name)
         return core.vector_to_dict(self._vector(x, name), self.feature_names)
 
-    def process_batch(self, signals: Sequence[np.ndarray], sampling_rate: int = TARGET_SAMPLING_RATE) -> np.ndarray:
-        """The 88 functionals of each clip; every clip is checked before any is processed.
+    def process_batch(
+        self, signals: Sequence[np.ndarray], sampling_rate: int = TARGET_SAMPLING_RATE
+    ) -> np.ndarray:
+        """Compute the 88 functionals of each clip, checking every clip before processing any.
 
         Args:
             signals: normalised mono float signals (any lengths).
@@ -102,7 +112,7 @@ class EgemapsService:
         return out
 
     def process_file(self, path: str | os.PathLike[str]) -> dict[str, float]:
-        """The 88 functionals of an audio file (decoded to 16 kHz mono first).
+        """Compute the 88 functionals of an audio file (decoded to 16 kHz mono first).
 
         Args:
             path: a WAV/FLAC/OGG/MP3 file, normally a normalised clip written by serlens.

@@ -59,7 +59,7 @@ class EmbedArgs(BaseModel):
         return layers
 
     def to_config(self) -> EmbedConfig:
-        """The validated settings as a frozen ``EmbedConfig``."""
+        """Return the validated settings as a frozen ``EmbedConfig``."""
         return EmbedConfig(
             batch_size=self.batch_size,
             max_batch_audio_s=self.max_batch_audio_s,

@@ -74,14 +74,15 @@ def plan_batches(
 
 
 def receptive_field_samples(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
-    """The fewest samples that give one output frame of a wav2vec2-style CNN feature encoder.
+    """Count the fewest samples that give one frame of a wav2vec2-style CNN feature encoder.
 
     Args:
         conv_kernel: kernel width of each convolution.
         conv_stride: stride of each convolution.
 
     Returns:
-        e.g. 400 samples (25 ms at 16 kHz) for WavLM's (10, 3, 3, 3, 3, 2, 2) / (5, 2, 2, 2, 2, 2, 2).
+        e.g. 400 samples (25 ms at 16 kHz) for WavLM's kernels (10, 3, 3, 3, 3, 2, 2)
+        and strides (5, 2, 2, 2, 2, 2, 2).
     """
     field, hop = 1, 1
     for kernel, stride in zip(conv_kernel, conv_stride, strict=True):
@@ -99,7 +100,9 @@ def resolve_device(requested: str, cuda_available: bool) -> str:
     if requested == "auto":
         return "cuda" if cuda_available else "cpu"
     if requested == "cuda" and not cuda_available:
-        raise InvalidConfigError("embed.device: 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'")
+        raise InvalidConfigError(
+            "embed.device: 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'"
+        )
     if requested not in ("cpu", "cuda"):
         raise InvalidConfigError(f"embed.device: {requested!r}; expected 'auto', 'cpu' or 'cuda'")
     return requested

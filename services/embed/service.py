@@ -42,28 +42,37 @@ class EmbedService:
         self.model, self.bundle = load_encoder(model, revision=revision, device=self.device)
         self.layers = core.select_layers(config.layers, self.bundle.num_hidden_states)
         model_config = self.model.config
-        self.min_samples = core.receptive_field_samples(model_config.conv_kernel, model_config.conv_stride)
+        self.min_samples = core.receptive_field_samples(
+            model_config.conv_kernel, model_config.conv_stride
+        )
 
     def _check(self, signal: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
         if sampling_rate != self.bundle.sampling_rate:
             raise InvalidAudioError(
-                f"{name}: sampling rate {sampling_rate} Hz, expected {self.bundle.sampling_rate} Hz "
-                f"(the rate {self.bundle.name_or_path} was trained at)"
+                f"{name}: sampling rate {sampling_rate} Hz, expected "
+                f"{self.bundle.sampling_rate} Hz (the rate of {self.bundle.name_or_path})"
             )
         array = np.asarray(signal)
         if not np.issubdtype(array.dtype, np.floating):
-            raise InvalidAudioError(f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}")
+            raise InvalidAudioError(
+                f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}"
+            )
         # Silence is left to the caller: standardised, it is just zeros to the encoder.
         check_signal(array, sampling_rate, name=name, min_duration_s=0.0, allow_silence=True)
         if array.size < self.min_samples:
             raise InvalidAudioError(
-                f"{name}: {array.size} samples, fewer than the {self.min_samples} the encoder needs "
-                "for one frame"
+                f"{name}: {array.size} samples, fewer than the {self.min_samples} the encoder "
+                "needs for one frame"
             )
         return array.astype(np.float32, copy=False)
 
     def process_signal(
-        self, signal: np.ndarray, sampling_rate: int, *, layers: Sequence[int] | None = None, name: str = "signal"
+        self,
+        signal: np.ndarray,
+        sampling_rate: int,
+        *,
+        layers: Sequence[int] | None = None,
+        name: str = "signal",
     ) -> np.ndarray:
         """Pooled hidden states of one clip.
 
@@ -80,7 +89,11 @@ class EmbedService:
             InvalidAudioError: another rate, not 1-D, empty, NaN/inf, or too short for one frame.
             InvalidConfigError: a layer index out of range.
         """
-        chosen = self.layers if layers is None else core.select_layers(layers, self.bundle.num_hidden_states)
+        chosen = (
+            self.layers
+            if layers is None
+            else core.select_layers(layers, self.bundle.num_hidden_states)
+        )
         x = self._check(signal, sampling_rate, name)
         return self._embed([x], chosen)[0]
 
@@ -108,7 +121,11 @@ class EmbedService:
             InvalidAudioError: for the first bad clip, named ``signals[i]``.
             InvalidConfigError: a layer index out of range.
         """
-        chosen = self.layers if layers is None else core.select_layers(layers, self.bundle.num_hidden_states)
+        chosen = (
+            self.layers
+            if layers is None
+            else core.select_layers(layers, self.bundle.num_hidden_states)
+        )
         checked = [self._check(s, sampling_rate, f"signals[{i}]") for i, s in enumerate(signals)]
         return self._embed(checked, chosen)
 
@@ -128,7 +145,9 @@ class EmbedService:
         index = torch.tensor(layers, device=self.device)
         with torch.inference_mode(), autocast:
             for batch in plan:
-                values, mask = prepare_batch([signals[i] for i in batch], self.bundle, device=self.device)
+                values, mask = prepare_batch(
+                    [signals[i] for i in batch], self.bundle, device=self.device
+                )
                 pooled = pooled_hidden_states(self.model, values, mask, self.bundle)
                 out[batch] = pooled.index_select(1, index).float().cpu().numpy()
         return out

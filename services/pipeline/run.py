@@ -92,6 +92,8 @@ def start_ray(address: str | None) -> None:
     """Join a cluster (``address``) or start a local Ray sized to this machine."""
     if ray.is_initialized():
         return
+    # Keep Ray from hiding GPUs from tasks that ask for none (its upcoming default, without the warning).
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::DeprecationWarning"}}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)

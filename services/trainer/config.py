@@ -41,7 +41,7 @@ class TrainConfig:
     log_checkpoints_to_mlflow: bool
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain dict (MLflow params, the resume state)."""
+        """Return the settings as a plain dict (MLflow params, the resume state)."""
         return asdict(self)
 
     @property
@@ -82,5 +82,5 @@ class TrainArgs(BaseModel):
     log_checkpoints_to_mlflow: bool = True  # upload every checkpoint as run artifacts
 
     def to_config(self) -> TrainConfig:
-        """The frozen config the service takes."""
+        """Freeze into the config the service takes."""
         return TrainConfig(**self.model_dump())

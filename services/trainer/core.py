@@ -59,7 +59,7 @@ def epoch_batches(
     epoch: int,
     bucket_by_length: bool = False,
 ) -> list[list[int]]:
-    """The micro-batches of one epoch as lists of clip indices; a pure function of (seed, epoch).
+    """Cut one epoch into micro-batches of clip indices; a pure function of (seed, epoch).
 
     Clips are shuffled. With ``bucket_by_length``, windows of ``BUCKET_WINDOW_BATCHES`` batches
     are sorted by length before being cut into batches, and the batches shuffled again, so
@@ -80,20 +80,22 @@ def epoch_batches(
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     if not bucket_by_length:
-        return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     window = batch_size * BUCKET_WINDOW_BATCHES
     batches: list[list[int]] = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start:start + window].tolist(), key=lambda i: lengths[i])
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+        chunk = sorted(order[start : start + window].tolist(), key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def accumulation_groups(batches: Sequence[Sequence[int]], grad_accum_steps: int) -> list[list[list[int]]]:
-    """Split an epoch's micro-batches into optimizer steps of ``grad_accum_steps`` (last may be short)."""
+def accumulation_groups(
+    batches: Sequence[Sequence[int]], grad_accum_steps: int
+) -> list[list[list[int]]]:
+    """Split an epoch's micro-batches into optimizer steps (the last may be short)."""
     _positive("grad_accum_steps", grad_accum_steps)
     return [
-        [list(b) for b in batches[i:i + grad_accum_steps]]
+        [list(b) for b in batches[i : i + grad_accum_steps]]
         for i in range(0, len(batches), grad_accum_steps)
     ]
 
@@ -140,38 +142,46 @@ class EarlyStopping:
 
     def state_dict(self) -> dict[str, Any]:
         """Counters for a resumable checkpoint."""
-        return {"best": self.best, "best_step": self.best_step, "bad_updates": self.bad_updates,
-                "stopped": self.stopped}
+        return {
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad_updates": self.bad_updates,
+            "stopped": self.stopped,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore counters saved by ``state_dict`` (patience and min_delta come from the config)."""
+        """Restore counters saved by ``state_dict`` (patience and min_delta stay as configured)."""
         self.best = float(state["best"])
         self.best_step = state["best_step"]
         self.bad_updates = int(state["bad_updates"])
         self.stopped = self.bad_updates >= self.patience
 
 
-def classification_scores(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> dict[str, float]:
+def classification_scores(
+    y_true: Sequence[int], y_pred: Sequence[int], num_classes: int
+) -> dict[str, float]:
     """Macro-F1 over all ``num_classes`` classes (absent ones count as 0) and accuracy.
 
     Raises:
         InvalidConfigError: when the two sequences differ in length or are empty.
     """
     if len(y_true) != len(y_pred) or len(y_true) == 0:
-        raise InvalidConfigError(f"need as many predictions as labels (> 0), got {len(y_pred)} and {len(y_true)}")
+        raise InvalidConfigError(
+            f"need as many predictions as labels (> 0), got {len(y_pred)} and {len(y_true)}"
+        )
     truth, pred = np.asarray(y_true), np.asarray(y_pred)
     f1 = f1_score(truth, pred, labels=list(range(num_classes)), average="macro", zero_division=0)
     return {"f1_macro": float(f1), "accuracy": float(np.mean(truth == pred))}
 
 
 def checkpoint_dirname(step: int) -> str:
-    """The folder name of the checkpoint after ``step`` optimizer steps: ``step-000050``."""
+    """Name the folder of the checkpoint after ``step`` optimizer steps: ``step-000050``."""
     if step < 0:
         raise InvalidConfigError(f"checkpoint step must be >= 0, got {step}")
     return f"{CHECKPOINT_PREFIX}{step:06d}"
 
 
 def checkpoint_step(dirname: str) -> int | None:
-    """The step of a checkpoint folder name, or None when the name is not one."""
+    """Parse the step out of a checkpoint folder name (None when the name is not one)."""
     match = _CHECKPOINT_RE.match(dirname)
     return int(match.group(1)) if match else None

@@ -1,4 +1,4 @@
-"""The training-progress figure: losses and validation macro-F1 by optimizer step, checkpoints marked."""
+"""The training-progress figure: losses and validation macro-F1 by step, checkpoints marked."""
 
 from __future__ import annotations
 
@@ -73,28 +73,49 @@ def plot_training(
         2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2], "hspace": 0.08}
     )
     if train_steps.size:
-        ax_loss.plot(train_steps, train_loss, color=_TRAIN_COLOR, lw=1, label="train loss (per step)")
+        ax_loss.plot(
+            train_steps, train_loss, color=_TRAIN_COLOR, lw=1, label="train loss (per step)"
+        )
         window = max(1, min(10, train_steps.size // 5))
         if window > 1:
-            ax_loss.plot(train_steps, _moving_average(train_loss, window), color=_TRAIN_SMOOTH_COLOR, lw=1.8,
-                         label=f"train loss ({window}-step mean)")
+            ax_loss.plot(
+                train_steps,
+                _moving_average(train_loss, window),
+                color=_TRAIN_SMOOTH_COLOR,
+                lw=1.8,
+                label=f"train loss ({window}-step mean)",
+            )
     if val_steps.size:
-        ax_loss.plot(val_steps, val_loss, color=_VAL_COLOR, lw=1.8, marker="o", ms=4, label="validation loss")
+        ax_loss.plot(
+            val_steps, val_loss, color=_VAL_COLOR, lw=1.8, marker="o", ms=4, label="validation loss"
+        )
         best = int(np.argmin(val_loss))
-        ax_loss.scatter([val_steps[best]], [val_loss[best]], s=110, facecolors="none", edgecolors=_VAL_COLOR,
-                        lw=1.5, zorder=5, label=f"best validation loss ({val_loss[best]:.3f}, step {val_steps[best]:.0f})")
+        ax_loss.scatter(
+            [val_steps[best]],
+            [val_loss[best]],
+            s=110,
+            facecolors="none",
+            edgecolors=_VAL_COLOR,
+            lw=1.5,
+            zorder=5,
+            label=f"best validation loss ({val_loss[best]:.3f}, step {val_steps[best]:.0f})",
+        )
     ax_loss.set_ylabel("cross-entropy loss")
-    ax_loss.set_title(title)
+    ax_loss.set_title(title, pad=22)
 
     if f1_steps.size:
-        ax_f1.plot(f1_steps, f1, color=_F1_COLOR, lw=1.8, marker="o", ms=4, label="validation macro-F1")
+        ax_f1.plot(
+            f1_steps, f1, color=_F1_COLOR, lw=1.8, marker="o", ms=4, label="validation macro-F1"
+        )
     if acc_steps.size:
         ax_f1.plot(acc_steps, acc, color=_ACC_COLOR, lw=1.2, ls="--", label="validation accuracy")
     ax_f1.set_ylabel("score")
     ax_f1.set_xlabel("optimizer step")
     low = float(np.nanmin(np.concatenate([f1, acc]))) if f1.size or acc.size else 0.0
     high = float(np.nanmax(np.concatenate([f1, acc]))) if f1.size or acc.size else 1.0
-    ax_f1.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.05) if high > low else min(1.0, low + 0.1))
+    ax_f1.set_ylim(
+        max(0.0, low - 0.05), min(1.0, high + 0.05) if high > low else min(1.0, low + 0.1)
+    )
 
     for ax in (ax_loss, ax_f1):
         ax.grid(True, alpha=0.3)
@@ -102,18 +123,23 @@ def plot_training(
             ax.axvline(step, color=_CHECKPOINT_COLOR, ls=":", lw=1, zorder=0)
         if early_stop_step is not None:
             ax.axvline(early_stop_step, color=_STOP_COLOR, ls="--", lw=1.4, zorder=1)
-    for step in checkpoints:
-        ax_loss.annotate(f"ckpt {step}", xy=(step, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -3),
-                         textcoords="offset points", rotation=90, va="top", ha="left", fontsize=7,
-                         color=_CHECKPOINT_COLOR)
-    if early_stop_step is not None:
-        ax_f1.annotate(f"early stop (step {early_stop_step})", xy=(early_stop_step, 0.03),
-                       xycoords=("data", "axes fraction"), xytext=(-4, 0), textcoords="offset points",
-                       ha="right", va="bottom", fontsize=8, color=_STOP_COLOR)
-    # Proxy artists so the markers explain themselves in the legends.
+    # Checkpoints are named on a top axis, away from the curves; thinned when there are many.
+    marked = sorted(set(int(c) for c in checkpoints))
+    top = ax_loss.secondary_xaxis("top")
+    every = max(1, -(-len(marked) // 12))
+    top.set_xticks(
+        marked,
+        [f"ckpt {c}" if i % every == 0 else "" for i, c in enumerate(marked)],
+        fontsize=7,
+        color=_CHECKPOINT_COLOR,
+    )
+    top.tick_params(axis="x", length=3, color=_CHECKPOINT_COLOR)
+    # Proxy artists so the markers explain themselves in the legend.
     ax_loss.plot([], [], color=_CHECKPOINT_COLOR, ls=":", lw=1, label="checkpoint")
     if early_stop_step is not None:
-        ax_loss.plot([], [], color=_STOP_COLOR, ls="--", lw=1.4, label="early stop")
+        ax_loss.plot(
+            [], [], color=_STOP_COLOR, ls="--", lw=1.4, label=f"early stop (step {early_stop_step})"
+        )
     ax_loss.legend(loc="upper right", fontsize=8, framealpha=0.9)
     if f1_steps.size or acc_steps.size:
         ax_f1.legend(loc="lower right", fontsize=8, framealpha=0.9)

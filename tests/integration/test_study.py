@@ -19,21 +19,33 @@ from shared.testing import voiced
 pytestmark = pytest.mark.integration
 
 SMALL = [
-    "--set", "dataset.demo_speakers=12",
-    "--set", "dataset.demo_sentences_per_emotion=3",
-    "--set", "train.max_steps=8",
-    "--set", "train.grad_accum_steps=1",
-    "--set", "train.eval_every_steps=2",
-    "--set", "train.checkpoint_every_steps=4",
-    "--set", "probe.seeds=3",
+    "--set",
+    "dataset.demo_speakers=12",
+    "--set",
+    "dataset.demo_sentences_per_emotion=3",
+    "--set",
+    "train.max_steps=8",
+    "--set",
+    "train.grad_accum_steps=1",
+    "--set",
+    "train.eval_every_steps=2",
+    "--set",
+    "train.checkpoint_every_steps=4",
+    "--set",
+    "probe.seeds=3",
 ]
 
 
 def serlens(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", "services.pipeline.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "services.pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,27 +67,41 @@ def test_run_prints_where_everything_is(study: dict) -> None:
 def test_tables_hold_the_whole_study(study: dict) -> None:
     db = study["workdir"] / "store" / "serlens.duckdb"
     with duckdb.connect(str(db), read_only=True) as con:
-        clips = con.sql("SELECT subset, count(*) n, count(DISTINCT speaker) s FROM clips GROUP BY subset ORDER BY 1").fetchall()
+        clips = con.sql(
+            "SELECT subset, count(*) n, count(DISTINCT speaker) s FROM clips GROUP BY subset ORDER BY 1"
+        ).fetchall()
         assert sum(n for _, n, _ in clips) == 12 * 6 * 3
         assert [s for s, _, _ in clips] == [1, 2, 3]
-        overlap = con.sql("SELECT count(*) FROM (SELECT speaker FROM clips GROUP BY speaker HAVING count(DISTINCT subset) > 1)").fetchone()[0]
+        overlap = con.sql(
+            "SELECT count(*) FROM (SELECT speaker FROM clips GROUP BY speaker HAVING count(DISTINCT subset) > 1)"
+        ).fetchone()[0]
         assert overlap == 0
-        lufs = con.sql("SELECT min(lufs_after), max(lufs_after), max(peak_dbfs) FROM clips").fetchone()
+        lufs = con.sql(
+            "SELECT min(lufs_after), max(lufs_after), max(peak_dbfs) FROM clips"
+        ).fetchone()
         assert -23.5 < lufs[0] and lufs[1] < -22.5 and lufs[2] <= 0.0
         n3 = dict((s, n) for s, n, _ in clips)[3]
         ege = con.sql("SELECT count(*) FROM egemaps").fetchone()[0]
         assert ege == n3
         cols = [r[0] for r in con.sql("DESCRIBE egemaps").fetchall()]
         assert "F0semitoneFrom27.5Hz_sma3nz_amean" in cols and "equivalentSoundLevel_dBp" in cols
-        steps = [r[0] for r in con.sql("SELECT checkpoint_step FROM checkpoints ORDER BY 1").fetchall()]
+        steps = [
+            r[0] for r in con.sql("SELECT checkpoint_step FROM checkpoints ORDER BY 1").fetchall()
+        ]
         assert steps == [0, 4, 8]
-        emb = con.sql("SELECT count(*), count(DISTINCT layer), min(len(embedding)) FROM embeddings").fetchone()
+        emb = con.sql(
+            "SELECT count(*), count(DISTINCT layer), min(len(embedding)) FROM embeddings"
+        ).fetchone()
         assert emb == (n3 * 3 * 5, 5, 64)
-        cka = con.sql("SELECT count(*), count(DISTINCT estimator), min(value), max(value) FROM cka").fetchone()
+        cka = con.sql(
+            "SELECT count(*), count(DISTINCT estimator), min(value), max(value) FROM cka"
+        ).fetchone()
         assert cka[0] == 3 * 5 * 2 and cka[1] == 2 and cka[3] <= 1.0 + 1e-9
         probes = con.sql("SELECT features, count(*) FROM probes GROUP BY 1 ORDER BY 1").fetchall()
         assert probes == [("egemaps", 3), ("embeddings", 3 * 5 * 3)]
-        lineage = con.sql("SELECT count(*) FROM embeddings WHERE config_hash IS NULL OR created_at IS NULL").fetchone()[0]
+        lineage = con.sql(
+            "SELECT count(*) FROM embeddings WHERE config_hash IS NULL OR created_at IS NULL"
+        ).fetchone()[0]
         assert lineage == 0
 
 
@@ -85,7 +111,11 @@ def test_figures_and_report(study: dict) -> None:
         assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
         assert (figures / f"{stem}.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
     page = (study["workdir"] / "report.html").read_text()
-    assert "data:image/png;base64," in page and "randomly initialised" in page and "Package versions" in page
+    assert (
+        "data:image/png;base64," in page
+        and "randomly initialised" in page
+        and "Package versions" in page
+    )
 
 
 def test_mlflow_has_metrics_and_checkpoints(study: dict) -> None:
@@ -99,7 +129,11 @@ def test_mlflow_has_metrics_and_checkpoints(study: dict) -> None:
     run = runs[0]
     assert {"train_loss", "val_loss", "val_f1_macro"} <= set(run.data.metrics)
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
-    assert artifacts == ["checkpoints/step-000000", "checkpoints/step-000004", "checkpoints/step-000008"]
+    assert artifacts == [
+        "checkpoints/step-000000",
+        "checkpoints/step-000004",
+        "checkpoints/step-000008",
+    ]
     del mlflow
 
 
@@ -122,11 +156,19 @@ def test_second_run_reuses_the_store(study: dict) -> None:
 
 
 def test_sql_command(study: dict) -> None:
-    out = serlens("sql", "--workdir", str(study["workdir"]), "--format", "json",
-                  "SELECT subset, count(*) AS n FROM clips GROUP BY subset ORDER BY subset")
+    out = serlens(
+        "sql",
+        "--workdir",
+        str(study["workdir"]),
+        "--format",
+        "json",
+        "SELECT subset, count(*) AS n FROM clips GROUP BY subset ORDER BY subset",
+    )
     assert out.returncode == 0, out.stderr
     assert [r["subset"] for r in json.loads(out.stdout)] == [1, 2, 3]
-    hostile = serlens("sql", "--workdir", str(study["workdir"]), "SELECT * FROM read_csv('/etc/passwd')")
+    hostile = serlens(
+        "sql", "--workdir", str(study["workdir"]), "SELECT * FROM read_csv('/etc/passwd')"
+    )
     assert hostile.returncode == 2 and "passwd" in hostile.stderr
 
 
@@ -140,13 +182,28 @@ def test_bad_manifest_names_every_culprit_and_writes_nothing(tmp_path: Path) -> 
     (audio / "empty.wav").write_bytes(b"")
     write_wav(audio / "short.wav", voiced(0.2, seed=1), 16_000, subtype="PCM_16")
     write_wav(audio / "silent.wav", np.zeros(16_000, dtype=np.float32), 16_000, subtype="PCM_16")
-    rows += ["audio/empty.wav,ANG,s0,F", "audio/short.wav,SAD,s1,F", "audio/silent.wav,SAD,s2,F",
-             "audio/missing.wav,ANG,s3,M", "audio/ok0.wav,BORED,s4,M"]
+    rows += [
+        "audio/empty.wav,ANG,s0,F",
+        "audio/short.wav,SAD,s1,F",
+        "audio/silent.wav,SAD,s2,F",
+        "audio/missing.wav,ANG,s3,M",
+        "audio/ok0.wav,BORED,s4,M",
+    ]
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("\n".join(rows) + "\n")
     workdir = tmp_path / "work"
-    out = serlens("run", "--workdir", str(workdir), "--quiet", "--set", "dataset.kind=manifest",
-                  "--set", f"dataset.path={manifest}", "--set", "dataset.labels=[ANG, SAD]")
+    out = serlens(
+        "run",
+        "--workdir",
+        str(workdir),
+        "--quiet",
+        "--set",
+        "dataset.kind=manifest",
+        "--set",
+        f"dataset.path={manifest}",
+        "--set",
+        "dataset.labels=[ANG, SAD]",
+    )
     assert out.returncode == 2
     for culprit in ("empty.wav", "short.wav", "silent.wav", "missing.wav", "BORED"):
         assert culprit in out.stderr, culprit

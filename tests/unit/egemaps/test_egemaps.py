@@ -46,7 +46,9 @@ def test_finite_values_and_f0_of_a_voiced_signal(service):
     expected = 12 * math.log2(200.0 / 27.5)
     assert features["F0semitoneFrom27.5Hz_sma3nz_amean"] == pytest.approx(expected, abs=1.0)
     low = service.process_signal(voiced(f0_hz=120.0), RATE)
-    assert low["F0semitoneFrom27.5Hz_sma3nz_amean"] == pytest.approx(12 * math.log2(120 / 27.5), abs=1.0)
+    assert low["F0semitoneFrom27.5Hz_sma3nz_amean"] == pytest.approx(
+        12 * math.log2(120 / 27.5), abs=1.0
+    )
 
 
 def test_deterministic_across_calls_and_instances(service):
@@ -60,8 +62,10 @@ def test_batch_equals_one_by_one(service):
     signals = [voiced(180, 0.6, 1), voiced(220, 1.3, 2), voiced(140, 0.9, 3).astype(np.float64)]
     batch = service.process_batch(signals)
     assert batch.shape == (3, 88) and batch.dtype == np.float32
-    for row, x in zip(batch, signals):
-        np.testing.assert_array_equal(row, np.array(list(service.process_signal(x, RATE).values()), np.float32))
+    for row, x in zip(batch, signals, strict=True):
+        np.testing.assert_array_equal(
+            row, np.array(list(service.process_signal(x, RATE).values()), np.float32)
+        )
     assert service.process_batch([]).shape == (0, 88)
     assert not np.allclose(batch[0], batch[1])
 

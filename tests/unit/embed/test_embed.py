@@ -52,16 +52,18 @@ def test_shape_identity_and_default_layers(layer_norm_model):
 
 
 @pytest.mark.parametrize("encoder", ["layer_norm_model", "group_norm_model"])
-@pytest.mark.parametrize("batch_size", [1, 3, 8])
-def test_batched_equals_alone(encoder, batch_size, request):
+def test_batched_equals_alone(encoder, request):
     model = request.getfixturevalue(encoder)
-    svc = service(model, batch_size=batch_size)
     signals = clips()
     # Repeat two lengths so that the group-norm encoder gets batches with more than one clip.
     signals += [clips([9_137], seed=7)[0], clips([400], seed=8)[0]]
-    batched = svc.process_batch(signals)
-    for i, x in enumerate(signals):
-        np.testing.assert_allclose(batched[i], svc.process_signal(x, RATE), atol=1e-4, rtol=0)
+    alone = [service(model).process_signal(x, RATE) for x in signals]
+    for batch_size in (1, 3, 8):
+        batched = service(model, batch_size=batch_size).process_batch(signals)
+        for i in range(len(signals)):
+            np.testing.assert_allclose(
+                batched[i], alone[i], atol=1e-4, rtol=0, err_msg=f"clip {i}, batch {batch_size}"
+            )
 
 
 def test_audio_cap_splits_batches_without_changing_results(layer_norm_model):
@@ -91,13 +93,19 @@ def test_layer_selection(layer_norm_model):
     signals = clips(LENGTHS[:4])
     full = service(layer_norm_model).process_batch(signals)
     np.testing.assert_allclose(
-        service(layer_norm_model).process_batch(signals, layers=[4, 0]), full[:, [4, 0]], atol=1e-5, rtol=0
+        service(layer_norm_model).process_batch(signals, layers=[4, 0]),
+        full[:, [4, 0]],
+        atol=1e-5,
+        rtol=0,
     )
     configured = service(layer_norm_model, layers=[2])
     assert configured.layers == (2,)
     np.testing.assert_allclose(configured.process_batch(signals), full[:, [2]], atol=1e-5, rtol=0)
     np.testing.assert_allclose(
-        configured.process_signal(signals[1], RATE, layers=[np.int64(3)]), full[1, [3]], atol=1e-5, rtol=0
+        configured.process_signal(signals[1], RATE, layers=[np.int64(3)]),
+        full[1, [3]],
+        atol=1e-5,
+        rtol=0,
     )
 
 
@@ -171,8 +179,16 @@ def test_device_and_precision_rules():
 def test_args_validation_and_config():
     config = EmbedArgs(batch_size=4, layers=[0, 3], precision="bf16").to_config()
     assert config == EmbedConfig(batch_size=4, layers=(0, 3), precision="bf16")
-    for bad in ({"batch_size": 0}, {"max_batch_audio_s": 0}, {"layers": []}, {"layers": [-1]},
-                {"layers": [2, 2]}, {"pooling": "max"}, {"device": "tpu"}, {"precision": "fp16"},
-                {"batchsize": 4}):
+    for bad in (
+        {"batch_size": 0},
+        {"max_batch_audio_s": 0},
+        {"layers": []},
+        {"layers": [-1]},
+        {"layers": [2, 2]},
+        {"pooling": "max"},
+        {"device": "tpu"},
+        {"precision": "fp16"},
+        {"batchsize": 4},
+    ):
         with pytest.raises(pydantic.ValidationError):
             EmbedArgs(**bad)

@@ -1,0 +1,5 @@
+"""The HTTP API: a FastAPI ingress on Ray Serve over the Normalize, Egemaps, Embed, Predict apps."""
+
+from services.api.config import ApiArgs, ApiConfig
+
+__all__ = ["ApiArgs", "ApiConfig"]

@@ -1,0 +1,126 @@
+"""The serlens HTTP API as a Ray Serve application: ``build_app(args)``.
+
+``serve run services.api.app:build_app workdir=...`` or a Serve config with
+``import_path: services.api.app:build_app``. One FastAPI ingress (``Ingress``) composed
+with the ``Normalize``, ``Egemaps``, ``Embed`` and ``Predict`` deployments through handles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from services.api.config import ApiArgs
+from services.api.records import CheckpointIndex
+from services.api.routes import IngressState, create_app
+from services.egemaps.app import build_app as build_egemaps
+from services.embed.app import build_app as build_embed
+from services.normalize.app import build_app as build_normalize
+from services.predict.app import build_app as build_predict
+from shared.errors import ServiceError
+from shared.store import FeatureStore
+
+#: The state of the ingress replica in this process (Serve runs one replica per actor
+#: process). FastAPI apps cannot be pickled, so Serve builds the app inside the replica
+#: with ``_asgi_app`` after ``Ingress.__init__`` has set this.
+_REPLICA: dict[str, IngressState] = {}
+
+
+def _asgi_app() -> FastAPI:
+    return create_app(_REPLICA["state"])
+
+
+class _Ingress:
+    """The FastAPI ingress: parses and checks requests, awaits the deployments, writes the store.
+
+    Args:
+        args: the ``ApiArgs`` mapping.
+        normalize, egemaps, embed, predict: handles of the composed deployments.
+    """
+
+    def __init__(
+        self,
+        args: dict[str, Any],
+        normalize: DeploymentHandle,
+        egemaps: DeploymentHandle,
+        embed: DeploymentHandle,
+        predict: DeploymentHandle,
+    ) -> None:
+        config = ApiArgs.model_validate(args).to_config()
+        store = FeatureStore(config.store_root)
+        store.init()
+        if not store.db_path.exists():
+            # A fresh workdir: create the views once so that /sql answers (empty tables).
+            store.refresh_views()
+        self.state = IngressState(
+            config=config, normalize=normalize, egemaps=egemaps, embed=embed, predict=predict
+        )
+        _REPLICA["state"] = self.state
+
+    def check_health(self) -> None:
+        """Healthy while the store's folder is there."""
+        if not self.state.store.tables_dir.is_dir():
+            raise RuntimeError(f"Ingress: feature store missing at {self.state.store.root}")
+
+
+Ingress = serve.deployment(
+    name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64
+)(serve.ingress(_asgi_app)(_Ingress))
+
+
+def _gpus_in_cluster() -> float:
+    # `serve run` imports and builds the app before it starts or joins Ray: then ask torch.
+    if ray.is_initialized():
+        return float(ray.cluster_resources().get("GPU", 0.0))
+    import torch
+
+    return float(torch.cuda.device_count())
+
+
+def _default_model(args: ApiArgs) -> str | None:
+    """The model folder to load at start (None when the store has no checkpoint yet)."""
+    config = args.to_config()
+    index = CheckpointIndex(
+        FeatureStore(config.store_root), config.checkpoints_dir, default_model=config.model
+    )
+    try:
+        return index.resolve(None).local_path
+    except ServiceError:
+        return None
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """The Serve application: ``Ingress`` over ``Normalize``, ``Egemaps``, ``Embed``, ``Predict``.
+
+    Args:
+        args: an ``ApiArgs`` mapping (the Serve config's ``args``); unknown keys are refused.
+
+    Raises:
+        pydantic.ValidationError: ``args`` that do not validate.
+    """
+    api = ApiArgs.model_validate(args or {})
+    num_gpus = 0.5 if _gpus_in_cluster() > 0 else 0
+    preload = _default_model(api)
+    embed_app = build_embed(
+        api.embed.model_dump(),
+        max_batch_size=api.embed_max_batch_size,
+        batch_wait_timeout_s=api.embed_batch_wait_timeout_s,
+        preload=preload,
+        num_gpus=num_gpus,
+    )
+    # A configured model may be a plain encoder (no classifier head): Predict loads on demand then.
+    predict_app = build_predict(
+        api.predict.model_dump(), preload=preload if api.model is None else None, num_gpus=num_gpus
+    )
+    return Ingress.bind(
+        api.model_dump(),
+        build_normalize(api.normalize.model_dump()),
+        build_egemaps(api.egemaps.model_dump()),
+        embed_app,
+        predict_app,
+    )

@@ -1,0 +1,106 @@
+"""Settings of the HTTP API: pydantic ``ApiArgs`` (the Serve args) -> frozen ``ApiConfig``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.egemaps.config import EgemapsArgs
+from services.embed.config import EmbedArgs
+from services.normalize.config import NormalizeArgs
+from services.predict.config import PredictArgs
+from shared.settings import default_workdir
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Validated settings of the API.
+
+    Attributes:
+        workdir: the run folder whose feature store, checkpoints and audio the API uses.
+        model: a model folder (or hub id) used when a request names no checkpoint; None: the
+            latest fine-tuned checkpoint in the store.
+        max_upload_bytes: largest accepted upload, in bytes.
+        max_duration_s: longest accepted audio, in seconds.
+        sql_max_rows: most rows a ``/sql`` query returns.
+        sql_timeout_s: longest a ``/sql`` query runs, in seconds.
+        embed_max_batch_size: most ``/embed`` requests gathered into one forward pass.
+        embed_batch_wait_timeout_s: longest wait for an ``/embed`` batch to fill, in seconds.
+        normalize: loudness normalisation settings (the Normalize deployment, and lineage).
+        egemaps: eGeMAPS settings (the Egemaps deployment, and lineage).
+        embed: embedding settings (the Embed deployment, and lineage).
+        predict: classifier settings (the Predict deployment).
+    """
+
+    workdir: Path
+    model: str | None
+    max_upload_bytes: int
+    max_duration_s: float
+    sql_max_rows: int
+    sql_timeout_s: float
+    embed_max_batch_size: int
+    embed_batch_wait_timeout_s: float
+    normalize: NormalizeArgs
+    egemaps: EgemapsArgs
+    embed: EmbedArgs
+    predict: PredictArgs
+
+    @property
+    def store_root(self) -> Path:
+        """The feature store's folder."""
+        return self.workdir / "store"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Fine-tuning checkpoints, one folder per train key."""
+        return self.workdir / "checkpoints"
+
+    @property
+    def audio_dir(self) -> Path:
+        """Normalised audio, content-addressed by source hash, per normalisation config."""
+        return self.workdir / "audio"
+
+    @property
+    def train_configs_dir(self) -> Path:
+        """Run configs posted to ``/train`` as JSON, written as YAML for the job."""
+        return self.workdir / "train-requests"
+
+
+class ApiArgs(BaseModel):
+    """The ``args`` of the Serve application (``serve run services.api.app:build_app k=v``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workdir: str | None = None  # None: $SERLENS_WORKDIR, else ./serlens-work
+    model: str | None = None  # None: the latest fine-tuned checkpoint in the store
+    max_upload_mb: float = Field(25, gt=0)  # largest upload, MiB
+    max_duration_s: float = Field(600, gt=0)  # longest audio, seconds
+    sql_max_rows: int = Field(10_000, ge=1)
+    sql_timeout_s: float = Field(10, gt=0)
+    embed_max_batch_size: int = Field(8, ge=1)
+    embed_batch_wait_timeout_s: float = Field(0.05, ge=0)
+    # The services' own sections, as in a run config (defaults: the study's defaults).
+    normalize: NormalizeArgs = Field(default_factory=NormalizeArgs)
+    egemaps: EgemapsArgs = Field(default_factory=EgemapsArgs)
+    embed: EmbedArgs = Field(default_factory=EmbedArgs)
+    predict: PredictArgs = Field(default_factory=PredictArgs)
+
+    def to_config(self) -> ApiConfig:
+        """The validated settings as a frozen ``ApiConfig`` (the workdir made absolute)."""
+        workdir = Path(self.workdir) if self.workdir else default_workdir()
+        return ApiConfig(
+            workdir=workdir.expanduser().resolve(),
+            model=self.model,
+            max_upload_bytes=int(self.max_upload_mb * 1024 * 1024),
+            max_duration_s=self.max_duration_s,
+            sql_max_rows=self.sql_max_rows,
+            sql_timeout_s=self.sql_timeout_s,
+            embed_max_batch_size=self.embed_max_batch_size,
+            embed_batch_wait_timeout_s=self.embed_batch_wait_timeout_s,
+            normalize=self.normalize,
+            egemaps=self.egemaps,
+            embed=self.embed,
+            predict=self.predict,
+        )

@@ -1,0 +1,307 @@
+"""What the API reads from and writes to the feature store: checkpoints, clips, features, lineage.
+
+Rows written for ``store=true`` get deterministic keys (``clip_id`` is the SHA-256 of the
+uploaded bytes; ``config_hash`` the hash of the settings that made the row), so identical
+uploads, however concurrent, show up once in the store's views (newest row per key).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.api.config import ApiConfig
+from services.pipeline.config import config_hash
+from shared.audio import DecodedAudio, sha256_file, write_wav
+from shared.errors import NotFoundError
+from shared.schema import CHECKPOINTS, CLIPS, EMBEDDINGS, LoudnessRecord, egemaps_spec
+from shared.store import FeatureStore
+
+#: The ``dataset`` of every row the API writes.
+API_DATASET = "api"
+
+#: ``train_key`` of embeddings from an explicitly configured model (not a store checkpoint).
+EXTERNAL_TRAIN_KEY = "external"
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """One model the Embed and Predict deployments can load.
+
+    Attributes:
+        train_key: the fine-tuning run (``external`` for the configured ``model``).
+        checkpoint_step: optimizer step (0 = the pretrained model).
+        local_path: the folder to load.
+        model: the base model's name (lineage of embeddings).
+        run_id: the MLflow run, when known.
+    """
+
+    train_key: str
+    checkpoint_step: int
+    local_path: str
+    model: str
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference as JSON-able fields."""
+        return asdict(self)
+
+
+class CheckpointIndex:
+    """The store's ``checkpoints`` table, re-read at most every ``ttl_s`` seconds.
+
+    Args:
+        store: the feature store.
+        checkpoints_dir: ``<workdir>/checkpoints`` (used when a row's ``local_path`` moved).
+        default_model: the API's ``model`` setting (None: the latest checkpoint).
+        ttl_s: how long a read is reused, in seconds.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        checkpoints_dir: Path,
+        *,
+        default_model: str | None,
+        ttl_s: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.checkpoints_dir = checkpoints_dir
+        self.default_model = default_model
+        self.ttl_s = ttl_s
+        self._rows: list[dict[str, Any]] = []
+        self._read_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every checkpoint row (newest per key), at most ``ttl_s`` old."""
+        with self._lock:
+            if time.monotonic() - self._read_at > self.ttl_s:
+                self._rows = self.store.read(CHECKPOINTS.name).to_pylist()
+                self._read_at = time.monotonic()
+            return list(self._rows)
+
+    def latest_train_key(self) -> str | None:
+        """The train key with the most recently written checkpoint, or None."""
+        rows = self.rows()
+        if not rows:
+            return None
+        return max(rows, key=lambda r: (r["created_at"], r["checkpoint_step"]))["train_key"]
+
+    def resolve(self, step: int | None) -> CheckpointRef:
+        """The model a request means: ``step`` of the latest run, or the default.
+
+        Args:
+            step: a checkpoint step of the latest fine-tuning run; None: the configured
+                ``model``, else the latest run's highest step.
+
+        Raises:
+            NotFoundError: the store holds no checkpoint, or not that step, or its folder is gone.
+        """
+        if step is None and self.default_model:
+            return CheckpointRef(EXTERNAL_TRAIN_KEY, 0, self.default_model, self.default_model)
+        train_key = self.latest_train_key()
+        if train_key is None:
+            raise NotFoundError(
+                f"no fine-tuned checkpoint in the feature store at {self.store.root}: "
+                "run `serlens train` "
+                "(or POST /train) first, or start the API with a model"
+            )
+        rows = sorted(
+            (r for r in self.rows() if r["train_key"] == train_key),
+            key=lambda r: r["checkpoint_step"],
+        )
+        if step is None:
+            row = rows[-1]
+        else:
+            matches = [r for r in rows if r["checkpoint_step"] == step]
+            if not matches:
+                raise NotFoundError(
+                    f"checkpoint {step} does not exist in fine-tuning run {train_key}; "
+                    f"steps: {[r['checkpoint_step'] for r in rows]}"
+                )
+            row = matches[0]
+        return CheckpointRef(
+            train_key,
+            int(row["checkpoint_step"]),
+            self._folder(row),
+            row["model"] or "",
+            row["run_id"],
+        )
+
+    def _folder(self, row: Mapping[str, Any]) -> str:
+        candidates = [Path(row["local_path"])] if row["local_path"] else []
+        candidates.append(
+            self.checkpoints_dir / row["train_key"] / f"step-{int(row['checkpoint_step']):06d}"
+        )
+        for folder in candidates:
+            if folder.is_dir():
+                return str(folder)
+        raise NotFoundError(
+            f"checkpoint {row['checkpoint_step']} of run {row['train_key']}: "
+            f"no folder at {', '.join(str(c) for c in candidates)}"
+        )
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The ``config_hash`` of each kind of row the API writes (the pipeline's recipe)."""
+
+    norm_key: str
+    egemaps_hash: str
+    embed_args: Any
+
+    @classmethod
+    def from_config(cls, config: ApiConfig) -> Lineage:
+        """Hashes of the API's normalisation and eGeMAPS settings."""
+        norm_key = config_hash("normalize", config.normalize)
+        return cls(
+            norm_key=norm_key,
+            egemaps_hash=config_hash("egemaps", norm_key, config.egemaps),
+            embed_args=config.embed,
+        )
+
+    def embed_hash(self, train_key: str) -> str:
+        """The hash of embeddings from one fine-tuning run with the API's settings."""
+        return config_hash("embed", train_key, self.embed_args, API_DATASET)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One decoded, normalised upload and its identity.
+
+    Attributes:
+        name: the uploaded file's name.
+        audio_sha256: SHA-256 of the uploaded bytes (also the ``clip_id``).
+        decoded: the decoded 16 kHz signal and what the source was.
+        normalized: the loudness-normalised signal (16 kHz float32).
+        loudness: what the normalisation did.
+    """
+
+    name: str
+    audio_sha256: str
+    decoded: DecodedAudio
+    normalized: np.ndarray
+    loudness: LoudnessRecord
+
+    @property
+    def clip_id(self) -> str:
+        """The clip's key in the store: the content hash."""
+        return self.audio_sha256
+
+
+class StoreWriter:
+    """Writes uploads and what was computed from them to the feature store.
+
+    Args:
+        store: the feature store.
+        config: the API's settings (audio folder, normalisation target).
+        lineage: the config hashes of the rows.
+    """
+
+    def __init__(self, store: FeatureStore, config: ApiConfig, lineage: Lineage) -> None:
+        self.store = store
+        self.config = config
+        self.lineage = lineage
+        self._audio_lock = threading.Lock()
+
+    def write_clip(self, upload: Upload) -> dict[str, Any]:
+        """The normalised WAV (content-addressed, as the pipeline does) and the ``clips`` row."""
+        folder = self.config.audio_dir / f"norm-{self.lineage.norm_key}" / upload.audio_sha256[:2]
+        path = folder / f"{upload.audio_sha256}.wav"
+        # Identical uploads in flight at once: one writes the file, the others find it.
+        with self._audio_lock:
+            if not path.exists():
+                write_wav(path, upload.normalized, 16_000, subtype="FLOAT")
+        record = upload.loudness
+        row = {
+            "clip_id": upload.clip_id,
+            "dataset": API_DATASET,
+            "source_path": f"upload:{upload.name}",
+            "audio_sha256": upload.audio_sha256,
+            "duration_s": len(upload.normalized) / 16_000,
+            "sampling_rate": 16_000,
+            "source_sampling_rate": upload.decoded.source_sampling_rate,
+            "source_num_channels": upload.decoded.source_num_channels,
+            "lufs_before": record.lufs_before,
+            "lufs_after": record.lufs_after,
+            "gain_db": record.gain_db,
+            "peak_dbfs": record.peak_dbfs,
+            "clipped_fraction": record.clipped_fraction,
+            "loudness_policy": record.policy,
+            "target_lufs": self.config.normalize.target_lufs,
+            "normalized_path": str(path),
+            "normalized_sha256": sha256_file(path),
+        }
+        self.store.write(CLIPS.name, [row], config_hash=self.lineage.norm_key)
+        return {
+            "table": CLIPS.name,
+            "dataset": API_DATASET,
+            "clip_id": upload.clip_id,
+            "config_hash": self.lineage.norm_key,
+        }
+
+    def write_egemaps(
+        self, upload: Upload, features: Mapping[str, float], extractor_version: str
+    ) -> dict[str, Any]:
+        """One ``egemaps`` row: the 88 functionals verbatim, with the extractor's version."""
+        row = {
+            "clip_id": upload.clip_id,
+            "dataset": API_DATASET,
+            "audio_sha256": upload.audio_sha256,
+            "extractor_version": extractor_version,
+            **features,
+        }
+        self.store.write(egemaps_spec().name, [row], config_hash=self.lineage.egemaps_hash)
+        return {"table": egemaps_spec().name, "config_hash": self.lineage.egemaps_hash}
+
+    def write_embeddings(
+        self, upload: Upload, checkpoint: CheckpointRef, layers: Sequence[int], vectors: np.ndarray
+    ) -> dict[str, Any]:
+        """One ``embeddings`` row per layer (mean pooling), keyed by model, run, step and layer."""
+        embed_hash = self.lineage.embed_hash(checkpoint.train_key)
+        rows = [
+            {
+                "clip_id": upload.clip_id,
+                "dataset": API_DATASET,
+                "audio_sha256": upload.audio_sha256,
+                "model": checkpoint.model,
+                "train_key": checkpoint.train_key,
+                "checkpoint_step": checkpoint.checkpoint_step,
+                "layer": int(layer),
+                "pooling": "mean",
+                "embedding": np.asarray(vector, dtype=np.float32).tolist(),
+            }
+            for layer, vector in zip(layers, vectors, strict=True)
+        ]
+        self.store.write(EMBEDDINGS.name, rows, config_hash=embed_hash)
+        return {"table": EMBEDDINGS.name, "config_hash": embed_hash, "rows": len(rows)}
+
+
+def read_results(
+    store: FeatureStore, name: str, filters: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Rows of a results table (``cka``, ``probes``), filtered by equality on the given columns.
+
+    Args:
+        store: the feature store.
+        name: the table.
+        filters: ``{column: value}``; a None value does not filter.
+    """
+    used = {column: value for column, value in filters.items() if value is not None}
+    where = " AND ".join(f'"{column}" = ?' for column in used) or None
+    order = [c for c in ("train_key", "checkpoint_step", "layer") if c in store_columns(name)]
+    return store.read(name, where=where, params=list(used.values()), order_by=order).to_pylist()
+
+
+def store_columns(name: str) -> list[str]:
+    """The columns of a table (from ``shared.schema``)."""
+    from shared.schema import table
+
+    return table(name).schema.names

@@ -1,0 +1,170 @@
+"""The paper's Figure 1: CKA with eGeMAPS per fine-tuning checkpoint (rows) and layer (columns).
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects (no pyplot, no global state), so
+they can be made from worker threads and with any backend; each is written as PNG and SVG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps, rc_context
+from matplotlib.axes import Axes
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from services.cka.config import ESTIMATORS
+from shared.errors import InvalidManifestError
+
+#: Largest grid (checkpoints x layers) whose cells get their value written in.
+MAX_ANNOTATED_CELLS = 400
+
+_CMAP = "viridis"
+
+#: How references are spelled in titles and labels.
+_DISPLAY_NAMES = {"egemaps": "eGeMAPS"}
+
+
+def _display(reference: str) -> str:
+    return _DISPLAY_NAMES.get(reference, reference)
+
+
+def _label(value: float) -> str:
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
+def _grid(rows: Sequence[Mapping[str, Any]], estimator: str) -> tuple[list[int], list[int], np.ndarray, str]:
+    """Steps (ascending), layers (ascending), values [step, layer] (NaN: missing), reference."""
+    chosen = [r for r in rows if r["estimator"] == estimator]
+    if not chosen:
+        found = sorted({str(r["estimator"]) for r in rows})
+        raise InvalidManifestError([("rows", f"no {estimator!r} CKA rows; estimators present: {found}")],
+                                   source="CKA figure")
+    references = sorted({str(r["reference"]) for r in chosen})
+    if len(references) != 1:
+        raise InvalidManifestError([("rows", f"several references {references}; plot one at a time")],
+                                   source="CKA figure")
+    steps = sorted({int(r["checkpoint_step"]) for r in chosen})
+    layers = sorted({int(r["layer"]) for r in chosen})
+    values = np.full((len(steps), len(layers)), np.nan)
+    step_index = {s: i for i, s in enumerate(steps)}
+    layer_index = {layer: j for j, layer in enumerate(layers)}
+    for r in chosen:
+        values[step_index[int(r["checkpoint_step"])], layer_index[int(r["layer"])]] = float(r["value"])
+    return steps, layers, values, references[0]
+
+
+def _draw(fig: Figure, ax: Axes, steps: list[int], layers: list[int], values: np.ndarray, *,
+          colorbar_label: str, title: str, cell_width: float) -> None:
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if high <= low:
+        low, high = low - 0.5e-3, high + 0.5e-3
+    norm = Normalize(vmin=low, vmax=high)
+    cmap = colormaps[_CMAP].with_extremes(bad="#d9d9d9")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto",
+                      interpolation="nearest")
+    ax.set_xticks(range(len(layers)), [str(layer) for layer in layers])
+    ax.set_yticks(range(len(steps)), [str(s) for s in steps])
+    ax.set_xlabel("transformer layer")
+    ax.set_ylabel("fine-tuning step")
+    ax.set_title(title)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    bar = fig.colorbar(image, ax=ax, fraction=0.035, pad=0.015)
+    bar.set_label(colorbar_label)
+    if values.size <= MAX_ANNOTATED_CELLS:
+        size = min(8.0, 14.5 * cell_width)
+        for (i, j), value in np.ndenumerate(values):
+            if not np.isfinite(value):
+                continue
+            red, green, blue, _ = cmap(norm(value))
+            # Dark text on the bright (yellow-green) end of viridis, light text elsewhere.
+            colour = "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.45 else "white"
+            ax.text(j, i, _label(value), ha="center", va="center", fontsize=size, color=colour)
+
+
+def _save(fig: Figure, stem: Path) -> list[Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
+    fig.savefig(paths[0], dpi=150)
+    # Keep SVG text as text (editable, searchable) instead of glyph outlines.
+    with rc_context({"svg.fonttype": "none"}):
+        fig.savefig(paths[1])
+    return paths
+
+
+def _size(steps: list[int], layers: list[int], cell_width: float) -> tuple[float, float]:
+    """Figure size in inches for a grid whose cells are ``cell_width`` inches wide."""
+    return max(5.0, 1.9 + cell_width * len(layers)), max(2.6, 1.4 + 0.42 * len(steps))
+
+
+def plot_cka_heatmap(
+    rows: Sequence[Mapping[str, Any]],
+    stem: Path,
+    *,
+    estimator: str = "linear",
+    title: str | None = None,
+) -> list[Path]:
+    """Heatmap of CKA per checkpoint (rows, first step at the top) and layer (columns).
+
+    Viridis: yellow is high similarity, purple low; cells without a row are grey. Values are
+    written in the cells when the grid has at most ``MAX_ANNOTATED_CELLS`` cells.
+
+    Args:
+        rows: ``CkaService.process`` rows (or the ``cka`` table's rows) of one reference.
+        stem: output path without suffix; ``stem.png`` and ``stem.svg`` are written.
+        estimator: which estimator's rows to plot (``linear`` or ``debiased``).
+        title: figure title (default: names the estimator and the reference).
+
+    Returns:
+        The paths written: ``[stem.png, stem.svg]``.
+
+    Raises:
+        InvalidManifestError: no rows for ``estimator``, or rows of several references.
+    """
+    steps, layers, values, reference = _grid(rows, estimator)
+    fig = Figure(figsize=_size(steps, layers, 0.48), layout="constrained")
+    ax = fig.add_subplot()
+    name = _display(reference)
+    _draw(fig, ax, steps, layers, values, colorbar_label=f"{estimator} CKA with {name}",
+          title=title if title is not None else f"{estimator.capitalize()} CKA of the embeddings with {name}",
+          cell_width=0.48)
+    return _save(fig, stem)
+
+
+def plot_cka_panels(
+    rows: Sequence[Mapping[str, Any]],
+    stem: Path,
+    *,
+    title: str | None = None,
+) -> list[Path]:
+    """Linear and debiased CKA heatmaps side by side, each with its own colour scale.
+
+    Args:
+        rows: rows of one reference holding both estimators.
+        stem: output path without suffix; ``stem.png`` and ``stem.svg`` are written.
+        title: overall title (default: names the reference).
+
+    Returns:
+        The paths written: ``[stem.png, stem.svg]``.
+
+    Raises:
+        InvalidManifestError: an estimator without rows, or rows of several references.
+    """
+    grids = [_grid(rows, estimator) for estimator in ESTIMATORS]
+    cell_width = 0.36
+    width, height = _size(grids[0][0], grids[0][1], cell_width)
+    fig = Figure(figsize=(2 * width, height + 0.3), layout="constrained")
+    axes = fig.subplots(1, len(ESTIMATORS))
+    for ax, estimator, (steps, layers, values, reference) in zip(axes, ESTIMATORS, grids):
+        _draw(fig, ax, steps, layers, values, colorbar_label=f"{estimator} CKA with {_display(reference)}",
+              title=f"{estimator} CKA", cell_width=cell_width)
+    fig.suptitle(title if title is not None else f"CKA of the embeddings with {_display(grids[0][3])}")
+    return _save(fig, stem)

@@ -1,0 +1,5 @@
+"""Layer-wise linear probes: SER macro-F1 per (checkpoint, layer) and for eGeMAPS, over seeds."""
+
+from services.probe.config import ProbeArgs, ProbeConfig
+
+__all__ = ["ProbeArgs", "ProbeConfig"]

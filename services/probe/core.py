@@ -1,0 +1,539 @@
+"""Layer-wise linear probes: the paper's training rules, one probe at a time or all at once.
+
+Rules of every probe (section 2.3.4 of the paper, PyTorch-Lightning-like):
+
+- inputs standardised with statistics of the TRAIN part only;
+- one linear layer (d -> K classes), cross-entropy, Adam (lr 1e-2), mini-batches of 16, the
+  last batch of an epoch smaller when 16 does not divide the train part (Lightning keeps it);
+- the validation loss (mean cross-entropy over the validation part) after every epoch, and
+  Lightning's early stopping: an epoch improves when its loss is below the best so far by more
+  than ``min_delta``; training stops after ``patience`` epochs in a row without improvement,
+  at a non-finite loss, or at ``max_epochs``;
+- test macro-F1 and accuracy with the weights at the stop (Lightning does not restore the
+  best weights), and the validation loss of those weights.
+
+Two choices make probes comparable, and make the vectorised trainer reproduce the naive one:
+
+- the seed (0, 1, ...) sets the linear layer's initial weights and nothing else: seed i draws
+  the same initial weights for every feature set of a given dimension (``init_weights``);
+- the mini-batch order of epoch e is one permutation of the train part fixed by
+  ``(split_seed, e)`` (``batch_order``) and shared by every probe, so layers and checkpoints
+  are compared on the same sequence of mini-batches, and the seeds measure the effect of the
+  initialisation alone (the paper's stated purpose of the 10 seeds).
+
+``train_probe_naive`` is the by-itself reference (``nn.Linear`` + ``torch.optim.Adam``, one
+probe at a time). ``train_probes`` trains every probe at once with the same rules and the
+same numbers; it is the one the pipeline uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from services.probe.config import ProbeConfig
+from shared.errors import InvalidConfigError, InvalidManifestError
+
+Split = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+_SOURCE = "probe input"
+
+#: Per-chunk byte budget of the CPU trainer's per-cell state (weights, Adam moments, gradient),
+#: so that a chunk's whole training state stays in cache across its mini-batches.
+_CPU_STATE_BYTES = 1 << 20
+#: Per-chunk byte budget of the stacked features on CUDA (all cells at once when they fit).
+_CUDA_FEATURE_BYTES = 8 << 30
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """Result of one probe.
+
+    Attributes:
+        f1_macro: test macro-F1 (unweighted mean of the per-class F1), in [0, 1].
+        accuracy: test accuracy, in [0, 1].
+        epochs: epochs trained (the stop epoch, 1-based).
+        val_loss: validation cross-entropy of the final weights, in nats.
+    """
+
+    f1_macro: float
+    accuracy: float
+    epochs: int
+    val_loss: float
+
+
+@dataclass(frozen=True)
+class ProbeResults:
+    """Results of every probe: arrays [n_sets, seeds], row i for feature set i, column s for seed s.
+
+    Attributes:
+        f1_macro: test macro-F1.
+        accuracy: test accuracy.
+        epochs: epochs trained (int64).
+        val_loss: validation cross-entropy of the final weights, in nats.
+    """
+
+    f1_macro: np.ndarray
+    accuracy: np.ndarray
+    epochs: np.ndarray
+    val_loss: np.ndarray
+
+    def outcome(self, feature_set: int, seed: int) -> ProbeOutcome:
+        """The result of one probe as a ``ProbeOutcome``."""
+        return ProbeOutcome(
+            float(self.f1_macro[feature_set, seed]),
+            float(self.accuracy[feature_set, seed]),
+            int(self.epochs[feature_set, seed]),
+            float(self.val_loss[feature_set, seed]),
+        )
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def _part_sizes(count: int, fractions: Sequence[float]) -> tuple[int, int, int]:
+    """Clips of one class per part: validation and test rounded half up, at least 1 each."""
+    val = max(1, math.floor(count * fractions[1] + 0.5))
+    test = max(1, math.floor(count * fractions[2] + 0.5))
+    return count - val - test, val, test
+
+
+def min_clips_per_class(fractions: Sequence[float]) -> int:
+    """Fewest clips a class needs so that each part of the split gets at least one."""
+    count = 3
+    while _part_sizes(count, fractions)[0] < 1:
+        count += 1
+    return count
+
+
+def stratified_split(
+    labels: Sequence[object] | np.ndarray,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> Split:
+    """One label-stratified train/validation/test split.
+
+    Each class is shuffled (``numpy.random.default_rng(seed)``) and cut in the given
+    fractions: validation and test sizes are rounded half up with at least one clip each,
+    the rest is train. The result depends only on the labels and the seed.
+
+    Args:
+        labels: one class label per clip (any hashable, sortable values).
+        fractions: train, validation and test fractions, summing to 1.
+        seed: seed of the shuffle.
+
+    Returns:
+        ``(train_idx, val_idx, test_idx)``: sorted int64 clip indices, disjoint, covering all.
+
+    Raises:
+        InvalidConfigError: fractions that are not three values in (0, 1) summing to 1.
+        InvalidManifestError: a class with too few clips to appear in every part (every
+            such class is named).
+    """
+    if len(fractions) != 3 or any(not 0 < f < 1 for f in fractions) or not math.isclose(sum(fractions), 1.0):
+        raise InvalidConfigError(f"probe.split: {tuple(fractions)}; expected three fractions in (0, 1) summing to 1")
+    values = np.asarray(labels)
+    if values.ndim != 1 or values.size == 0:
+        raise InvalidManifestError([("labels", f"shape {values.shape}; expected one label per clip")],
+                                   source=_SOURCE)
+    classes, codes = np.unique(values, return_inverse=True)
+    needed = min_clips_per_class(fractions)
+    counts = np.bincount(codes, minlength=len(classes))
+    problems = [
+        (f"class {label!r}", f"{count} clip(s); a {tuple(fractions)} split needs at least {needed} per class")
+        for label, count in zip(classes.tolist(), counts.tolist())
+        if count < needed
+    ]
+    if problems:
+        raise InvalidManifestError(problems, source=_SOURCE)
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for code in range(len(classes)):
+        members = rng.permutation(np.flatnonzero(codes == code))
+        train, val, _ = _part_sizes(len(members), fractions)
+        for part, chunk in zip(parts, np.split(members, [train, train + val])):
+            part.append(chunk)
+    train_idx, val_idx, test_idx = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+    return train_idx, val_idx, test_idx
+
+
+# ----------------------------------------------------------------------------- shared rules
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU.
+
+    Raises:
+        InvalidConfigError: ``cuda`` asked for where there is none, or an unknown name.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InvalidConfigError("probe.device: 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    if device not in ("cpu", "cuda"):
+        raise InvalidConfigError(f"probe.device: {device!r}; expected 'auto', 'cpu' or 'cuda'")
+    return torch.device(device)
+
+
+def init_weights(dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial weights of the probe of seed ``seed``: ``nn.Linear``'s default distribution.
+
+    Both weight and bias are drawn from U(-1/sqrt(dim), 1/sqrt(dim)) (what ``nn.Linear``'s
+    Kaiming-uniform default amounts to), from a generator seeded with ``seed`` alone.
+
+    Args:
+        dim: input features.
+        num_classes: output classes.
+        seed: the probe's seed.
+
+    Returns:
+        ``(weight [num_classes, dim], bias [num_classes])``, float32 on the CPU.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    bound = 1.0 / math.sqrt(dim)
+    weight = torch.empty(num_classes, dim).uniform_(-bound, bound, generator=generator)
+    bias = torch.empty(num_classes).uniform_(-bound, bound, generator=generator)
+    return weight, bias
+
+
+def batch_order(num_train: int, epoch: int, split_seed: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` (1-based) visits the train part; shared by all probes."""
+    return np.random.default_rng([int(split_seed), int(epoch)]).permutation(num_train)
+
+
+def standardize_by_train(features: torch.Tensor, train_idx: torch.Tensor) -> torch.Tensor:
+    """Z-score features with the train part's mean and standard deviation.
+
+    Args:
+        features: [..., n_clips, d] (one feature set, or several stacked).
+        train_idx: indices of the train clips along the clip axis.
+
+    Returns:
+        float32 tensor of the same shape; features constant on the train part become 0.
+    """
+    train = features.index_select(-2, train_idx)
+    mean = train.mean(dim=-2, keepdim=True, dtype=torch.float64)
+    centred = train - mean.to(features.dtype)
+    std = centred.square().mean(dim=-2, keepdim=True, dtype=torch.float64).sqrt()
+    scale = torch.where(std > 0, 1.0 / std.clamp_min(1e-300), torch.zeros_like(std))
+    return ((features - mean.to(features.dtype)) * scale.to(features.dtype)).float()
+
+
+class _EarlyStopping:
+    """Lightning's EarlyStopping on the validation loss, for an array of probes at once."""
+
+    def __init__(self, shape: tuple[int, ...], *, patience: int, min_delta: float, device: torch.device) -> None:
+        self.best = torch.full(shape, math.inf, dtype=torch.float64, device=device)
+        self.wait = torch.zeros(shape, dtype=torch.int64, device=device)
+        self.patience = patience
+        self.min_delta = min_delta
+
+    def update(self, val_loss: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """Record one epoch's losses of the active probes; return which of them stop now."""
+        loss = val_loss.to(torch.float64)
+        improved = active & (loss < self.best - self.min_delta)
+        self.best = torch.where(improved, loss, self.best)
+        self.wait = torch.where(improved, 0, torch.where(active, self.wait + 1, self.wait))
+        return active & ((self.wait >= self.patience) | ~torch.isfinite(loss))
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.best, self.wait = self.best[rows], self.wait[rows]
+
+
+def _metrics(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Macro-F1 and accuracy over the last axis; ``predicted`` [..., n], ``truth`` [n]."""
+    hits = predicted == truth
+    accuracy = hits.double().mean(-1)
+    f1 = torch.zeros(predicted.shape[:-1], dtype=torch.float64, device=predicted.device)
+    for k in range(num_classes):
+        true_k = truth == k
+        tp = (hits & true_k).sum(-1).double()
+        denominator = (predicted == k).sum(-1).double() + true_k.sum().double()
+        f1 += torch.where(denominator > 0, 2 * tp / denominator.clamp_min(1), 0.0)
+    return f1 / num_classes, accuracy
+
+
+def _check_inputs(feature_sets: Sequence[np.ndarray], y: np.ndarray, split: Split) -> tuple[np.ndarray, int]:
+    codes = np.asarray(y)
+    if codes.ndim != 1 or not np.issubdtype(codes.dtype, np.integer) or codes.size == 0 or codes.min() < 0:
+        raise InvalidManifestError([("labels", "expected a non-empty 1-D array of class codes 0..K-1")],
+                                   source=_SOURCE)
+    num_classes = int(codes.max()) + 1
+    problems = []
+    for i, x in enumerate(feature_sets):
+        array = np.asarray(x)
+        if array.ndim != 2 or array.shape[1] == 0:
+            problems.append((f"feature set {i}", f"shape {array.shape}; expected (clips, features)"))
+        elif array.shape[0] != codes.size:
+            problems.append((f"feature set {i}", f"{array.shape[0]} rows; expected {codes.size}, one per label"))
+        elif not np.isfinite(array).all():
+            problems.append((f"feature set {i}", "holds NaN or infinite values"))
+    parts = [np.asarray(p) for p in split]
+    if len(parts) != 3 or any(p.size == 0 or p.min() < 0 or p.max() >= codes.size for p in parts):
+        problems.append(("split", f"expected three non-empty index arrays within [0, {codes.size})"))
+    elif np.unique(np.concatenate(parts)).size != sum(p.size for p in parts):
+        problems.append(("split", "train, validation and test parts overlap"))
+    if problems:
+        raise InvalidManifestError(problems, source=_SOURCE)
+    return codes.astype(np.int64), num_classes
+
+
+# ----------------------------------------------------------------------------- one probe
+
+
+def train_probe_naive(
+    x: np.ndarray,
+    y: np.ndarray,
+    split: Split,
+    *,
+    seed: int,
+    config: ProbeConfig,
+) -> ProbeOutcome:
+    """Train and test one probe by itself: ``nn.Linear`` + ``torch.optim.Adam``.
+
+    The reference implementation of the rules in this module's docstring; ``train_probes``
+    must give the same epochs and F1 for the same seed.
+
+    Args:
+        x: n x d features (one clip per row).
+        y: n class codes 0..K-1.
+        split: ``(train_idx, val_idx, test_idx)`` from ``stratified_split``.
+        seed: the probe's seed (sets its initial weights).
+        config: the training rules.
+
+    Returns:
+        The probe's ``ProbeOutcome``.
+
+    Raises:
+        InvalidManifestError: shapes that do not match, NaN features, a bad split.
+        InvalidConfigError: an unavailable device.
+    """
+    codes, num_classes = _check_inputs([x], y, split)
+    device = resolve_device(config.device)
+    train_idx, val_idx, test_idx = (torch.as_tensor(p, dtype=torch.int64, device=device) for p in split)
+    features = standardize_by_train(torch.as_tensor(np.asarray(x), device=device).float(), train_idx)
+    labels = torch.as_tensor(codes, device=device)
+    x_train, y_train = features[train_idx], labels[train_idx]
+    x_val, y_val = features[val_idx], labels[val_idx]
+
+    probe = nn.Linear(features.shape[1], num_classes).to(device)
+    weight, bias = init_weights(features.shape[1], num_classes, seed)
+    with torch.no_grad():
+        probe.weight.copy_(weight)
+        probe.bias.copy_(bias)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=config.lr)
+    stopping = _EarlyStopping((), patience=config.patience, min_delta=config.min_delta, device=device)
+    active = torch.tensor(True, device=device)
+
+    for epoch in range(1, config.max_epochs + 1):
+        order = torch.as_tensor(batch_order(len(train_idx), epoch, config.split_seed), device=device)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            loss = F.cross_entropy(probe(x_train[batch]), y_train[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            val_loss = F.cross_entropy(probe(x_val), y_val)
+        if bool(stopping.update(val_loss, active)) or epoch == config.max_epochs:
+            break
+    with torch.no_grad():
+        predicted = probe(features[test_idx]).argmax(-1)
+    f1, accuracy = _metrics(predicted, labels[test_idx], num_classes)
+    return ProbeOutcome(float(f1), float(accuracy), epoch, float(val_loss))
+
+
+# ----------------------------------------------------------------------------- all probes
+
+
+class _StackedAdam:
+    """Adam on stacked probe weights, with per-probe freezing and compaction.
+
+    Holds weights [C, d, S*K] and biases [C, 1, S*K] (cell c, seed s, class k at column
+    s*K + k) and steps them with ``torch.optim.Adam`` (fused where available), one optimizer
+    step for every probe. A probe is frozen by zeroing its first moment and masking its
+    gradient to zero from then on: Adam's update ``m / (sqrt(v) + eps)`` is then exactly 0,
+    so its weights stay bit-for-bit those of its stop epoch.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, lr: float) -> None:
+        self.lr = lr
+        self.fused = weight.device.type in ("cpu", "cuda")
+        self._build(weight, bias, None)
+
+    def _build(self, weight: torch.Tensor, bias: torch.Tensor, state: list[dict] | None) -> None:
+        self.weight, self.bias = weight, bias
+        self.optimizer = torch.optim.Adam([weight, bias], lr=self.lr, fused=self.fused)
+        if state is not None:
+            for param, param_state in zip((weight, bias), state):
+                self.optimizer.state[param] = param_state
+
+    def step(self, grad_weight: torch.Tensor, grad_bias: torch.Tensor) -> None:
+        self.weight.grad, self.bias.grad = grad_weight, grad_bias
+        self.optimizer.step()
+
+    def freeze(self, stopped: torch.Tensor, num_classes: int) -> None:
+        """Zero the first moment of the probes where ``stopped`` [C, S] is True."""
+        keep = (~stopped).to(self.weight.dtype).repeat_interleave(num_classes, dim=1).unsqueeze(1)
+        for param in (self.weight, self.bias):
+            state = self.optimizer.state.get(param)
+            if state:
+                state["exp_avg"].mul_(keep)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop every cell (first axis) not in ``rows``."""
+        state = []
+        for param in (self.weight, self.bias):
+            old = self.optimizer.state.get(param, {})
+            state.append({k: (v[rows] if k in ("exp_avg", "exp_avg_sq") else v.clone()) for k, v in old.items()})
+        self._build(self.weight[rows], self.bias[rows], state if state[0] else None)
+
+
+def _chunk_cells(dim: int, columns: int, feature_bytes: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        return max(1, _CUDA_FEATURE_BYTES // max(feature_bytes, 1))
+    return max(1, _CPU_STATE_BYTES // (4 * 4 * dim * columns))
+
+
+def _train_chunk(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    init: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    config: ProbeConfig,
+) -> tuple[np.ndarray, ...]:
+    """Train every probe of a chunk of cells [C, n, d]; returns arrays [C, S] (f1, acc, epochs, loss)."""
+    train_idx, val_idx, test_idx = split
+    cells, seeds, k = features.shape[0], config.seeds, num_classes
+    x = standardize_by_train(features, train_idx)
+    x_train, x_val, x_test = (x.index_select(1, i) for i in split)
+    del x
+    y_train, y_val, y_test = (labels[i] for i in split)
+    targets = F.one_hot(y_train, k).to(x_train.dtype)  # [n_train, K]
+    weight0, bias0 = init  # [d, S*K], [S*K]
+    optimizer = _StackedAdam(weight0.expand(cells, -1, -1).clone(), bias0.expand(cells, 1, -1).clone(),
+                             lr=config.lr)
+    stopping = _EarlyStopping((cells, seeds), patience=config.patience, min_delta=config.min_delta,
+                              device=x_train.device)
+    active = torch.ones(cells, seeds, dtype=torch.bool, device=x_train.device)
+    rows = torch.arange(cells, device=x_train.device)  # chunk row of each remaining cell
+    out = [np.full((cells, seeds), np.nan) for _ in range(3)]
+    epochs = np.zeros((cells, seeds), dtype=np.int64)
+    last_loss = torch.full((cells, seeds), math.nan, dtype=torch.float64, device=x_train.device)
+
+    for epoch in range(1, config.max_epochs + 1):
+        remaining = len(rows)
+        order = torch.as_tensor(batch_order(len(train_idx), epoch, config.split_seed), device=x_train.device)
+        mask = active.to(x_train.dtype).view(remaining, 1, seeds, 1)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            size = len(batch)
+            x_batch = x_train.index_select(1, batch)  # [C, B, d]
+            logits = torch.baddbmm(optimizer.bias, x_batch, optimizer.weight)  # [C, B, S*K]
+            # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / B; zero for stopped probes.
+            delta = torch.softmax(logits.view(remaining, size, seeds, k), dim=-1)
+            delta.sub_(targets[batch].view(1, size, 1, k)).mul_(mask).div_(size)
+            delta = delta.view(remaining, size, seeds * k)
+            optimizer.step(torch.bmm(x_batch.transpose(1, 2), delta), delta.sum(dim=1, keepdim=True))
+
+        with torch.no_grad():
+            val_logits = torch.baddbmm(optimizer.bias, x_val, optimizer.weight).view(remaining, -1, seeds, k)
+            picked = val_logits.log_softmax(-1).gather(-1, y_val.view(1, -1, 1, 1).expand(remaining, -1, seeds, 1))
+            val_loss = -picked.squeeze(-1).mean(dim=1)  # [C, S]
+        stopped = stopping.update(val_loss, active)
+        if epoch == config.max_epochs:
+            stopped = active.clone()
+        if not bool(stopped.any()):
+            continue
+        last_loss[rows] = torch.where(stopped, val_loss.double(), last_loss[rows])
+        stopped_rows, stopped_seeds = np.nonzero(stopped.cpu().numpy())
+        epochs[rows.cpu().numpy()[stopped_rows], stopped_seeds] = epoch
+        optimizer.freeze(stopped, k)
+        active &= ~stopped
+
+        finished = ~active.any(dim=1)
+        if bool(finished.any()):
+            done = torch.nonzero(finished).squeeze(1)
+            test_logits = torch.baddbmm(optimizer.bias[done], x_test[done], optimizer.weight[done])
+            predicted = test_logits.view(len(done), -1, seeds, k).argmax(-1).transpose(1, 2)  # [c, S, n_test]
+            f1, accuracy = _metrics(predicted, y_test, k)
+            done_rows = rows[done].cpu().numpy()
+            out[0][done_rows], out[1][done_rows] = f1.cpu().numpy(), accuracy.cpu().numpy()
+            out[2][done_rows] = last_loss[rows[done]].cpu().numpy()
+            keep = torch.nonzero(~finished).squeeze(1)
+            if len(keep) == 0:
+                break
+            # Compaction: finished cells leave the stacked tensors.
+            rows, active = rows[keep], active[keep]
+            x_train, x_val, x_test = x_train[keep], x_val[keep], x_test[keep]
+            optimizer.keep(keep)
+            stopping.keep(keep)
+    return out[0], out[1], epochs, out[2]
+
+
+def train_probes(
+    feature_sets: Sequence[np.ndarray],
+    y: np.ndarray,
+    split: Split,
+    *,
+    config: ProbeConfig,
+    cells_per_chunk: int | None = None,
+) -> ProbeResults:
+    """Train and test ``config.seeds`` probes on every feature set, all at once.
+
+    Feature sets of the same dimension d are stacked into tensors [C, n, d]; the probes'
+    weights into [C, d, seeds*K]. Each mini-batch is one batched matmul forward and one
+    backward for every probe, and one Adam step on the stacked weights. Early stopping is
+    per probe, by masks: a stopped probe's gradient is masked to zero and its Adam moment
+    cleared, so its weights stay exactly those of its stop epoch; a cell whose probes have all
+    stopped is tested and dropped from the stacked tensors. On the CPU the cells are trained
+    in chunks small enough for their training state to stay in cache (the rules and the
+    results do not depend on the chunking); on CUDA, all together.
+
+    Args:
+        feature_sets: arrays n x d_i, row j of each for clip j.
+        y: n class codes 0..K-1.
+        split: ``(train_idx, val_idx, test_idx)`` from ``stratified_split``.
+        config: the training rules (seeds, batch size, lr, early stopping, device).
+        cells_per_chunk: cells trained together (None: chosen for the device).
+
+    Returns:
+        ``ProbeResults`` with arrays [len(feature_sets), config.seeds].
+
+    Raises:
+        InvalidManifestError: a feature set with another row count than ``y``, NaN, a bad split.
+        InvalidConfigError: an unavailable device.
+    """
+    codes, num_classes = _check_inputs(feature_sets, y, split)
+    device = resolve_device(config.device)
+    seeds = config.seeds
+    shape = (len(feature_sets), seeds)
+    f1, accuracy, val_loss = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    epochs = np.zeros(shape, dtype=np.int64)
+    labels = torch.as_tensor(codes, device=device)
+    parts = tuple(torch.as_tensor(np.asarray(p), dtype=torch.int64, device=device) for p in split)
+
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, x in enumerate(feature_sets):
+        groups[np.asarray(x).shape[1]].append(i)
+    for dim, members in groups.items():
+        inits = [init_weights(dim, num_classes, s) for s in range(seeds)]
+        weight0 = torch.cat([w.T for w, _ in inits], dim=1).to(device)  # [d, S*K]
+        bias0 = torch.cat([b for _, b in inits]).to(device)  # [S*K]
+        feature_bytes = 4 * len(codes) * dim
+        chunk = cells_per_chunk or _chunk_cells(dim, seeds * num_classes, feature_bytes, device)
+        for start in range(0, len(members), chunk):
+            ids = members[start:start + chunk]
+            stacked = torch.from_numpy(np.stack([np.asarray(feature_sets[i], dtype=np.float32) for i in ids]))
+            results = _train_chunk(stacked.to(device), labels, parts, (weight0, bias0), num_classes, config)
+            for array, values in zip((f1, accuracy, epochs, val_loss), results):
+                array[ids] = values
+    return ProbeResults(f1_macro=f1, accuracy=accuracy, epochs=epochs, val_loss=val_loss)

@@ -1,0 +1,1 @@
+"""Fine-tuning: ``TrainerService`` (service.py), settings (config.py), loop pieces (core.py)."""

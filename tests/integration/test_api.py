@@ -1,0 +1,440 @@
+"""The HTTP API end to end: real Ray Serve, real services, real store, generated audio."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import time
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from services.embed import EmbedArgs, EmbedService
+from services.predict import PredictArgs, PredictService
+from shared.audio import decode
+from shared.schema import EMOTIONS, egemaps_feature_names
+from shared.store import FeatureStore
+from shared.testing import voiced
+from tests.integration.conftest import MODEL_NAME, STEPS, TRAIN_KEY
+
+pytestmark = pytest.mark.integration
+
+FORMATS = {
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "ogg": ("OGG", "VORBIS"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+}
+
+
+def encode(signal: np.ndarray, sampling_rate: int, kind: str = "wav") -> bytes:
+    container, subtype = FORMATS[kind]
+    buffer = io.BytesIO()
+    sf.write(buffer, signal, sampling_rate, format=container, subtype=subtype)
+    return buffer.getvalue()
+
+
+def clip(seed: int = 0, duration_s: float = 1.0, sampling_rate: int = 16_000) -> np.ndarray:
+    return voiced(duration_s, f0_hz=120.0 + 15 * seed, sampling_rate=sampling_rate, seed=seed)
+
+
+def upload(data: bytes, name: str = "clip.wav") -> dict:
+    return {"file": (name, data, "application/octet-stream")}
+
+
+@pytest.fixture(scope="module")
+def client(api: str):
+    with httpx.Client(base_url=api, timeout=180) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def store(workdir) -> FeatureStore:
+    return FeatureStore(workdir / "store")
+
+
+@pytest.fixture(scope="module")
+def train_job(client, workdir) -> str:
+    """A tiny fine-tuning run (12 demo speakers x 6 emotions, 2 optimizer steps), submitted once."""
+    config = {
+        "dataset": {"kind": "demo", "demo_speakers": 12, "demo_sentences_per_emotion": 1},
+        "train": {
+            "batch_size": 8,
+            "grad_accum_steps": 1,
+            "lr": 5e-4,
+            "max_steps": 2,
+            "eval_every_steps": 1,
+            "checkpoint_every_steps": 1,
+            "log_checkpoints_to_mlflow": False,
+        },
+    }
+    response = client.post("/train", json={"config": config})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["job_id"].startswith("serlens-train-")
+    assert " train --config " in body["entrypoint"] and str(workdir) in body["entrypoint"]
+    return body["job_id"]
+
+
+def normalized_signal(client, data: bytes, name: str) -> np.ndarray:
+    response = client.post("/normalize", params={"format": "json"}, files=upload(data, name))
+    assert response.status_code == 200, response.text
+    audio = base64.b64decode(response.json()["audio_wav_base64"])
+    signal, rate = sf.read(io.BytesIO(audio), dtype="float32")
+    assert rate == 16_000
+    return signal
+
+
+# -------------------------------------------------------------------- basics
+
+
+def test_train_job_is_submitted_first_so_it_runs_while_the_rest_is_tested(train_job):
+    assert train_job
+
+
+def test_healthz_and_docs(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for route in (
+        "/normalize",
+        "/egemaps",
+        "/embed",
+        "/predict",
+        "/train",
+        "/train/{job_id}",
+        "/cka",
+        "/probes",
+        "/sql",
+        "/healthz",
+    ):
+        assert route in paths
+
+
+def test_deployments_are_named_and_running(api):
+    from ray import serve
+
+    status = serve.status().applications["serlens"]
+    assert status.status == "RUNNING"
+    assert set(status.deployments) == {"Ingress", "Normalize", "Egemaps", "Embed", "Predict"}
+
+
+# -------------------------------------------------------------------- audio routes
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+def test_egemaps_accepts_every_container(client, kind):
+    response = client.post("/egemaps", files=upload(encode(clip(1), 16_000, kind), f"clip.{kind}"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert list(body["features"]) == list(egemaps_feature_names())
+    assert all(isinstance(v, float) for v in body["features"].values())
+    assert body["extractor_version"].startswith("opensmile")
+    assert body["source"]["format"] == FORMATS[kind][0]
+
+
+def test_8khz_stereo_is_accepted_and_resampled(client):
+    stereo = np.stack([clip(2, sampling_rate=8_000), clip(3, sampling_rate=8_000)], axis=1)
+    response = client.post("/egemaps", files=upload(encode(stereo, 8_000), "stereo.wav"))
+    assert response.status_code == 200, response.text
+    source = response.json()["source"]
+    assert (source["sampling_rate"], source["num_channels"]) == (8_000, 2)
+    assert source["duration_s"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_normalize_wav_and_json_agree(client):
+    data = encode(clip(4) * 0.1, 16_000)
+    response = client.post("/normalize", files=upload(data))
+    assert response.status_code == 200 and response.headers["content-type"] == "audio/wav"
+    assert float(response.headers["x-loudness-lufs-after"]) == pytest.approx(-23.0, abs=0.5)
+    assert float(response.headers["x-loudness-gain-db"]) > 10  # the input was 20 dB quieter
+    signal, rate = sf.read(io.BytesIO(response.content), dtype="float32")
+    assert rate == 16_000 and signal.shape == (16_000,)
+    as_json = client.post("/normalize", params={"format": "json"}, files=upload(data)).json()
+    assert as_json["loudness"]["lufs_after"] == pytest.approx(
+        float(response.headers["x-loudness-lufs-after"])
+    )
+    assert np.array_equal(
+        sf.read(io.BytesIO(base64.b64decode(as_json["audio_wav_base64"])), dtype="float32")[0],
+        signal,
+    )
+
+
+def test_embed_default_layers_checkpoints_and_equality_with_the_service(client, workdir):
+    data = encode(clip(5), 16_000)
+    body = client.post("/embed", files=upload(data)).json()
+    assert body["checkpoint"]["train_key"] == TRAIN_KEY and body["checkpoint"][
+        "checkpoint_step"
+    ] == max(STEPS)
+    assert body["layers"] == [0, 1, 2, 3, 4]
+    vectors = np.asarray(body["embeddings"], dtype=np.float32)
+    assert vectors.shape == (5, 64)
+    chosen = client.post("/embed", params={"layers": "0,3"}, files=upload(data)).json()
+    assert chosen["layers"] == [0, 3]
+    np.testing.assert_allclose(np.asarray(chosen["embeddings"]), vectors[[0, 3]], atol=1e-4)
+    first = client.post("/embed", params={"checkpoint": 0}, files=upload(data)).json()
+    assert first["checkpoint"]["checkpoint_step"] == 0
+    assert not np.allclose(np.asarray(first["embeddings"]), vectors, atol=1e-3)
+    # The same numbers as the plain service on the same normalised signal.
+    service = EmbedService(
+        config=EmbedArgs(device="cpu").to_config(), model=body["checkpoint"]["local_path"]
+    )
+    expected = service.process_signal(normalized_signal(client, data, "clip.wav"), 16_000)
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)
+
+
+def test_embed_batched_equals_one_by_one(client, api):
+    datas = [encode(clip(10 + i, duration_s=0.6 + 0.15 * i), 16_000) for i in range(8)]
+    alone = [np.asarray(client.post("/embed", files=upload(d)).json()["embeddings"]) for d in datas]
+
+    async def together():
+        async with httpx.AsyncClient(base_url=api, timeout=180) as ac:
+            return await asyncio.gather(*(ac.post("/embed", files=upload(d)) for d in datas))
+
+    for response, expected in zip(asyncio.run(together()), alone, strict=True):
+        assert response.status_code == 200, response.text
+        np.testing.assert_allclose(np.asarray(response.json()["embeddings"]), expected, atol=1e-4)
+
+
+def test_embed_bad_parameters(client):
+    data = encode(clip(6), 16_000)
+    assert client.post("/embed", params={"checkpoint": 99}, files=upload(data)).status_code == 404
+    bad_layer = client.post("/embed", params={"layers": "0,9"}, files=upload(data))
+    assert bad_layer.status_code == 400 and "out of range" in bad_layer.json()["detail"]
+    assert client.post("/embed", params={"layers": "zero"}, files=upload(data)).status_code == 400
+
+
+def test_predict_probabilities_match_the_checkpoint(client):
+    data = encode(clip(7), 16_000)
+    body = client.post("/predict", files=upload(data)).json()
+    probabilities = body["probabilities"]
+    assert list(probabilities) == list(EMOTIONS)
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert body["label"] == max(probabilities, key=probabilities.get)
+    service = PredictService(
+        config=PredictArgs(device="cpu").to_config(), checkpoint=body["checkpoint"]["local_path"]
+    )
+    expected = service.process_signal(normalized_signal(client, data, "clip.wav"), 16_000)
+    for label in EMOTIONS:
+        assert probabilities[label] == pytest.approx(expected[label], abs=1e-5)
+    first = client.post("/predict", params={"checkpoint": 0}, files=upload(data)).json()
+    assert first["checkpoint"]["checkpoint_step"] == 0
+    assert first["probabilities"] != probabilities
+
+
+# -------------------------------------------------------------------- the store
+
+
+def test_store_true_writes_clip_features_and_lineage(client, store):
+    stereo = np.stack([clip(20, sampling_rate=8_000), clip(21, sampling_rate=8_000)], axis=1)
+    data = encode(stereo, 8_000)
+    body = client.post("/egemaps", params={"store": "true"}, files=upload(data, "s.wav")).json()
+    clip_id = body["source"]["clip_id"]
+    clips = store.read("clips", where="clip_id = ?", params=[clip_id]).to_pylist()
+    assert len(clips) == 1
+    row = clips[0]
+    assert row["dataset"] == "api" and row["audio_sha256"] == clip_id and row["config_hash"]
+    assert (row["source_sampling_rate"], row["source_num_channels"], row["sampling_rate"]) == (
+        8_000,
+        2,
+        16_000,
+    )
+    assert row["lufs_after"] == pytest.approx(-23.0, abs=0.5) and row["created_at"] is not None
+    assert decode(row["normalized_path"]).signal.shape == (16_000,)
+    features = store.read("egemaps", where="clip_id = ?", params=[clip_id]).to_pylist()
+    assert len(features) == 1 and features[0]["extractor_version"] == body["extractor_version"]
+    for name, value in body["features"].items():
+        assert features[0][name] == pytest.approx(value, rel=1e-5, abs=1e-6)
+
+    embed = client.post(
+        "/embed", params={"store": "true", "layers": "1,4"}, files=upload(data, "s.wav")
+    ).json()
+    rows = store.read(
+        "embeddings", where="clip_id = ?", params=[clip_id], order_by=["layer"]
+    ).to_pylist()
+    assert [r["layer"] for r in rows] == [1, 4]
+    for r, vector in zip(rows, embed["embeddings"], strict=True):
+        assert (r["train_key"], r["checkpoint_step"], r["model"], r["pooling"]) == (
+            TRAIN_KEY,
+            max(STEPS),
+            MODEL_NAME,
+            "mean",
+        )
+        assert r["config_hash"] and r["created_at"] is not None
+        np.testing.assert_allclose(r["embedding"], vector, rtol=1e-6)
+
+
+def test_fifty_concurrent_requests_all_answer_and_leave_no_duplicates(api, store):
+    datas = [encode(clip(30 + i), 16_000) for i in range(5)]
+    requests = [("/egemaps", {"store": "true"}, datas[i % 5]) for i in range(25)]
+    requests += [("/embed", {"store": "true", "layers": "0,2"}, datas[i % 5]) for i in range(25)]
+
+    async def fire():
+        async with httpx.AsyncClient(base_url=api, timeout=240) as ac:
+            return await asyncio.gather(
+                *(ac.post(path, params=params, files=upload(d)) for path, params, d in requests)
+            )
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * 50, [
+        r.text for r in responses if r.status_code != 200
+    ][:3]
+    ids = sorted({r.json()["source"]["clip_id"] for r in responses})
+    assert len(ids) == 5
+    marks = ", ".join("?" * len(ids))
+    clips = store.read("clips", where=f"clip_id IN ({marks})", params=ids).to_pylist()
+    assert sorted(r["clip_id"] for r in clips) == ids
+    egemaps = store.read(
+        "egemaps", where=f"clip_id IN ({marks})", params=ids, columns=["clip_id"]
+    ).to_pylist()
+    assert sorted(r["clip_id"] for r in egemaps) == ids
+    embeddings = store.read(
+        "embeddings", where=f"clip_id IN ({marks})", params=ids, columns=["clip_id", "layer"]
+    ).to_pylist()
+    assert sorted((r["clip_id"], r["layer"]) for r in embeddings) == sorted(
+        (i, layer) for i in ids for layer in (0, 2)
+    )
+
+
+# -------------------------------------------------------------------- bad uploads
+
+
+def wav_header_only() -> bytes:
+    return encode(np.zeros(0, dtype=np.float32), 16_000)
+
+
+@pytest.mark.parametrize(
+    "case", ["empty", "truncated", "text", "zero_seconds", "ten_minutes", "too_short"]
+)
+def test_bad_audio_is_422(client, case):
+    whole = encode(clip(40), 16_000)
+    data = {
+        "empty": b"",
+        "truncated": whole[: len(whole) // 2],
+        "text": b"this is a text file, not audio\n" * 10,
+        "zero_seconds": wav_header_only(),
+        # A real 10-minute recording (a quiet tone, FLAC keeps it small) over max_duration_s = 60.
+        "ten_minutes": encode(
+            (0.05 * np.sin(2 * np.pi * 220 * np.arange(600 * 16_000) / 16_000)).astype(np.float32),
+            16_000,
+            "flac",
+        ),
+        "too_short": encode(clip(40, duration_s=0.2), 16_000),
+    }[case]
+    response = client.post("/egemaps", files=upload(data, f"{case}.wav"))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] in ("AudioDecodeError", "InvalidAudioError")
+    assert f"{case}.wav" in response.json()["detail"]
+
+
+def test_unsupported_container_is_415(client):
+    buffer = io.BytesIO()
+    sf.write(buffer, clip(41), 16_000, format="AIFF", subtype="PCM_16")
+    response = client.post("/egemaps", files=upload(buffer.getvalue(), "clip.aiff"))
+    assert response.status_code == 415 and response.json()["error"] == "UnsupportedMediaTypeError"
+
+
+def test_uploads_over_the_limit_are_413(client):
+    limit = 3 * 2**20
+    declared = client.post("/egemaps", files=upload(b"\0" * (limit + 2**20), "big.wav"))
+    assert declared.status_code == 413 and declared.json()["error"] == "PayloadTooLargeError"
+    # Within the multipart allowance of Content-Length, but the file is over: the read sees it.
+    read = client.post("/egemaps", files=upload(b"\0" * (limit + 1024), "big.wav"))
+    assert read.status_code == 413 and "big.wav" in read.json()["detail"]
+
+    def chunks():
+        for _ in range(5):
+            yield b"\0" * 2**20
+
+    chunked = client.post(
+        "/egemaps", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert chunked.status_code == 413
+
+
+# -------------------------------------------------------------------- results and SQL
+
+
+def test_cka_and_probes_as_json_and_png(client):
+    cka = client.get("/cka").json()["rows"]
+    assert len(cka) == len(STEPS) * 5 * 2
+    linear = client.get("/cka", params={"estimator": "linear", "checkpoint_step": 10}).json()[
+        "rows"
+    ]
+    assert [r["layer"] for r in linear] == [0, 1, 2, 3, 4]
+    assert linear[4]["value"] == pytest.approx(0.5)
+    probes = client.get("/probes", params={"features": "embeddings"}).json()["rows"]
+    assert len(probes) == len(STEPS) * 5 * 2
+    png = client.get("/cka", params={"format": "png", "estimator": "linear"})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    pytest.importorskip("services.probe.figures")
+    png = client.get("/probes", params={"format": "png"})
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sql_json_and_csv(client):
+    query = "SELECT checkpoint_step, count(*) AS n FROM cka GROUP BY 1 ORDER BY 1"
+    body = client.post("/sql", json={"query": query}).json()
+    assert body["columns"] == ["checkpoint_step", "n"] and body["rows"] == [[0, 10], [10, 10]]
+    csv_text = client.post("/sql", json={"query": query, "format": "csv"}).text
+    assert csv_text.splitlines() == ["checkpoint_step,n", "0,10", "10,10"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "COPY (SELECT * FROM cka) TO '/tmp/serlens-stolen.csv'",
+        "ATTACH '/tmp/serlens-other.duckdb' AS other",
+        "INSTALL httpfs",
+        "SELECT 1; SELECT 2",
+        "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r",
+    ],
+)
+def test_hostile_sql_is_400_and_the_api_stays_up(client, query):
+    started = time.monotonic()
+    response = client.post("/sql", json={"query": query})
+    assert response.status_code == 400, response.text
+    assert (
+        response.json()["error"] in ("QueryRejectedError", "QueryTimeoutError")
+        and response.json()["detail"]
+    )
+    assert time.monotonic() - started < 30
+    assert client.get("/healthz").status_code == 200
+
+
+# -------------------------------------------------------------------- training jobs
+
+
+def test_train_refuses_bad_configs_and_unknown_jobs(client):
+    invalid = client.post("/train", json={"config": {"train": {"lr": -1}}})
+    assert invalid.status_code == 400 and "train.lr" in invalid.json()["detail"]
+    outside = client.post("/train", json={"config": "../../etc/passwd"})
+    assert outside.status_code == 400
+    assert client.post("/train", json={"config": "missing.yaml"}).status_code == 404
+    assert client.get("/train/serlens-train-000000000000").status_code == 404
+
+
+def test_train_job_finishes_with_checkpoints_metrics_and_mlflow_run(client, train_job, store):
+    deadline = time.monotonic() + 240
+    while True:
+        status = client.get(f"/train/{train_job}").json()
+        if status["state"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert status["state"] == "SUCCEEDED", status["logs_tail"]
+    assert status["train_key"] and status["mlflow_run_id"]
+    assert [c["checkpoint_step"] for c in status["checkpoints"]] == [0, 1, 2]
+    assert {m["name"] for m in status["metrics"]} >= {"train_loss", "val_loss"}
+    assert any("fine-tuned" in line for line in status["logs_tail"])
+    # The new run is now the latest: /predict uses its last checkpoint by default.
+    body = client.post("/predict", files=upload(encode(clip(50), 16_000))).json()
+    assert (body["checkpoint"]["train_key"], body["checkpoint"]["checkpoint_step"]) == (
+        status["train_key"],
+        2,
+    )

@@ -1,0 +1,145 @@
+"""deploy/serve_config.yaml: a valid Ray Serve config, strict about keys, and the very text of
+the RayService's serveConfigV2."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SERVE_CONFIG = REPO_ROOT / "deploy" / "serve_config.yaml"
+DEPLOYMENT_NAMES = {"Ingress", "Normalize", "Egemaps", "Embed", "Predict"}
+APP_ARGS = {
+    "workdir",
+    "model",
+    "max_upload_mb",
+    "max_duration_s",
+    "sql_max_rows",
+    "sql_timeout_s",
+    "embed_max_batch_size",
+    "embed_batch_wait_timeout_s",
+}
+
+schema = pytest.importorskip("ray.serve.schema", reason="ray[serve] is not installed")
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return yaml.safe_load(SERVE_CONFIG.read_text())
+
+
+def _unknown_keys(config: dict[str, Any]) -> list[str]:
+    """Keys the Serve schemas do not define (ServeDeploySchema itself ignores them silently)."""
+    from ray.serve.config import AutoscalingConfig
+
+    def check(where: str, mapping: dict[str, Any], model: Any) -> list[str]:
+        return [f"{where}.{key}" for key in mapping if key not in model.__fields__]
+
+    unknown = check("", config, schema.ServeDeploySchema)
+    unknown += check("http_options", config.get("http_options", {}), schema.HTTPOptionsSchema)
+    for i, app in enumerate(config.get("applications", [])):
+        unknown += check(f"applications[{i}]", app, schema.ServeApplicationSchema)
+        for deployment in app.get("deployments", []):
+            where = f"applications[{i}].deployments[{deployment.get('name')}]"
+            unknown += check(where, deployment, schema.DeploymentSchema)
+            unknown += check(
+                f"{where}.autoscaling_config",
+                deployment.get("autoscaling_config", {}),
+                AutoscalingConfig,
+            )
+    return unknown
+
+
+def _all_keys(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(node).union(*(_all_keys(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_all_keys(item) for item in node))
+    return set()
+
+
+def test_parses_as_a_serve_deploy_schema(config: dict[str, Any]) -> None:
+    parsed = schema.ServeDeploySchema.parse_obj(config)
+    assert [app.name for app in parsed.applications] == ["serlens"]
+
+
+def test_has_no_key_the_serve_schemas_do_not_know(config: dict[str, Any]) -> None:
+    assert _unknown_keys(config) == []
+
+
+def test_unknown_key_check_catches_a_typo(config: dict[str, Any]) -> None:
+    broken = copy.deepcopy(config)
+    broken["applications"][0]["deployments"][0]["max_ongoing_request"] = 5
+    assert _unknown_keys(broken) == ["applications[0].deployments[Ingress].max_ongoing_request"]
+
+
+def test_application_builds_the_api(config: dict[str, Any]) -> None:
+    (app,) = config["applications"]
+    assert app["import_path"] == "services.api.app:build_app"
+    assert app["route_prefix"] == "/"
+    assert set(app["args"]) <= APP_ARGS, f"unknown build_app args: {set(app['args']) - APP_ARGS}"
+    assert app["args"]["workdir"] is None, "workdir must stay null (SERLENS_WORKDIR on the cluster)"
+    assert {d["name"] for d in app["deployments"]} == DEPLOYMENT_NAMES
+
+
+def test_listens_on_all_interfaces_port_8000(config: dict[str, Any]) -> None:
+    assert config["http_options"]["host"] == "0.0.0.0"
+    assert config["http_options"]["port"] == 8000
+
+
+def test_names_no_gpu_and_leaves_actor_options_to_build_app(config: dict[str, Any]) -> None:
+    # A ray_actor_options entry here would replace build_app's GPU share, and num_gpus would
+    # make `serve run deploy/serve_config.yaml` hang on a CPU-only machine.
+    assert "num_gpus" not in _all_keys(config)
+    for deployment in config["applications"][0]["deployments"]:
+        assert "ray_actor_options" not in deployment, deployment["name"]
+
+
+def test_every_deployment_sets_its_serving_limits(config: dict[str, Any]) -> None:
+    for deployment in config["applications"][0]["deployments"]:
+        name = deployment["name"]
+        assert deployment.get("max_ongoing_requests", 0) >= 1, name
+        assert ("num_replicas" in deployment) != ("autoscaling_config" in deployment), (
+            f"{name}: give num_replicas or autoscaling_config, one of them"
+        )
+        scaling = deployment.get("autoscaling_config")
+        if scaling:
+            assert 1 <= scaling["min_replicas"] <= scaling["max_replicas"], name
+        for key in (
+            "health_check_period_s",
+            "health_check_timeout_s",
+            "graceful_shutdown_timeout_s",
+        ):
+            assert key in deployment, f"{name}: {key} missing"
+
+
+def test_embed_can_hold_a_full_batch(config: dict[str, Any]) -> None:
+    (app,) = config["applications"]
+    embed = next(d for d in app["deployments"] if d["name"] == "Embed")
+    assert embed["max_ongoing_requests"] >= app["args"]["embed_max_batch_size"]
+
+
+def test_is_the_text_of_the_rayservice_serve_config(
+    rayservice: Any, config: dict[str, Any]
+) -> None:
+    embedded = rayservice.body["spec"]["serveConfigV2"]
+    assert yaml.safe_load(embedded) == config, (
+        "k8s/rayservice.yaml serveConfigV2 differs from deploy/serve_config.yaml"
+    )
+    assert embedded.strip() == SERVE_CONFIG.read_text().strip(), (
+        "same meaning, other text: paste deploy/serve_config.yaml into serveConfigV2 verbatim"
+    )
+
+
+def test_api_args_model_accepts_the_args_when_it_exists(config: dict[str, Any]) -> None:
+    api_config = pytest.importorskip(
+        "services.api.config", reason="services.api is not written yet"
+    )
+    api_args = getattr(api_config, "ApiArgs", None)
+    if api_args is None:
+        pytest.skip("services.api.config has no ApiArgs model")
+    api_args.model_validate(config["applications"][0]["args"])

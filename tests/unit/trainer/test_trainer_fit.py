@@ -1,0 +1,263 @@
+"""TrainerService end to end on a tiny random WavLM, generated clips, and MLflow on sqlite."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from services.trainer.config import TrainArgs
+from services.trainer.figures import plot_training
+from services.trainer.service import TRAINER_STATE_FILENAME, TrainClip, TrainerService
+from shared import tracking
+from shared.audio import write_wav
+from shared.errors import InvalidConfigError, InvalidManifestError
+from shared.models import HEAD_FILENAME, SpeechClassifier, create_random_encoder, load_encoder
+
+RATE = 16_000
+LABELS = ("LOW", "MID", "HIGH")
+FREQUENCY_HZ = {"LOW": 150.0, "MID": 450.0, "HIGH": 1400.0}
+# 18 train clips, batch 4 -> 5 micro-batches (the last of 2 clips); 2 per step -> 3 steps per epoch,
+# the last of one micro-batch. 8 steps cross two epoch boundaries; resuming at 4 lands mid-epoch.
+SMALL = dict(
+    batch_size=4,
+    grad_accum_steps=2,
+    lr=2e-3,
+    eval_every_steps=2,
+    checkpoint_every_steps=4,
+    max_steps=8,
+    device="cpu",
+    seed=0,
+)
+
+
+def make_clips(folder, per_label, seed):
+    rng = np.random.default_rng(seed)
+    clips = []
+    for label in LABELS:
+        for i in range(per_label):
+            n = int(rng.integers(8_000, 14_000))  # 0.5 to 0.9 s
+            t = np.arange(n) / RATE
+            tone = 0.4 * np.sin(
+                2 * np.pi * FREQUENCY_HZ[label] * (1 + rng.uniform(-0.05, 0.05)) * t
+            )
+            signal = (tone + 0.02 * rng.standard_normal(n)).astype(np.float32)
+            path = folder / f"{label}-{seed}-{i}.wav"
+            write_wav(path, signal, RATE)
+            clips.append(TrainClip(clip_id=path.stem, path=str(path), label=label))
+    return clips
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    model = str(create_random_encoder(root / "m"))
+    train = make_clips(root / "audio", per_label=6, seed=1)
+    validation = make_clips(root / "audio", per_label=3, seed=2)
+    tracking_cfg = tracking.tracking_config(root, tracking_uri=f"sqlite:///{root}/mlflow.db")
+    return dict(root=root, model=model, train=train, validation=validation, tracking=tracking_cfg)
+
+
+def fit(setup, output, *, key="tk", **overrides):
+    config = TrainArgs(**{**SMALL, **overrides}).to_config()
+    service = TrainerService(config=config, tracking=setup["tracking"])
+    return service.fit(
+        model=setup["model"],
+        train=setup["train"],
+        validation=setup["validation"],
+        labels=LABELS,
+        output_dir=setup["root"] / output,
+        train_key=key,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def full(setup):
+    return fit(setup, "full")
+
+
+def state_dicts(folder):
+    model = SpeechClassifier.load(folder)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_checkpoints_on_disk(setup, full):
+    assert [c.step for c in full.checkpoints] == [0, 4, 8]
+    assert full.steps == 8 and full.epochs == pytest.approx(8 / 3) and not full.stopped_early
+    for ck in full.checkpoints:
+        folder = setup["root"] / "full" / f"step-{ck.step:06d}"
+        assert ck.local_path == str(folder)
+        assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+        assert (folder / HEAD_FILENAME).is_file() and (folder / "labels.json").is_file()
+        assert (folder / "preprocessor_config.json").is_file()
+        # Only the latest checkpoint keeps the resume state.
+        assert (folder / TRAINER_STATE_FILENAME).is_file() == (ck.step == 8)
+        assert ck.uri == f"runs:/{full.run_id}/checkpoints/step-{ck.step:06d}"
+        assert np.isfinite(ck.val_loss) and 0.0 <= ck.val_f1_macro <= 1.0
+        assert ck.epoch == pytest.approx(ck.step / 3)
+    assert full.checkpoints[0].train_loss is None and full.checkpoints[1].train_loss > 0
+    loaded = SpeechClassifier.load(full.checkpoints[-1].local_path)
+    assert loaded.labels == list(LABELS) and loaded.bundle.num_layers == 4
+
+
+def test_checkpoint_zero_is_the_pretrained_encoder(setup, full):
+    pretrained, _ = load_encoder(setup["model"])
+    step0 = SpeechClassifier.load(full.checkpoints[0].local_path)
+    step8 = SpeechClassifier.load(full.checkpoints[-1].local_path)
+    for name, value in pretrained.state_dict().items():
+        assert torch.equal(step0.encoder.state_dict()[name], value), name
+    # Training moved the transformer but not the frozen CNN feature encoder.
+    changed = [
+        n
+        for n, v in pretrained.state_dict().items()
+        if not torch.equal(step8.encoder.state_dict()[n], v)
+    ]
+    assert changed and not any(n.startswith("feature_extractor.") for n in changed)
+    assert not torch.equal(step0.head.weight, step8.head.weight)
+
+
+def test_metrics_and_learning(full):
+    names = {m["name"] for m in full.metrics}
+    assert names == {"train_loss", "lr", "val_loss", "val_f1_macro", "val_accuracy"}
+    assert sorted(m["step"] for m in full.metrics if m["name"] == "train_loss") == list(range(1, 9))
+    val = {m["step"]: m["value"] for m in full.metrics if m["name"] == "val_loss"}
+    assert sorted(val) == [0, 2, 4, 6, 8]
+    assert all(m["epoch"] == pytest.approx(m["step"] / 3) for m in full.metrics)
+    # The three tones are easy to tell apart: the validation loss falls.
+    assert val[8] < val[0]
+
+
+def test_mlflow_run(setup, full):
+    client = tracking.mlflow_client(setup["tracking"])
+    run = client.get_run(full.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["serlens.train_key"] == "tk" and run.data.tags["serlens"] == "trainer"
+    assert run.data.tags["serlens.model"] == setup["model"]
+    assert (
+        run.data.params["train.batch_size"] == "4"
+        and run.data.params["data.labels"] == "LOW,MID,HIGH"
+    )
+    assert run.data.params["data.num_train_clips"] == "18"
+    for name in ("train_loss", "val_loss", "val_f1_macro"):
+        logged = {(m.step, m.value) for m in client.get_metric_history(full.run_id, name)}
+        assert logged == {(m["step"], m["value"]) for m in full.metrics if m["name"] == name}
+    for step in (0, 4, 8):
+        listed = {
+            a.path.rsplit("/", 1)[-1]
+            for a in client.list_artifacts(full.run_id, f"checkpoints/step-{step:06d}")
+        }
+        assert {"config.json", "model.safetensors", HEAD_FILENAME, "labels.json"} <= listed
+        assert TRAINER_STATE_FILENAME not in listed
+    assert {a.path for a in client.list_artifacts(full.run_id, "figures")} == {
+        "figures/training.png",
+        "figures/training.svg",
+    }
+
+
+def test_resume_matches_an_uninterrupted_fit(setup, full):
+    first = fit(setup, "resumed", max_steps=4)
+    assert [c.step for c in first.checkpoints] == [0, 4]
+    second = fit(setup, "resumed", max_steps=8)
+    assert second.run_id == first.run_id  # same MLflow run
+    assert [c.step for c in second.checkpoints] == [0, 4, 8]
+    assert not (setup["root"] / "resumed" / "step-000004" / TRAINER_STATE_FILENAME).exists()
+    resumed, uninterrupted = (
+        state_dicts(second.checkpoints[-1].local_path),
+        state_dicts(full.checkpoints[-1].local_path),
+    )
+    for name, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    ours = [(m["step"], m["name"]) for m in second.metrics]
+    assert ours == [(m["step"], m["name"]) for m in full.metrics]
+    np.testing.assert_allclose(
+        [m["value"] for m in second.metrics],
+        [m["value"] for m in full.metrics],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    run = tracking.mlflow_client(setup["tracking"]).get_run(second.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["serlens.resumed_from_step"] == "4"
+    # Resuming a finished fit does no more work and gives the same answer.
+    again = fit(setup, "resumed", max_steps=8)
+    assert [dataclasses.astuple(c) for c in again.checkpoints] == [
+        dataclasses.astuple(c) for c in second.checkpoints
+    ]
+    # A resume with settings that change the trajectory is refused, naming them.
+    with pytest.raises(InvalidConfigError, match="lr=0.002"):
+        fit(setup, "resumed", lr=1e-3)
+    with pytest.raises(InvalidConfigError, match="resume=True"):
+        TrainerService(config=TrainArgs(**SMALL).to_config(), tracking=setup["tracking"]).fit(
+            model=setup["model"],
+            train=setup["train"],
+            validation=setup["validation"],
+            labels=LABELS,
+            output_dir=setup["root"] / "resumed",
+            train_key="tk",
+            resume=False,
+            progress=False,
+        )
+
+
+def test_early_stopping_ends_the_fit(setup):
+    # Nothing improves by 10 nats: the second scheduled validation (step 4) stops the fit.
+    result = fit(
+        setup,
+        "early",
+        key="tk-early",
+        early_stopping_patience=1,
+        early_stopping_min_delta=10.0,
+        log_checkpoints_to_mlflow=False,
+        checkpoint_every_steps=3,
+    )
+    assert result.stopped_early and result.steps == 4
+    assert [c.step for c in result.checkpoints] == [0, 3]
+    assert result.checkpoints[1].uri.startswith("file://")
+    # An off-grid checkpoint (step 3) is validated too, without feeding early stopping.
+    assert sorted(m["step"] for m in result.metrics if m["name"] == "val_loss") == [0, 2, 3, 4]
+
+
+def test_bad_input_is_refused_by_name(setup, tmp_path):
+    train, validation = setup["train"], setup["validation"]
+    service = TrainerService(config=TrainArgs(**SMALL).to_config(), tracking=setup["tracking"])
+
+    def run(train_clips, labels=LABELS):
+        return service.fit(
+            model=setup["model"],
+            train=train_clips,
+            validation=validation,
+            labels=labels,
+            output_dir=tmp_path / "out",
+            train_key="bad",
+            progress=False,
+        )
+
+    with pytest.raises(InvalidConfigError, match="train set is empty"):
+        run([])
+    with pytest.raises(InvalidManifestError, match="label 'ANG' is not one of") as err:
+        run([*train[:3], dataclasses.replace(train[3], label="ANG")])
+    assert err.value.problems[0][0].startswith(train[3].clip_id)
+    missing = TrainClip(clip_id="gone", path=str(tmp_path / "gone.wav"), label="LOW")
+    with pytest.raises(InvalidManifestError, match=r"gone \(.*gone\.wav\): file not found"):
+        run([*train[:3], missing])
+    other_rate = tmp_path / "8k.wav"
+    write_wav(other_rate, np.zeros(8_000, dtype=np.float32) + 0.1, 8_000)
+    with pytest.raises(InvalidManifestError, match="8000 Hz"):
+        run([TrainClip(clip_id="8k", path=str(other_rate), label="LOW")])
+    with pytest.raises(InvalidConfigError, match="distinct"):
+        run(train, labels=("LOW", "LOW", "HIGH"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_figure(setup, full, tmp_path):
+    png, svg = plot_training(
+        full.metrics,
+        [c.step for c in full.checkpoints],
+        tmp_path / "fig" / "training",
+        early_stop_step=8,
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    text = svg.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text and svg.stat().st_size > 20_000
+    # The fit wrote the same figure next to its checkpoints.
+    assert (setup["root"] / "full" / "training.png").stat().st_size > 20_000
