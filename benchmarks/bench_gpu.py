@@ -119,7 +119,8 @@ def bench_train(model: Path, workdir: Path, *, tiny: bool) -> list[dict]:
         for steps in (short, long):
             config = TrainArgs(batch_size=16 if not tiny else 2, grad_accum_steps=1, max_steps=steps,
                                eval_every_steps=10_000, checkpoint_every_steps=10_000, precision=precision,
-                               log_checkpoints_to_mlflow=False, early_stopping_patience=10_000).to_config()
+                               log_checkpoints_to_mlflow=False, early_stopping_patience=10_000,
+                               num_loader_workers=0 if tiny else 4).to_config()
             started = time.perf_counter()
             TrainerService(config=config, tracking=tracking).fit(
                 model=str(model), train=clips, validation=clips[:16], labels=["a", "b", "c"],

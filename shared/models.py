@@ -160,7 +160,11 @@ def prepare_batch(
             x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
         values[i, : len(x)] = x
         mask[i, : len(x)] = 1
-    return torch.from_numpy(values).to(device), torch.from_numpy(mask).to(device)
+    values_t, mask_t = torch.from_numpy(values), torch.from_numpy(mask)
+    if torch.device(device).type == "cuda":
+        # Pinned memory lets the copy overlap the previous batch's kernels.
+        return values_t.pin_memory().to(device, non_blocking=True), mask_t.pin_memory().to(device, non_blocking=True)
+    return values_t.to(device), mask_t.to(device)
 
 
 def frame_mask(model: nn.Module, attention_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -194,14 +198,30 @@ def length_groups(lengths: Sequence[int], bundle: ModelBundle, max_batch: int) -
 
 
 def pooled_hidden_states(
-    model: nn.Module, input_values: torch.Tensor, attention_mask: torch.Tensor, bundle: ModelBundle
+    model: nn.Module,
+    input_values: torch.Tensor,
+    attention_mask: torch.Tensor,
+    bundle: ModelBundle,
+    *,
+    layers: Sequence[int] | None = None,
+    padded: bool = True,
 ) -> torch.Tensor:
-    """Mean over valid frames of every hidden state: shape (batch, num_hidden_states, dim)."""
-    kwargs = {"attention_mask": attention_mask} if bundle.supports_padding_mask else {}
-    out = model(input_values, output_hidden_states=True, **kwargs)
-    hidden = out.hidden_states
+    """Mean over valid frames of each hidden state: shape (batch, len(layers), dim).
+
+    Args:
+        model: the encoder.
+        input_values: (batch, samples), from ``prepare_batch``.
+        attention_mask: (batch, samples), 1 on real samples.
+        bundle: the encoder's identity.
+        layers: hidden states to pool (default: all).
+        padded: whether any clip is padded; a batch of equal lengths skips the mask (the
+            same numbers, without masking's extra work).
+    """
+    kwargs = {"attention_mask": attention_mask} if bundle.supports_padding_mask and padded else {}
+    hidden = model(input_values, output_hidden_states=True, **kwargs).hidden_states
     valid = frame_mask(model, attention_mask, hidden[0].shape[1])
-    return torch.stack([masked_mean(h.float(), valid) for h in hidden], dim=1)
+    chosen = hidden if layers is None else [hidden[i] for i in layers]
+    return torch.stack([masked_mean(h.float(), valid) for h in chosen], dim=1)
 
 
 class SpeechClassifier(nn.Module):

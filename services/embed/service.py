@@ -39,6 +39,11 @@ class EmbedService:
     def __init__(self, *, config: EmbedConfig, model: str, revision: str | None = None) -> None:
         self.config = config
         self.device = core.resolve_device(config.device, torch.cuda.is_available())
+        if self.device == "cuda" and config.precision == "fp32":
+            # fp32 means fp32: cuDNN's TF32 convolutions make a clip's vector depend on the
+            # batch it is padded into by ~1e-3 (measured on an H200 with WavLM-large's shapes).
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.model, self.bundle = load_encoder(model, revision=revision, device=self.device)
         self.layers = core.select_layers(config.layers, self.bundle.num_hidden_states)
         model_config = self.model.config
@@ -142,12 +147,18 @@ class EmbedService:
             if core.uses_autocast(self.config.precision, self.device)
             else contextlib.nullcontext()
         )
-        index = torch.tensor(layers, device=self.device)
+        pooled_batches = []
         with torch.inference_mode(), autocast:
             for batch in plan:
-                values, mask = prepare_batch(
-                    [signals[i] for i in batch], self.bundle, device=self.device
+                chosen = [signals[i] for i in batch]
+                values, mask = prepare_batch(chosen, self.bundle, device=self.device)
+                padded = len({len(s) for s in chosen}) > 1
+                # Results stay on the device until every batch is queued: no host sync per batch.
+                pooled_batches.append(
+                    pooled_hidden_states(
+                        self.model, values, mask, self.bundle, layers=layers, padded=padded
+                    )
                 )
-                pooled = pooled_hidden_states(self.model, values, mask, self.bundle)
-                out[batch] = pooled.index_select(1, index).float().cpu().numpy()
+        for batch, pooled in zip(plan, pooled_batches):
+            out[batch] = pooled.float().cpu().numpy()
         return out

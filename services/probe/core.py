@@ -29,9 +29,12 @@ same numbers; it is the one the pipeline uses.
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -45,10 +48,10 @@ Split = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 _SOURCE = "probe input"
 
-#: Per-chunk byte budget of the CPU trainer's per-cell state (weights, Adam moments, gradient),
-#: so that a chunk's whole training state stays in cache across its mini-batches.
-_CPU_STATE_BYTES = 1 << 20
-#: Per-chunk byte budget of the stacked features on CUDA (all cells at once when they fit).
+#: Byte budget of one CPU worker's training state (weights, Adam moments, gradient), so that
+#: it stays in cache across mini-batches.
+_CPU_STATE_BYTES = 8 << 20
+#: Byte budget of the stacked features on CUDA (all cells at once when they fit).
 _CUDA_FEATURE_BYTES = 8 << 30
 
 
@@ -243,6 +246,9 @@ class _EarlyStopping:
         self.wait = torch.where(improved, 0, torch.where(active, self.wait + 1, self.wait))
         return active & ((self.wait >= self.patience) | ~torch.isfinite(loss))
 
+    def reset(self, row: int) -> None:
+        self.best[row], self.wait[row] = math.inf, 0
+
     def keep(self, rows: torch.Tensor) -> None:
         self.best, self.wait = self.best[rows], self.wait[rows]
 
@@ -353,130 +359,201 @@ def train_probe_naive(
 # ----------------------------------------------------------------------------- all probes
 
 
-class _StackedAdam:
-    """Adam on stacked probe weights, with per-probe freezing and compaction.
+class _SlotAdam:
+    """Adam on stacked probe weights: one optimizer state per slot, per-probe freezing.
 
-    Holds weights [C, d, S*K] and biases [C, 1, S*K] (cell c, seed s, class k at column
-    s*K + k) and steps them with ``torch.optim.Adam`` (fused where available), one optimizer
-    step for every probe. A probe is frozen by zeroing its first moment and masking its
-    gradient to zero from then on: Adam's update ``m / (sqrt(v) + eps)`` is then exactly 0,
-    so its weights stay bit-for-bit those of its stop epoch.
+    ``weight`` [C, d, S*K] and ``bias`` [C, 1, S*K] hold the probes of the C cells in training
+    (slot c, seed s, class k at column s*K + k). Each slot's rows are their own parameter (a
+    view), so each slot keeps its own Adam step count and a slot can take a new cell while the
+    others go on. The update is ``torch.optim.Adam``'s own (fused: one pass over every slot).
+
+    A probe is frozen by clearing its first moment while its gradient is masked to zero from
+    then on: Adam's update ``m / (sqrt(v) + eps)`` is then exactly 0, so its weights stay
+    bit-for-bit those of its stop epoch.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, lr: float) -> None:
         self.lr = lr
-        self.fused = weight.device.type in ("cpu", "cuda")
-        self._build(weight, bias, None)
+        self._build(weight, bias, [{} for _ in range(2 * weight.shape[0])])
 
-    def _build(self, weight: torch.Tensor, bias: torch.Tensor, state: list[dict] | None) -> None:
+    def _build(self, weight: torch.Tensor, bias: torch.Tensor, states: list[dict]) -> None:
         self.weight, self.bias = weight, bias
-        self.optimizer = torch.optim.Adam([weight, bias], lr=self.lr, fused=self.fused)
-        if state is not None:
-            for param, param_state in zip((weight, bias), state):
-                self.optimizer.state[param] = param_state
+        self.views = [*weight.unbind(0), *bias.unbind(0)]
+        self.optimizer = torch.optim.Adam(self.views, lr=self.lr, fused=True)
+        for view, state in zip(self.views, states):
+            if state:
+                self.optimizer.state[view] = state
+
+    def _slot_views(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.views[slot], self.views[self.weight.shape[0] + slot]
 
     def step(self, grad_weight: torch.Tensor, grad_bias: torch.Tensor) -> None:
-        self.weight.grad, self.bias.grad = grad_weight, grad_bias
+        for view, grad in zip(self.views, [*grad_weight.unbind(0), *grad_bias.unbind(0)]):
+            view.grad = grad
         self.optimizer.step()
 
+    def reset(self, slot: int, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Give ``slot`` fresh probes: initial weights, no Adam state (step 0)."""
+        self.weight[slot].copy_(weight)
+        self.bias[slot].copy_(bias)
+        for view in self._slot_views(slot):
+            self.optimizer.state.pop(view, None)
+
     def freeze(self, stopped: torch.Tensor, num_classes: int) -> None:
-        """Zero the first moment of the probes where ``stopped`` [C, S] is True."""
-        keep = (~stopped).to(self.weight.dtype).repeat_interleave(num_classes, dim=1).unsqueeze(1)
-        for param in (self.weight, self.bias):
-            state = self.optimizer.state.get(param)
-            if state:
-                state["exp_avg"].mul_(keep)
+        """Clear the first moment of the probes where ``stopped`` [C, S] is True."""
+        keep = (~stopped).to(self.weight.dtype).repeat_interleave(num_classes, dim=1)  # [C, S*K]
+        for slot in torch.nonzero(stopped.any(dim=1)).flatten().tolist():
+            for view in self._slot_views(slot):
+                state = self.optimizer.state.get(view)
+                if state:
+                    state["exp_avg"].mul_(keep[slot])
 
-    def keep(self, rows: torch.Tensor) -> None:
-        """Drop every cell (first axis) not in ``rows``."""
-        state = []
-        for param in (self.weight, self.bias):
-            old = self.optimizer.state.get(param, {})
-            state.append({k: (v[rows] if k in ("exp_avg", "exp_avg_sq") else v.clone()) for k, v in old.items()})
-        self._build(self.weight[rows], self.bias[rows], state if state[0] else None)
-
-
-def _chunk_cells(dim: int, columns: int, feature_bytes: int, device: torch.device) -> int:
-    if device.type == "cuda":
-        return max(1, _CUDA_FEATURE_BYTES // max(feature_bytes, 1))
-    return max(1, _CPU_STATE_BYTES // (4 * 4 * dim * columns))
+    def keep(self, slots: list[int]) -> None:
+        """Compaction: keep only ``slots`` (their weights and Adam states), in that order."""
+        states = [self.optimizer.state.get(v, {}) for v in self.views]
+        size = self.weight.shape[0]
+        rows = torch.tensor(slots, device=self.weight.device)
+        self._build(self.weight[rows], self.bias[rows], [states[s] for s in slots] + [states[size + s] for s in slots])
 
 
-def _train_chunk(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    init: tuple[torch.Tensor, torch.Tensor],
-    num_classes: int,
-    config: ProbeConfig,
-) -> tuple[np.ndarray, ...]:
-    """Train every probe of a chunk of cells [C, n, d]; returns arrays [C, S] (f1, acc, epochs, loss)."""
-    train_idx, val_idx, test_idx = split
-    cells, seeds, k = features.shape[0], config.seeds, num_classes
-    x = standardize_by_train(features, train_idx)
-    x_train, x_val, x_test = (x.index_select(1, i) for i in split)
-    del x
-    y_train, y_val, y_test = (labels[i] for i in split)
-    targets = F.one_hot(y_train, k).to(x_train.dtype)  # [n_train, K]
-    weight0, bias0 = init  # [d, S*K], [S*K]
-    optimizer = _StackedAdam(weight0.expand(cells, -1, -1).clone(), bias0.expand(cells, 1, -1).clone(),
-                             lr=config.lr)
-    stopping = _EarlyStopping((cells, seeds), patience=config.patience, min_delta=config.min_delta,
-                              device=x_train.device)
-    active = torch.ones(cells, seeds, dtype=torch.bool, device=x_train.device)
-    rows = torch.arange(cells, device=x_train.device)  # chunk row of each remaining cell
-    out = [np.full((cells, seeds), np.nan) for _ in range(3)]
-    epochs = np.zeros((cells, seeds), dtype=np.int64)
-    last_loss = torch.full((cells, seeds), math.nan, dtype=torch.float64, device=x_train.device)
+@dataclass
+class _Group:
+    """The feature sets of one dimension and what every worker training them shares."""
 
-    for epoch in range(1, config.max_epochs + 1):
-        remaining = len(rows)
-        order = torch.as_tensor(batch_order(len(train_idx), epoch, config.split_seed), device=x_train.device)
-        mask = active.to(x_train.dtype).view(remaining, 1, seeds, 1)
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            size = len(batch)
-            x_batch = x_train.index_select(1, batch)  # [C, B, d]
-            logits = torch.baddbmm(optimizer.bias, x_batch, optimizer.weight)  # [C, B, S*K]
+    feature_sets: Sequence[np.ndarray]
+    pending: Iterator[int]  # indices of the feature sets no worker has taken yet
+    weight0: torch.Tensor  # [d, S*K]: seed s's initial weights in columns s*K .. s*K+K-1
+    bias0: torch.Tensor  # [1, S*K]
+    labels: torch.Tensor
+    parts: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    num_classes: int
+    config: ProbeConfig
+    results: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # f1, accuracy, epochs, val_loss
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> int | None:
+        with self.lock:
+            return next(self.pending, None)
+
+
+def _train_worker(group: _Group, capacity: int) -> None:
+    """Train cells of ``group`` in ``capacity`` slots until none is left.
+
+    Every epoch is one pass of stacked mini-batch steps over all slots (each slot at its own
+    epoch of the shared batch order); after it, per-probe early stopping, and a slot whose
+    probes have all stopped is tested and takes the next cell. When no cell is left, finished
+    slots are dropped from the stacked tensors.
+    """
+    config, k, seeds = group.config, group.num_classes, group.config.seeds
+    train_idx, val_idx, test_idx = group.parts
+    device, dim, num_train = group.weight0.device, group.weight0.shape[0], len(train_idx)
+    y_val, y_test = group.labels[val_idx], group.labels[test_idx]
+    targets = F.one_hot(group.labels[train_idx], k).float()  # [n_train, K]
+    x_parts = [torch.empty(capacity, len(p), dim, device=device) for p in group.parts]
+    adam = _SlotAdam(torch.empty(capacity, dim, seeds * k, device=device),
+                     torch.empty(capacity, 1, seeds * k, device=device), lr=config.lr)
+    stopping = _EarlyStopping((capacity, seeds), patience=config.patience, min_delta=config.min_delta,
+                              device=device)
+    active = torch.zeros(capacity, seeds, dtype=torch.bool, device=device)
+    last_loss = torch.full((capacity, seeds), math.nan, dtype=torch.float64, device=device)
+    cells, epochs = [-1] * capacity, np.zeros(capacity, dtype=np.int64)
+    stop_epoch = np.zeros((capacity, seeds), dtype=np.int64)
+    orders: dict[int, np.ndarray] = {}
+
+    while True:
+        for slot in range(len(cells)):
+            index = group.take() if cells[slot] < 0 else None
+            if index is None:
+                continue
+            raw = torch.as_tensor(np.asarray(group.feature_sets[index], dtype=np.float32), device=device)
+            features = standardize_by_train(raw, train_idx)
+            for x, part in zip(x_parts, group.parts):
+                torch.index_select(features, 0, part, out=x[slot])
+            adam.reset(slot, group.weight0, group.bias0)
+            stopping.reset(slot)
+            active[slot], last_loss[slot], epochs[slot], stop_epoch[slot] = True, math.nan, 0, 0
+            cells[slot] = index
+        live = [slot for slot, cell in enumerate(cells) if cell >= 0]
+        if not live:
+            return
+        if len(live) < len(cells):  # nothing left to take: drop the finished slots
+            rows = torch.tensor(live, device=device)
+            x_parts = [x[rows] for x in x_parts]
+            active, last_loss = active[rows], last_loss[rows]
+            adam.keep(live)
+            stopping.keep(rows)
+            cells, epochs, stop_epoch = [cells[s] for s in live], epochs[live], stop_epoch[live]
+        size = len(cells)
+        x_train, x_val, x_test = x_parts
+
+        epochs += 1
+        for epoch in set(epochs.tolist()) - orders.keys():
+            orders[epoch] = batch_order(num_train, epoch, config.split_seed)
+        order = torch.as_tensor(np.stack([orders[e] for e in epochs]), device=device)  # [C, n_train]
+        flat = order + torch.arange(size, device=device).unsqueeze(1) * num_train
+        rows_train = x_train.view(size * num_train, dim)
+        mask = active.to(x_train.dtype).view(size, 1, seeds, 1)
+        for start in range(0, num_train, config.batch_size):
+            local = order[:, start:start + config.batch_size]  # [C, B]
+            batch = local.shape[1]
+            x_batch = rows_train.index_select(0, flat[:, start:start + config.batch_size].reshape(-1))
+            x_batch = x_batch.view(size, batch, dim)
+            logits = torch.baddbmm(adam.bias, x_batch, adam.weight).view(size, batch, seeds, k)
             # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / B; zero for stopped probes.
-            delta = torch.softmax(logits.view(remaining, size, seeds, k), dim=-1)
-            delta.sub_(targets[batch].view(1, size, 1, k)).mul_(mask).div_(size)
-            delta = delta.view(remaining, size, seeds * k)
-            optimizer.step(torch.bmm(x_batch.transpose(1, 2), delta), delta.sum(dim=1, keepdim=True))
+            # (A hand-written softmax: torch.softmax is several times slower over K = 6 classes.)
+            delta = logits.sub(logits.amax(dim=-1, keepdim=True)).exp_()
+            delta.div_(delta.sum(dim=-1, keepdim=True))
+            delta.sub_(targets[local].view(size, batch, 1, k)).mul_(mask).div_(batch)
+            delta = delta.view(size, batch, seeds * k)
+            adam.step(torch.bmm(x_batch.transpose(1, 2), delta), delta.sum(dim=1, keepdim=True))
 
-        with torch.no_grad():
-            val_logits = torch.baddbmm(optimizer.bias, x_val, optimizer.weight).view(remaining, -1, seeds, k)
-            picked = val_logits.log_softmax(-1).gather(-1, y_val.view(1, -1, 1, 1).expand(remaining, -1, seeds, 1))
-            val_loss = -picked.squeeze(-1).mean(dim=1)  # [C, S]
+        val_logits = torch.baddbmm(adam.bias, x_val, adam.weight).view(size, -1, seeds, k)
+        picked = val_logits.log_softmax(-1).gather(-1, y_val.view(1, -1, 1, 1).expand(size, -1, seeds, 1))
+        val_loss = -picked.squeeze(-1).mean(dim=1)  # [C, S]
         stopped = stopping.update(val_loss, active)
-        if epoch == config.max_epochs:
-            stopped = active.clone()
+        stopped |= active & torch.as_tensor(epochs >= config.max_epochs, device=device).unsqueeze(1)
         if not bool(stopped.any()):
             continue
-        last_loss[rows] = torch.where(stopped, val_loss.double(), last_loss[rows])
-        stopped_rows, stopped_seeds = np.nonzero(stopped.cpu().numpy())
-        epochs[rows.cpu().numpy()[stopped_rows], stopped_seeds] = epoch
-        optimizer.freeze(stopped, k)
+        last_loss = torch.where(stopped, val_loss.double(), last_loss)
+        slots, seed_idx = np.nonzero(stopped.cpu().numpy())
+        stop_epoch[slots, seed_idx] = epochs[slots]
+        adam.freeze(stopped, k)
         active &= ~stopped
+        finished = torch.nonzero(~active.any(dim=1)).flatten()
+        if len(finished) == 0:
+            continue
+        test_logits = torch.baddbmm(adam.bias[finished], x_test[finished], adam.weight[finished])
+        predicted = test_logits.view(len(finished), -1, seeds, k).argmax(-1).transpose(1, 2)  # [c, S, n]
+        f1, accuracy = (m.cpu().numpy() for m in _metrics(predicted, y_test, k))
+        losses = last_loss[finished].cpu().numpy()
+        for j, slot in enumerate(finished.tolist()):
+            index = cells[slot]
+            for array, values in zip(group.results, (f1[j], accuracy[j], stop_epoch[slot], losses[j])):
+                array[index] = values
+            cells[slot] = -1
 
-        finished = ~active.any(dim=1)
-        if bool(finished.any()):
-            done = torch.nonzero(finished).squeeze(1)
-            test_logits = torch.baddbmm(optimizer.bias[done], x_test[done], optimizer.weight[done])
-            predicted = test_logits.view(len(done), -1, seeds, k).argmax(-1).transpose(1, 2)  # [c, S, n_test]
-            f1, accuracy = _metrics(predicted, y_test, k)
-            done_rows = rows[done].cpu().numpy()
-            out[0][done_rows], out[1][done_rows] = f1.cpu().numpy(), accuracy.cpu().numpy()
-            out[2][done_rows] = last_loss[rows[done]].cpu().numpy()
-            keep = torch.nonzero(~finished).squeeze(1)
-            if len(keep) == 0:
-                break
-            # Compaction: finished cells leave the stacked tensors.
-            rows, active = rows[keep], active[keep]
-            x_train, x_val, x_test = x_train[keep], x_val[keep], x_test[keep]
-            optimizer.keep(keep)
-            stopping.keep(keep)
-    return out[0], out[1], epochs, out[2]
+
+@contextmanager
+def _single_threaded_ops() -> Iterator[None]:
+    """Run torch ops on one thread each while workers run on parallel Python threads.
+
+    Each op of a worker is far too small to gain from an OpenMP team, and teams of busy-waiting
+    threads collapse when cores are shared; one worker per core scales instead. torch's thread
+    count is process-wide, so it is restored on exit.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _capacity(dim: int, columns: int, num_clips: int, device: torch.device) -> int:
+    """Cells a worker trains at once: on the CPU, as many as keep their state in cache."""
+    if device.type == "cuda":
+        return max(1, _CUDA_FEATURE_BYTES // (4 * num_clips * dim))
+    return max(1, _CPU_STATE_BYTES // (4 * 4 * dim * columns))  # weights, 2 moments, gradient
 
 
 def train_probes(
@@ -485,25 +562,26 @@ def train_probes(
     split: Split,
     *,
     config: ProbeConfig,
-    cells_per_chunk: int | None = None,
+    cells_per_worker: int | None = None,
 ) -> ProbeResults:
     """Train and test ``config.seeds`` probes on every feature set, all at once.
 
-    Feature sets of the same dimension d are stacked into tensors [C, n, d]; the probes'
-    weights into [C, d, seeds*K]. Each mini-batch is one batched matmul forward and one
-    backward for every probe, and one Adam step on the stacked weights. Early stopping is
-    per probe, by masks: a stopped probe's gradient is masked to zero and its Adam moment
-    cleared, so its weights stay exactly those of its stop epoch; a cell whose probes have all
-    stopped is tested and dropped from the stacked tensors. On the CPU the cells are trained
-    in chunks small enough for their training state to stay in cache (the rules and the
-    results do not depend on the chunking); on CUDA, all together.
+    Feature sets of the same dimension d are stacked into tensors [C, n, d] and their probes'
+    weights into [C, d, seeds*K]: each mini-batch is one batched matmul forward and one
+    backward for every probe, and one Adam step on the stacked weights. Early stopping is per
+    probe, by masks (a stopped probe's gradient is masked to zero and its Adam moment cleared,
+    so its weights stay exactly those of its stop epoch). A cell whose probes have all stopped
+    is tested and its slot refilled with the next feature set; when none is left, finished
+    cells are dropped from the stacked tensors. On the CPU, one worker per torch thread trains
+    its own stack of cells (ops single-threaded, stacks small enough to stay in cache); on
+    CUDA, one stack holds every cell that fits. The results do not depend on either.
 
     Args:
         feature_sets: arrays n x d_i, row j of each for clip j.
         y: n class codes 0..K-1.
         split: ``(train_idx, val_idx, test_idx)`` from ``stratified_split``.
         config: the training rules (seeds, batch size, lr, early stopping, device).
-        cells_per_chunk: cells trained together (None: chosen for the device).
+        cells_per_worker: cells a worker stacks (None: chosen for the device and dimension).
 
     Returns:
         ``ProbeResults`` with arrays [len(feature_sets), config.seeds].
@@ -516,24 +594,37 @@ def train_probes(
     device = resolve_device(config.device)
     seeds = config.seeds
     shape = (len(feature_sets), seeds)
-    f1, accuracy, val_loss = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
-    epochs = np.zeros(shape, dtype=np.int64)
+    results = (np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, dtype=np.int64),
+               np.full(shape, np.nan))
     labels = torch.as_tensor(codes, device=device)
     parts = tuple(torch.as_tensor(np.asarray(p), dtype=torch.int64, device=device) for p in split)
-
-    groups: dict[int, list[int]] = defaultdict(list)
+    by_dim: dict[int, list[int]] = defaultdict(list)
     for i, x in enumerate(feature_sets):
-        groups[np.asarray(x).shape[1]].append(i)
-    for dim, members in groups.items():
-        inits = [init_weights(dim, num_classes, s) for s in range(seeds)]
-        weight0 = torch.cat([w.T for w, _ in inits], dim=1).to(device)  # [d, S*K]
-        bias0 = torch.cat([b for _, b in inits]).to(device)  # [S*K]
-        feature_bytes = 4 * len(codes) * dim
-        chunk = cells_per_chunk or _chunk_cells(dim, seeds * num_classes, feature_bytes, device)
-        for start in range(0, len(members), chunk):
-            ids = members[start:start + chunk]
-            stacked = torch.from_numpy(np.stack([np.asarray(feature_sets[i], dtype=np.float32) for i in ids]))
-            results = _train_chunk(stacked.to(device), labels, parts, (weight0, bias0), num_classes, config)
-            for array, values in zip((f1, accuracy, epochs, val_loss), results):
-                array[ids] = values
+        by_dim[np.asarray(x).shape[1]].append(i)
+
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    with _single_threaded_ops() if threads > 1 else nullcontext():
+        for dim, members in by_dim.items():
+            inits = [init_weights(dim, num_classes, s) for s in range(seeds)]
+            group = _Group(
+                feature_sets=feature_sets,
+                pending=iter(members),
+                weight0=torch.cat([w.T for w, _ in inits], dim=1).to(device),
+                bias0=torch.cat([b for _, b in inits]).unsqueeze(0).to(device),
+                labels=labels,
+                parts=parts,  # type: ignore[arg-type]
+                num_classes=num_classes,
+                config=config,
+                results=results,
+            )
+            workers = min(threads, len(members))
+            capacity = cells_per_worker or _capacity(dim, seeds * num_classes, len(codes), device)
+            capacity = min(capacity, -(-len(members) // workers))
+            if workers == 1:
+                _train_worker(group, capacity)
+                continue
+            with ThreadPoolExecutor(workers, thread_name_prefix="probes") as pool:
+                for future in [pool.submit(_train_worker, group, capacity) for _ in range(workers)]:
+                    future.result()
+    f1, accuracy, epochs, val_loss = results
     return ProbeResults(f1_macro=f1, accuracy=accuracy, epochs=epochs, val_loss=val_loss)

@@ -426,7 +426,8 @@ class TrainerService:
                 micro_batches = iter(loader)
                 for group in groups:
                     clips_in_step = sum(len(b) for b in group)
-                    step_loss = 0.0
+                    # Summed on the device: one host sync per optimizer step, not per micro-batch.
+                    step_loss_sum = torch.zeros((), device=device)
                     for _ in group:
                         values, mask, targets = (t.to(device, non_blocking=True)
                                                  for t in next(micro_batches))
@@ -437,10 +438,11 @@ class TrainerService:
                         # clips, also for a short last micro-batch or accumulation of an epoch.
                         weight = len(targets) / clips_in_step
                         (loss * weight).backward()
-                        step_loss += loss.item() * weight
+                        step_loss_sum += loss.detach() * weight
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
+                    step_loss = step_loss_sum.item()
                     record("train_loss", step_loss)
                     record("lr", optimizer.param_groups[0]["lr"])
                     bar.update(1)

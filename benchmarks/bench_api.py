@@ -1,0 +1,317 @@
+"""Claims about the HTTP API (Ray Serve + FastAPI), measured against a locally started app.
+
+1. /egemaps under concurrent load keeps >= 90 % of the throughput of calling the plain
+   services directly in this process, in the same run on the same cores. The direct loop
+   does the same work per clip as the route: decode, loudness-normalise, eGeMAPS (one
+   extractor, as the one Egemaps replica with num_cpus=1); extractor-only is reported too.
+2. /embed with concurrent clients (gathered by @serve.batch) vs the same clips one by one.
+3. p50 and p99 latency of /egemaps and /embed with 20 concurrent clients.
+4. Memory soak: resident memory of the Serve replica processes under steady mixed load for
+   --soak-seconds (default 600) grows by < 10 % (first vs last samples after warm-up).
+
+The last line is one JSON object with every figure.
+Usage: python benchmarks/bench_api.py [--soak-seconds 600] [--requests 96] [--clients 20]
+       [--clip-seconds 3] [--rounds 3] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import soundfile as sf
+
+from services.api.demo import write_demo_workdir
+from services.egemaps import EgemapsArgs, EgemapsService
+from services.normalize.config import NormalizeArgs
+from services.normalize.service import NormalizeService
+from shared.audio import decode
+from shared.testing import voiced
+
+DEPLOYMENTS = ("Ingress", "Normalize", "Egemaps", "Embed", "Predict")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wav(signal: np.ndarray, sampling_rate: int = 16_000) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, signal, sampling_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def percentile_ms(latencies: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(latencies) * 1000, q)), 1)
+
+
+async def load(
+    url: str, path: str, payloads: list[bytes], clients: int, params: dict | None = None
+) -> tuple[float, list[float]]:
+    """POST each payload, at most ``clients`` in flight: (wall seconds, latencies)."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for p in payloads:
+        queue.put_nowait(p)
+    latencies: list[float] = []
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            data = queue.get_nowait()
+            started = time.perf_counter()
+            response = await client.post(path, params=params, files={"file": ("clip.wav", data)})
+            response.raise_for_status()
+            latencies.append(time.perf_counter() - started)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        return time.perf_counter() - started, latencies
+
+
+def replica_pids() -> dict[str, list[int]]:
+    """Process ids of the live Serve replicas by deployment, and of the HTTP proxy."""
+    from ray.util.state import list_actors
+
+    pids: dict[str, list[int]] = {name: [] for name in (*DEPLOYMENTS, "Proxy")}
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+        name = actor.class_name.rsplit(":", 1)[-1]
+        if actor.class_name == "ProxyActor":
+            pids["Proxy"].append(actor.pid)
+        elif actor.class_name.startswith("ServeReplica:") and name in DEPLOYMENTS:
+            pids[name].append(actor.pid)
+    return pids
+
+
+def rss_mb(pids: dict[str, list[int]]) -> dict[str, float]:
+    """Resident memory of each deployment's replicas, in MiB."""
+    return {
+        name: sum(psutil.Process(p).memory_info().rss for p in pids[name]) / 2**20
+        for name in DEPLOYMENTS
+    }
+
+
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each process group and of this one (the clients)."""
+
+    def used(pid: int) -> float:
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+
+    out = {name: sum(used(p) for p in ps) for name, ps in pids.items()}
+    out["clients"] = used(os.getpid())
+    return out
+
+
+async def soak(url: str, payloads: list[bytes], seconds: float, pids: dict[str, list[int]]) -> dict:
+    """Steady mixed load for ``seconds``; resident memory sampled about 60 times."""
+    routes = [
+        ("/egemaps", None),
+        ("/embed", None),
+        ("/predict", None),
+        ("/normalize", {"format": "json"}),
+    ]
+    interval = max(1.0, seconds / 60)
+    samples: list[tuple[float, dict[str, float]]] = []
+    deadline = time.monotonic() + seconds
+    done = 0
+
+    async def driver(client: httpx.AsyncClient, offset: int) -> None:
+        nonlocal done
+        i = offset
+        while time.monotonic() < deadline:
+            path, params = routes[i % len(routes)]
+            response = await client.post(
+                path, params=params, files={"file": ("c.wav", payloads[i % len(payloads)])}
+            )
+            response.raise_for_status()
+            done += 1
+            i += 1
+
+    async def sampler() -> None:
+        start = time.monotonic()
+        while time.monotonic() < deadline:
+            samples.append((time.monotonic() - start, rss_mb(pids)))
+            await asyncio.sleep(interval)
+        samples.append((time.monotonic() - start, rss_mb(pids)))
+
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        await asyncio.gather(sampler(), *(driver(client, k) for k in range(4)))
+    # Skip the first 10 % (allocators and caches warming up); compare first and last 3 samples.
+    kept = [s for t, s in samples if t >= 0.1 * seconds] or [s for _, s in samples]
+    head, tail = kept[: min(3, len(kept))], kept[-min(3, len(kept)) :]
+
+    def mean(rows: list[dict[str, float]], name: str | None = None) -> float:
+        return statistics.fmean(sum(r.values()) if name is None else r[name] for r in rows)
+
+    start, end = mean(head), mean(tail)
+    return {
+        "seconds": seconds,
+        "requests": done,
+        "samples": len(samples),
+        "rss_start_mb": round(start, 1),
+        "rss_end_mb": round(end, 1),
+        "growth": round(end / start - 1, 4),
+        "per_deployment_mb": {
+            n: [round(mean(head, n), 1), round(mean(tail, n), 1)] for n in DEPLOYMENTS
+        },
+        "target_growth": 0.10,
+        "meets_target": end / start - 1 < 0.10,
+    }
+
+
+def direct_egemaps(payloads: list[bytes]) -> tuple[float, float]:
+    """Clips/s of the plain services in this process: (decode + normalise + eGeMAPS, eGeMAPS)."""
+    normalize = NormalizeService(config=NormalizeArgs().to_config())
+    extractor = EgemapsService(config=EgemapsArgs().to_config())
+    started = time.perf_counter()
+    normalized = []
+    for data in payloads:
+        decoded = decode(data, name="clip.wav")
+        signal, _ = normalize.process_signal(decoded.signal, decoded.sampling_rate)
+        extractor.process_signal(signal, 16_000)
+        normalized.append(signal)
+    end_to_end = len(payloads) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for signal in normalized:
+        extractor.process_signal(signal, 16_000)
+    return end_to_end, len(payloads) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--soak-seconds", type=float, default=600.0)
+    parser.add_argument("--requests", type=int, default=96, help="clips per throughput measurement")
+    parser.add_argument("--clients", type=int, default=20, help="concurrent clients")
+    parser.add_argument("--clip-seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating direct / Serve rounds for /egemaps"
+    )
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from services.api.app import build_app
+
+    workdir = write_demo_workdir(
+        args.workdir or Path(tempfile.mkdtemp(prefix="serlens-bench-api-"))
+    )
+    payloads = [
+        wav(voiced(args.clip_seconds, f0_hz=110 + 7 * (i % 16), seed=i))
+        for i in range(args.requests)
+    ]
+    cores = os.cpu_count() or 1
+    ray.init(
+        num_cpus=max(2, cores),
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+    port = free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(
+            build_app({"workdir": str(workdir)}), name="serlens", route_prefix="/", blocking=False
+        )
+        url = f"http://127.0.0.1:{port}"
+        for route in (
+            "/egemaps",
+            "/embed",
+            "/predict",
+            "/normalize",
+        ):  # warm every replica and model
+            asyncio.run(load(url, route, payloads[:4], 2))
+
+        pids = replica_pids()
+        # Rounds alternate direct and Serve: load from elsewhere on the machine hits both alike.
+        rounds = []
+        for _ in range(args.rounds):
+            direct_e2e, direct_extract = direct_egemaps(payloads)
+            before = cpu_seconds(pids)
+            wall, latencies = asyncio.run(load(url, "/egemaps", payloads, args.clients))
+            after = cpu_seconds(pids)
+            cpu = {k: round((after[k] - before[k]) / len(payloads) * 1000, 1) for k in after}
+            rounds.append(
+                {
+                    "serve": len(payloads) / wall,
+                    "direct": direct_e2e,
+                    "extract": direct_extract,
+                    "latencies": latencies,
+                    "cpu_ms_per_clip": cpu,
+                }
+            )
+            print(
+                f"/egemaps: {len(payloads) / wall:.2f} clips/s via Serve ({args.clients} clients), "
+                f"direct {direct_e2e:.2f} (extractor only {direct_extract:.2f}); "
+                f"CPU ms per clip {cpu}",
+                flush=True,
+            )
+        best = sorted(rounds, key=lambda r: r["serve"] / r["direct"])[
+            len(rounds) // 2
+        ]  # the median round
+        wall_batched, embed_latencies = asyncio.run(load(url, "/embed", payloads, args.clients))
+        wall_sequential, single_latencies = asyncio.run(load(url, "/embed", payloads, 1))
+        print(
+            f"/embed: {len(payloads) / wall_batched:.2f} clips/s batched ({args.clients} clients), "
+            f"{len(payloads) / wall_sequential:.2f} one by one",
+            flush=True,
+        )
+        soak_result = (
+            asyncio.run(soak(url, payloads[:16], args.soak_seconds, pids))
+            if args.soak_seconds > 0
+            else None
+        )
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    figures = {
+        "benchmark": "api",
+        "cores": cores,
+        "clip_seconds": args.clip_seconds,
+        "requests": args.requests,
+        "clients": args.clients,
+        "egemaps": {
+            "serve_clips_per_s": round(best["serve"], 3),
+            "direct_clips_per_s": round(best["direct"], 3),
+            "direct_extractor_only_clips_per_s": round(best["extract"], 3),
+            "serve_over_direct": round(best["serve"] / best["direct"], 3),
+            "serve_over_direct_per_round": [round(r["serve"] / r["direct"], 3) for r in rounds],
+            "target": 0.9,
+            "meets_target": best["serve"] / best["direct"] >= 0.9,
+            "p50_ms": percentile_ms(best["latencies"], 50),
+            "p99_ms": percentile_ms(best["latencies"], 99),
+            "cpu_ms_per_clip": best["cpu_ms_per_clip"],
+        },
+        "embed": {
+            "batched_clips_per_s": round(len(payloads) / wall_batched, 3),
+            "one_by_one_clips_per_s": round(len(payloads) / wall_sequential, 3),
+            "batched_over_one_by_one": round(wall_sequential / wall_batched, 3),
+            "p50_ms": percentile_ms(embed_latencies, 50),
+            "p99_ms": percentile_ms(embed_latencies, 99),
+            "one_by_one_p50_ms": percentile_ms(single_latencies, 50),
+        },
+        "soak": soak_result,
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
