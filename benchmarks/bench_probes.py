@@ -38,7 +38,7 @@ TARGET_SPEEDUP = 20.0
 def synthetic_cells(
     *, checkpoints: int, layers: int, dim: int, clips: int, seed: int
 ) -> tuple[np.ndarray, list[tuple[int, int]], list[np.ndarray], np.ndarray]:
-    """Labels, cell keys (step, layer), one n x dim float32 array per cell, an n x 88 eGeMAPS-like array."""
+    """Labels, cell keys (step, layer), n x dim float32 cells, an n x 88 eGeMAPS-like array."""
     rng = np.random.default_rng(seed)
     labels = np.resize(np.arange(NUM_CLASSES), clips)
     rng.shuffle(labels)
@@ -74,7 +74,12 @@ def main() -> None:
     args = parser.parse_args()
 
     labels, keys, cells, egemaps = synthetic_cells(
-        checkpoints=args.checkpoints, layers=args.layers, dim=args.dim, clips=args.clips, seed=args.seed)
+        checkpoints=args.checkpoints,
+        layers=args.layers,
+        dim=args.dim,
+        clips=args.clips,
+        seed=args.seed,
+    )
     feature_sets = [*cells, egemaps]
     config = ProbeArgs(device="cpu").to_config()
     split = stratified_split(labels, config.split, config.split_seed)
@@ -90,14 +95,21 @@ def main() -> None:
     naive_s, naive_epochs, agree = 0.0, 0, 0
     torch.set_num_threads(1)
     try:
+        train_probe_naive(
+            feature_sets[-1], labels, split, seed=0, config=config
+        )  # warm-up, not timed
         for pick in picks:
             set_index, seed = divmod(int(pick), config.seeds)
             started = time.perf_counter()
-            outcome = train_probe_naive(feature_sets[set_index], labels, split, seed=seed, config=config)
+            outcome = train_probe_naive(
+                feature_sets[set_index], labels, split, seed=seed, config=config
+            )
             naive_s += time.perf_counter() - started
             naive_epochs += outcome.epochs
             batched = results.outcome(set_index, seed)
-            agree += int(outcome.epochs == batched.epochs and abs(outcome.f1_macro - batched.f1_macro) < 1e-9)
+            agree += int(
+                outcome.epochs == batched.epochs and abs(outcome.f1_macro - batched.f1_macro) < 1e-9
+            )
     finally:
         torch.set_num_threads(threads)
     per_epoch_s = naive_s / naive_epochs
@@ -106,43 +118,57 @@ def main() -> None:
     speedup = naive_all_s / vectorised_s
 
     f1 = results.f1_macro[:-1].mean(axis=1).reshape(args.checkpoints, args.layers)
-    print(f"{num_probes} probes ({len(cells)} cells x {args.dim} d + eGeMAPS {EGEMAPS_DIM} d, "
-          f"{config.seeds} seeds, {args.clips} clips, {torch.get_num_threads()} torch threads, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f})")
-    print(f"  train_probes:      {vectorised_s:7.1f} s  (epochs per probe: mean "
-          f"{results.epochs.mean():.1f}, min {results.epochs.min()}, max {results.epochs.max()})")
-    print(f"  train_probe_naive: {naive_s:7.1f} s for {len(picks)} sampled probes "
-          f"({naive_epochs} epochs; {agree}/{len(picks)} agree with train_probes on epochs and F1)")
-    print(f"  naive, all probes: {naive_all_s:7.1f} s extrapolated by epochs "
-          f"({naive_all_by_count_s:.1f} s by probe count) -> speedup {speedup:.1f}x")
-    print(f"  mean macro-F1 by layer, first / last checkpoint: "
-          f"{np.round(f1[0, ::4], 2).tolist()} / {np.round(f1[-1, ::4], 2).tolist()}; "
-          f"eGeMAPS {results.f1_macro[-1].mean():.2f}")
+    print(
+        f"{num_probes} probes ({len(cells)} cells x {args.dim} d + eGeMAPS {EGEMAPS_DIM} d, "
+        f"{config.seeds} seeds, {args.clips} clips, {torch.get_num_threads()} torch threads, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f})"
+    )
+    print(
+        f"  train_probes:      {vectorised_s:7.1f} s  (epochs per probe: mean "
+        f"{results.epochs.mean():.1f}, min {results.epochs.min()}, max {results.epochs.max()})"
+    )
+    print(
+        f"  train_probe_naive: {naive_s:7.1f} s for {len(picks)} sampled probes "
+        f"({naive_epochs} epochs; {agree}/{len(picks)} agree with train_probes on epochs and F1)"
+    )
+    print(
+        f"  naive, all probes: {naive_all_s:7.1f} s extrapolated by epochs "
+        f"({naive_all_by_count_s:.1f} s by probe count) -> speedup {speedup:.1f}x"
+    )
+    print(
+        f"  mean macro-F1 by layer, first / last checkpoint: "
+        f"{np.round(f1[0, ::4], 2).tolist()} / {np.round(f1[-1, ::4], 2).tolist()}; "
+        f"eGeMAPS {results.f1_macro[-1].mean():.2f}"
+    )
     meets = vectorised_s <= TARGET_S and speedup >= TARGET_SPEEDUP
-    print(json.dumps({
-        "benchmark": "probes",
-        "probes": num_probes,
-        "cells": len(cells),
-        "dim": args.dim,
-        "egemaps_dim": EGEMAPS_DIM,
-        "clips": args.clips,
-        "seeds": config.seeds,
-        "device": "cpu",
-        "torch_threads": threads,
-        "cpu_count": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "train_probes_s": round(vectorised_s, 2),
-        "mean_epochs": round(float(results.epochs.mean()), 2),
-        "naive_sample": len(picks),
-        "naive_sample_s": round(naive_s, 2),
-        "naive_agree": agree,
-        "naive_all_extrapolated_s": round(naive_all_s, 1),
-        "naive_all_by_count_s": round(naive_all_by_count_s, 1),
-        "speedup": round(speedup, 1),
-        "target_s": TARGET_S,
-        "target_speedup": TARGET_SPEEDUP,
-        "meets_target": bool(meets),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "probes",
+                "probes": num_probes,
+                "cells": len(cells),
+                "dim": args.dim,
+                "egemaps_dim": EGEMAPS_DIM,
+                "clips": args.clips,
+                "seeds": config.seeds,
+                "device": "cpu",
+                "torch_threads": threads,
+                "cpu_count": os.cpu_count(),
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                "train_probes_s": round(vectorised_s, 2),
+                "mean_epochs": round(float(results.epochs.mean()), 2),
+                "naive_sample": len(picks),
+                "naive_sample_s": round(naive_s, 2),
+                "naive_agree": agree,
+                "naive_all_extrapolated_s": round(naive_all_s, 1),
+                "naive_all_by_count_s": round(naive_all_by_count_s, 1),
+                "speedup": round(speedup, 1),
+                "target_s": TARGET_S,
+                "target_speedup": TARGET_SPEEDUP,
+                "meets_target": bool(meets),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -242,9 +242,10 @@ class FeatureStore:
             return con.sql(sql, params=list(params or [])).to_arrow_table()
 
     def keys_present(self, name: str, columns: Sequence[str], *, where: str | None = None,
-                     params: Sequence[Any] | None = None) -> set[tuple[Any, ...]]:
+                     params: Sequence[Any] | None = None,
+                     partition: Mapping[str, Any] | None = None) -> set[tuple[Any, ...]]:
         """The distinct tuples of ``columns`` already stored (to skip work done before)."""
-        rows = self.read(name, columns=columns, where=where, params=params)
+        rows = self.read(name, columns=columns, where=where, params=params, partition=partition)
         return set(zip(*(rows.column(c).to_pylist() for c in columns))) if rows.num_rows else set()
 
     # ------------------------------------------------------------------ stages

@@ -7,6 +7,7 @@ with the ``Normalize``, ``Egemaps``, ``Embed`` and ``Predict`` deployments throu
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import ray
@@ -24,6 +25,8 @@ from services.normalize.app import build_app as build_normalize
 from services.predict.app import build_app as build_predict
 from shared.errors import ServiceError
 from shared.store import FeatureStore
+
+logger = logging.getLogger("ray.serve")
 
 #: The state of the ingress replica in this process (Serve runs one replica per actor
 #: process). FastAPI apps cannot be pickled, so Serve builds the app inside the replica
@@ -55,8 +58,12 @@ class _Ingress:
         store = FeatureStore(config.store_root)
         store.init()
         if not store.db_path.exists():
-            # A fresh workdir: create the views once so that /sql answers (empty tables).
-            store.refresh_views()
+            # A fresh workdir: create the views once so that /sql answers (empty tables). A
+            # replica starting beside this one may hold the file; then it writes them.
+            try:
+                store.refresh_views()
+            except ServiceError as err:
+                logger.warning("Ingress: views not created in %s: %s", store.db_path, err)
         self.state = IngressState(
             config=config, normalize=normalize, egemaps=egemaps, embed=embed, predict=predict
         )

@@ -55,14 +55,14 @@ def standardize(x: np.ndarray) -> np.ndarray:
     """
     array = np.asarray(x)
     if array.ndim != 2:
-        raise InvalidManifestError([("representation", f"shape {array.shape}; expected (clips, features)")],
-                                   source=_SOURCE)
+        raise InvalidManifestError(
+            [("representation", f"shape {array.shape}; expected (clips, features)")], source=_SOURCE
+        )
     dtype = np.float32 if array.dtype == np.float32 else np.float64
-    mean = array.mean(axis=0, dtype=np.float64)
-    std = array.std(axis=0, dtype=np.float64)
-    scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
     out = array.astype(dtype, copy=True)
-    out -= mean.astype(dtype)
+    out -= array.mean(axis=0, dtype=np.float64).astype(dtype)
+    std = np.sqrt(np.einsum("ij,ij->j", out, out, dtype=np.float64) / max(len(out), 1))
+    scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
     out *= scale.astype(dtype)
     return out
 
@@ -110,16 +110,28 @@ class _Summary:
         n, d = centred.shape
         gram = centred.T @ centred if d <= n else centred @ centred.T
         gram64 = gram.astype(np.float64)
-        row_norms = np.square(centred, dtype=np.float64).sum(axis=1)
+        row_norms = np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
         return cls(centred, float(np.vdot(gram64, gram64)), row_norms, float(row_norms.sum()))
 
 
-def _hsic(estimator: str, product: float, k: np.ndarray, l: np.ndarray, k_sum: float, l_sum: float,
-          n: int) -> float:
-    """HSIC up to a factor shared by numerator and denominator of CKA."""
+def _hsic(
+    estimator: str,
+    product: float,
+    k_diag: np.ndarray,
+    l_diag: np.ndarray,
+    k_sum: float,
+    l_sum: float,
+    n: int,
+) -> float:
+    """HSIC up to a factor shared by numerator and denominator of CKA.
+
+    ``product`` is tr(K L); ``k_diag``/``l_diag`` the kernels' diagonals, ``k_sum``/``l_sum``
+    their sums (see the module docstring).
+    """
     if estimator == "linear":
         return product
-    return product - n / (n - 2) * float(np.dot(k, l)) + k_sum * l_sum / ((n - 1) * (n - 2))
+    correction = n / (n - 2) * float(np.dot(k_diag, l_diag))
+    return product - correction + k_sum * l_sum / ((n - 1) * (n - 2))
 
 
 def _ratio(cross: float, self_x: float, self_y: float) -> float:
@@ -132,11 +144,18 @@ def _check_estimators(estimators: Sequence[str], num_clips: int) -> tuple[str, .
     names = tuple(estimators)
     unknown = [e for e in names if e not in ESTIMATORS]
     if unknown or not names:
-        raise InvalidConfigError(f"cka.estimators: {list(names)}; expected some of {list(ESTIMATORS)}")
+        raise InvalidConfigError(
+            f"cka.estimators: {list(names)}; expected some of {list(ESTIMATORS)}"
+        )
     minimum = MIN_CLIPS_DEBIASED if "debiased" in names else 2
     if num_clips < minimum:
         raise InvalidManifestError(
-            [("reference", f"{num_clips} clip(s); estimators {list(names)} need at least {minimum}")],
+            [
+                (
+                    "reference",
+                    f"{num_clips} clip(s); estimators {list(names)} need at least {minimum}",
+                )
+            ],
             source=_SOURCE,
         )
     return names
@@ -170,7 +189,9 @@ def cka_against(
     n = ref.shape[0]
     names = _check_estimators(estimators, n)
     y = _Summary.of(ref)
-    self_y = {e: _hsic(e, y.self_product, y.row_norms, y.row_norms, y.total, y.total, n) for e in names}
+    self_y = {
+        e: _hsic(e, y.self_product, y.row_norms, y.row_norms, y.total, y.total, n) for e in names
+    }
     out = np.empty((len(reps), len(names)), dtype=np.float64)
     for i, rep in enumerate(reps):
         x = _Summary.of(check_representation(rep, name=f"representation {i}", num_clips=n))

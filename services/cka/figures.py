@@ -37,37 +37,54 @@ def _label(value: float) -> str:
     return "0.000" if text == "-0.000" else text
 
 
-def _grid(rows: Sequence[Mapping[str, Any]], estimator: str) -> tuple[list[int], list[int], np.ndarray, str]:
-    """Steps (ascending), layers (ascending), values [step, layer] (NaN: missing), reference."""
+def _grid(
+    rows: Sequence[Mapping[str, Any]], estimator: str
+) -> tuple[list[int], list[int], np.ndarray, str]:
+    """Return steps and layers (ascending), values [step, layer] (NaN: missing), the reference."""
     chosen = [r for r in rows if r["estimator"] == estimator]
     if not chosen:
         found = sorted({str(r["estimator"]) for r in rows})
-        raise InvalidManifestError([("rows", f"no {estimator!r} CKA rows; estimators present: {found}")],
-                                   source="CKA figure")
+        raise InvalidManifestError(
+            [("rows", f"no {estimator!r} CKA rows; estimators present: {found}")],
+            source="CKA figure",
+        )
     references = sorted({str(r["reference"]) for r in chosen})
     if len(references) != 1:
-        raise InvalidManifestError([("rows", f"several references {references}; plot one at a time")],
-                                   source="CKA figure")
+        raise InvalidManifestError(
+            [("rows", f"several references {references}; plot one at a time")], source="CKA figure"
+        )
     steps = sorted({int(r["checkpoint_step"]) for r in chosen})
     layers = sorted({int(r["layer"]) for r in chosen})
     values = np.full((len(steps), len(layers)), np.nan)
     step_index = {s: i for i, s in enumerate(steps)}
     layer_index = {layer: j for j, layer in enumerate(layers)}
     for r in chosen:
-        values[step_index[int(r["checkpoint_step"])], layer_index[int(r["layer"])]] = float(r["value"])
+        values[step_index[int(r["checkpoint_step"])], layer_index[int(r["layer"])]] = float(
+            r["value"]
+        )
     return steps, layers, values, references[0]
 
 
-def _draw(fig: Figure, ax: Axes, steps: list[int], layers: list[int], values: np.ndarray, *,
-          colorbar_label: str, title: str, cell_width: float) -> None:
+def _draw(
+    fig: Figure,
+    ax: Axes,
+    steps: list[int],
+    layers: list[int],
+    values: np.ndarray,
+    *,
+    colorbar_label: str,
+    title: str,
+    cell_width: float,
+) -> None:
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if high <= low:
         low, high = low - 0.5e-3, high + 0.5e-3
     norm = Normalize(vmin=low, vmax=high)
     cmap = colormaps[_CMAP].with_extremes(bad="#d9d9d9")
-    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto",
-                      interpolation="nearest")
+    image = ax.imshow(
+        np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest"
+    )
     ax.set_xticks(range(len(layers)), [str(layer) for layer in layers])
     ax.set_yticks(range(len(steps)), [str(s) for s in steps])
     ax.set_xlabel("transformer layer")
@@ -133,9 +150,18 @@ def plot_cka_heatmap(
     fig = Figure(figsize=_size(steps, layers, 0.48), layout="constrained")
     ax = fig.add_subplot()
     name = _display(reference)
-    _draw(fig, ax, steps, layers, values, colorbar_label=f"{estimator} CKA with {name}",
-          title=title if title is not None else f"{estimator.capitalize()} CKA of the embeddings with {name}",
-          cell_width=0.48)
+    _draw(
+        fig,
+        ax,
+        steps,
+        layers,
+        values,
+        colorbar_label=f"{estimator} CKA with {name}",
+        title=title
+        if title is not None
+        else f"{estimator.capitalize()} CKA of the embeddings with {name}",
+        cell_width=0.48,
+    )
     return _save(fig, stem)
 
 
@@ -163,8 +189,20 @@ def plot_cka_panels(
     width, height = _size(grids[0][0], grids[0][1], cell_width)
     fig = Figure(figsize=(2 * width, height + 0.3), layout="constrained")
     axes = fig.subplots(1, len(ESTIMATORS))
-    for ax, estimator, (steps, layers, values, reference) in zip(axes, ESTIMATORS, grids):
-        _draw(fig, ax, steps, layers, values, colorbar_label=f"{estimator} CKA with {_display(reference)}",
-              title=f"{estimator} CKA", cell_width=cell_width)
-    fig.suptitle(title if title is not None else f"CKA of the embeddings with {_display(grids[0][3])}")
+    for ax, estimator, (steps, layers, values, reference) in zip(
+        axes, ESTIMATORS, grids, strict=True
+    ):
+        _draw(
+            fig,
+            ax,
+            steps,
+            layers,
+            values,
+            colorbar_label=f"{estimator} CKA with {_display(reference)}",
+            title=f"{estimator} CKA",
+            cell_width=cell_width,
+        )
+    fig.suptitle(
+        title if title is not None else f"CKA of the embeddings with {_display(grids[0][3])}"
+    )
     return _save(fig, stem)

@@ -20,7 +20,9 @@ from shared.errors import InvalidManifestError
 class _Mapped(Sequence[np.ndarray]):
     """A lazy ``[func(a) for a in arrays]``: one transformed array alive at a time."""
 
-    def __init__(self, func: Callable[[np.ndarray], np.ndarray], arrays: Sequence[np.ndarray]) -> None:
+    def __init__(
+        self, func: Callable[[np.ndarray], np.ndarray], arrays: Sequence[np.ndarray]
+    ) -> None:
         self._func = func
         self._arrays = arrays
 
@@ -82,14 +84,19 @@ class CkaService:
                 offending cell is named).
         """
         if not cells:
-            raise InvalidManifestError([("cells", "none given; expected (checkpoint, layer) arrays")],
-                                       source="CKA input")
+            raise InvalidManifestError(
+                [("cells", "none given; expected (checkpoint, layer) arrays")], source="CKA input"
+            )
         ref = core.check_representation(reference, name=f"reference {reference_name!r}")
         num_clips = ref.shape[0]
         if num_clips < core.MIN_CLIPS_DEBIASED:
             raise InvalidManifestError(
-                [(f"reference {reference_name!r}",
-                  f"{num_clips} clip(s); CKA needs at least {core.MIN_CLIPS_DEBIASED}")],
+                [
+                    (
+                        f"reference {reference_name!r}",
+                        f"{num_clips} clip(s); CKA needs at least {core.MIN_CLIPS_DEBIASED}",
+                    )
+                ],
                 source="CKA input",
             )
         keys = sorted(cells)

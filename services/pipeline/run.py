@@ -94,7 +94,11 @@ def start_ray(address: str | None) -> None:
         return
     # Keep Ray from hiding GPUs from tasks that ask for none (its upcoming default, without the warning).
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::DeprecationWarning"}}
+    quiet = ",".join(["ignore::DeprecationWarning", "ignore::FutureWarning",
+                      # transformers' WavLM passes a float bias and a bool padding mask to torch
+                      "ignore:Support for mismatched key_padding_mask:UserWarning"])
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": quiet,
+                        "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
@@ -285,12 +289,14 @@ class Study:
         validation = [as_clip(c) for c in clips if c["subset"] == 2]
         gpus = stages.cluster_gpus()
         threads = stages.threads_for_task()
-        task = stages.train_task.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1 if gpus else threads)
+        # One CPU reserved in Ray's books; torch is told how many threads to use. Asking Ray for
+        # every core would wait forever beside a running Serve app that holds some of them.
+        task = stages.train_task.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1)
         self._log(f"fine-tuning {self.args.model.name} on {len(train)} clips "
                   f"(validation {len(validation)}), {'GPU' if gpus else 'CPU'}")
         result = ray.get(task.remote(self.args.train.to_config(), tracking, self.model_path(), train, validation,
                                      self.args.dataset.labels, str(self.dir.checkpoints / self.train_key),
-                                     self.train_key, None if gpus else threads))
+                                     self.train_key, None if gpus else threads, self.progress))
         self.result.mlflow_run_id = result.run_id
         rows = [{
             "train_key": self.train_key, "checkpoint_step": ck.step, "run_id": result.run_id, "uri": ck.uri,
@@ -324,7 +330,7 @@ class Study:
             if not todo:
                 continue
             reused = False
-            worker = stages.EmbedWorker.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1 if gpus else threads).remote(
+            worker = stages.EmbedWorker.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1).remote(
                 self.args.embed.to_config(), ck["local_path"], str(self.store.root), None if gpus else threads)
             chunks = stages.chunked(todo, 32)
             refs = [worker.process.remote(chunk, model=self.args.model.name, train_key=self.train_key, step=step,

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.adam import adam as adam_update
 
 from services.probe.config import ProbeConfig
 from shared.errors import InvalidConfigError, InvalidManifestError
@@ -47,6 +48,10 @@ from shared.errors import InvalidConfigError, InvalidManifestError
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 _SOURCE = "probe input"
+
+#: ``torch.optim.Adam``'s defaults, which ``train_probe_naive`` uses.
+_BETAS = (0.9, 0.999)
+_EPS = 1e-8
 
 #: Byte budget of one CPU worker's training state (weights, Adam moments, gradient), so that
 #: it stays in cache across mini-batches.
@@ -89,7 +94,7 @@ class ProbeResults:
     val_loss: np.ndarray
 
     def outcome(self, feature_set: int, seed: int) -> ProbeOutcome:
-        """The result of one probe as a ``ProbeOutcome``."""
+        """Return the result of one probe as a ``ProbeOutcome``."""
         return ProbeOutcome(
             float(self.f1_macro[feature_set, seed]),
             float(self.accuracy[feature_set, seed]),
@@ -140,18 +145,28 @@ def stratified_split(
         InvalidManifestError: a class with too few clips to appear in every part (every
             such class is named).
     """
-    if len(fractions) != 3 or any(not 0 < f < 1 for f in fractions) or not math.isclose(sum(fractions), 1.0):
-        raise InvalidConfigError(f"probe.split: {tuple(fractions)}; expected three fractions in (0, 1) summing to 1")
+    if (
+        len(fractions) != 3
+        or any(not 0 < f < 1 for f in fractions)
+        or not math.isclose(sum(fractions), 1.0)
+    ):
+        raise InvalidConfigError(
+            f"probe.split: {tuple(fractions)}; expected three fractions in (0, 1) summing to 1"
+        )
     values = np.asarray(labels)
     if values.ndim != 1 or values.size == 0:
-        raise InvalidManifestError([("labels", f"shape {values.shape}; expected one label per clip")],
-                                   source=_SOURCE)
+        raise InvalidManifestError(
+            [("labels", f"shape {values.shape}; expected one label per clip")], source=_SOURCE
+        )
     classes, codes = np.unique(values, return_inverse=True)
     needed = min_clips_per_class(fractions)
     counts = np.bincount(codes, minlength=len(classes))
     problems = [
-        (f"class {label!r}", f"{count} clip(s); a {tuple(fractions)} split needs at least {needed} per class")
-        for label, count in zip(classes.tolist(), counts.tolist())
+        (
+            f"class {label!r}",
+            f"{count} clip(s); a {tuple(fractions)} split needs at least {needed} per class",
+        )
+        for label, count in zip(classes.tolist(), counts.tolist(), strict=True)
         if count < needed
     ]
     if problems:
@@ -161,7 +176,7 @@ def stratified_split(
     for code in range(len(classes)):
         members = rng.permutation(np.flatnonzero(codes == code))
         train, val, _ = _part_sizes(len(members), fractions)
-        for part, chunk in zip(parts, np.split(members, [train, train + val])):
+        for part, chunk in zip(parts, np.split(members, [train, train + val]), strict=True):
             part.append(chunk)
     train_idx, val_idx, test_idx = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
     return train_idx, val_idx, test_idx
@@ -179,14 +194,16 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise InvalidConfigError("probe.device: 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        raise InvalidConfigError(
+            "probe.device: 'cuda' but no CUDA device is available; use 'auto' or 'cpu'"
+        )
     if device not in ("cpu", "cuda"):
         raise InvalidConfigError(f"probe.device: {device!r}; expected 'auto', 'cpu' or 'cuda'")
     return torch.device(device)
 
 
 def init_weights(dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Initial weights of the probe of seed ``seed``: ``nn.Linear``'s default distribution.
+    """Draw the initial weights of the probe of seed ``seed`` (``nn.Linear``'s distribution).
 
     Both weight and bias are drawn from U(-1/sqrt(dim), 1/sqrt(dim)) (what ``nn.Linear``'s
     Kaiming-uniform default amounts to), from a generator seeded with ``seed`` alone.
@@ -207,32 +224,35 @@ def init_weights(dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, t
 
 
 def batch_order(num_train: int, epoch: int, split_seed: int) -> np.ndarray:
-    """The order in which epoch ``epoch`` (1-based) visits the train part; shared by all probes."""
+    """Return the order in which epoch ``epoch`` (1-based) visits the train part (all probes)."""
     return np.random.default_rng([int(split_seed), int(epoch)]).permutation(num_train)
 
 
 def standardize_by_train(features: torch.Tensor, train_idx: torch.Tensor) -> torch.Tensor:
-    """Z-score features with the train part's mean and standard deviation.
+    """Z-score features with the train part's mean and (population) standard deviation.
 
     Args:
-        features: [..., n_clips, d] (one feature set, or several stacked).
+        features: [..., n_clips, d] float32 (one feature set, or several stacked).
         train_idx: indices of the train clips along the clip axis.
 
     Returns:
         float32 tensor of the same shape; features constant on the train part become 0.
     """
     train = features.index_select(-2, train_idx)
-    mean = train.mean(dim=-2, keepdim=True, dtype=torch.float64)
-    centred = train - mean.to(features.dtype)
-    std = centred.square().mean(dim=-2, keepdim=True, dtype=torch.float64).sqrt()
-    scale = torch.where(std > 0, 1.0 / std.clamp_min(1e-300), torch.zeros_like(std))
-    return ((features - mean.to(features.dtype)) * scale.to(features.dtype)).float()
+    mean = train.mean(dim=-2, keepdim=True)  # float32 with pairwise summation: ~1e-7 relative
+    variance = train.sub_(mean).square_().mean(dim=-2, keepdim=True)
+    # Constant features: rounding leaves a variance of ~(1e-7 mean)², not exactly 0.
+    constant = variance <= 1e-12 * mean.square()
+    scale = torch.where(constant, torch.zeros_like(variance), variance.rsqrt())
+    return (features - mean).mul_(scale)
 
 
 class _EarlyStopping:
     """Lightning's EarlyStopping on the validation loss, for an array of probes at once."""
 
-    def __init__(self, shape: tuple[int, ...], *, patience: int, min_delta: float, device: torch.device) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], *, patience: int, min_delta: float, device: torch.device
+    ) -> None:
         self.best = torch.full(shape, math.inf, dtype=torch.float64, device=device)
         self.wait = torch.zeros(shape, dtype=torch.int64, device=device)
         self.patience = patience
@@ -253,7 +273,9 @@ class _EarlyStopping:
         self.best, self.wait = self.best[rows], self.wait[rows]
 
 
-def _metrics(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _metrics(
+    predicted: torch.Tensor, truth: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Macro-F1 and accuracy over the last axis; ``predicted`` [..., n], ``truth`` [n]."""
     hits = predicted == truth
     accuracy = hits.double().mean(-1)
@@ -266,24 +288,38 @@ def _metrics(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> 
     return f1 / num_classes, accuracy
 
 
-def _check_inputs(feature_sets: Sequence[np.ndarray], y: np.ndarray, split: Split) -> tuple[np.ndarray, int]:
+def _check_inputs(
+    feature_sets: Sequence[np.ndarray], y: np.ndarray, split: Split
+) -> tuple[np.ndarray, int]:
     codes = np.asarray(y)
-    if codes.ndim != 1 or not np.issubdtype(codes.dtype, np.integer) or codes.size == 0 or codes.min() < 0:
-        raise InvalidManifestError([("labels", "expected a non-empty 1-D array of class codes 0..K-1")],
-                                   source=_SOURCE)
+    if (
+        codes.ndim != 1
+        or not np.issubdtype(codes.dtype, np.integer)
+        or codes.size == 0
+        or codes.min() < 0
+    ):
+        raise InvalidManifestError(
+            [("labels", "expected a non-empty 1-D array of class codes 0..K-1")], source=_SOURCE
+        )
     num_classes = int(codes.max()) + 1
     problems = []
     for i, x in enumerate(feature_sets):
         array = np.asarray(x)
         if array.ndim != 2 or array.shape[1] == 0:
-            problems.append((f"feature set {i}", f"shape {array.shape}; expected (clips, features)"))
+            problems.append(
+                (f"feature set {i}", f"shape {array.shape}; expected (clips, features)")
+            )
         elif array.shape[0] != codes.size:
-            problems.append((f"feature set {i}", f"{array.shape[0]} rows; expected {codes.size}, one per label"))
+            problems.append(
+                (f"feature set {i}", f"{array.shape[0]} rows; expected {codes.size}, one per label")
+            )
         elif not np.isfinite(array).all():
             problems.append((f"feature set {i}", "holds NaN or infinite values"))
     parts = [np.asarray(p) for p in split]
     if len(parts) != 3 or any(p.size == 0 or p.min() < 0 or p.max() >= codes.size for p in parts):
-        problems.append(("split", f"expected three non-empty index arrays within [0, {codes.size})"))
+        problems.append(
+            ("split", f"expected three non-empty index arrays within [0, {codes.size})")
+        )
     elif np.unique(np.concatenate(parts)).size != sum(p.size for p in parts):
         problems.append(("split", "train, validation and test parts overlap"))
     if problems:
@@ -323,8 +359,12 @@ def train_probe_naive(
     """
     codes, num_classes = _check_inputs([x], y, split)
     device = resolve_device(config.device)
-    train_idx, val_idx, test_idx = (torch.as_tensor(p, dtype=torch.int64, device=device) for p in split)
-    features = standardize_by_train(torch.as_tensor(np.asarray(x), device=device).float(), train_idx)
+    train_idx, val_idx, test_idx = (
+        torch.as_tensor(p, dtype=torch.int64, device=device) for p in split
+    )
+    features = standardize_by_train(
+        torch.as_tensor(np.asarray(x), device=device).float(), train_idx
+    )
     labels = torch.as_tensor(codes, device=device)
     x_train, y_train = features[train_idx], labels[train_idx]
     x_val, y_val = features[val_idx], labels[val_idx]
@@ -335,13 +375,17 @@ def train_probe_naive(
         probe.weight.copy_(weight)
         probe.bias.copy_(bias)
     optimizer = torch.optim.Adam(probe.parameters(), lr=config.lr)
-    stopping = _EarlyStopping((), patience=config.patience, min_delta=config.min_delta, device=device)
+    stopping = _EarlyStopping(
+        (), patience=config.patience, min_delta=config.min_delta, device=device
+    )
     active = torch.tensor(True, device=device)
 
     for epoch in range(1, config.max_epochs + 1):
-        order = torch.as_tensor(batch_order(len(train_idx), epoch, config.split_seed), device=device)
+        order = torch.as_tensor(
+            batch_order(len(train_idx), epoch, config.split_seed), device=device
+        )
         for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
+            batch = order[start : start + config.batch_size]
             loss = F.cross_entropy(probe(x_train[batch]), y_train[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -360,12 +404,14 @@ def train_probe_naive(
 
 
 class _SlotAdam:
-    """Adam on stacked probe weights: one optimizer state per slot, per-probe freezing.
+    """Adam on stacked probe weights: one step count per slot, per-probe freezing.
 
     ``weight`` [C, d, S*K] and ``bias`` [C, 1, S*K] hold the probes of the C cells in training
-    (slot c, seed s, class k at column s*K + k). Each slot's rows are their own parameter (a
-    view), so each slot keeps its own Adam step count and a slot can take a new cell while the
-    others go on. The update is ``torch.optim.Adam``'s own (fused: one pass over every slot).
+    (slot c, seed s, class k at column s*K + k); the Adam moments are stacked the same way.
+    Each slot's rows are their own tensors in the update (views), with their own step count, so
+    a slot can take a new cell while the others go on. The update is PyTorch's own Adam
+    (``torch.optim.adam.adam``, fused: one pass over every slot), with ``torch.optim.Adam``'s
+    defaults, as in ``train_probe_naive``.
 
     A probe is frozen by clearing its first moment while its gradient is masked to zero from
     then on: Adam's update ``m / (sqrt(v) + eps)`` is then exactly 0, so its weights stay
@@ -374,46 +420,69 @@ class _SlotAdam:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, lr: float) -> None:
         self.lr = lr
-        self._build(weight, bias, [{} for _ in range(2 * weight.shape[0])])
+        self.params = [weight, bias]
+        self.exp_avg = [torch.zeros_like(weight), torch.zeros_like(bias)]
+        self.exp_avg_sq = [torch.zeros_like(weight), torch.zeros_like(bias)]
+        # One count per slot and tensor (the update increments each listed count once).
+        self.steps = torch.zeros(2, weight.shape[0], dtype=torch.float32, device=weight.device)
+        self._views()
 
-    def _build(self, weight: torch.Tensor, bias: torch.Tensor, states: list[dict]) -> None:
-        self.weight, self.bias = weight, bias
-        self.views = [*weight.unbind(0), *bias.unbind(0)]
-        self.optimizer = torch.optim.Adam(self.views, lr=self.lr, fused=True)
-        for view, state in zip(self.views, states):
-            if state:
-                self.optimizer.state[view] = state
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.params[0]
 
-    def _slot_views(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.views[slot], self.views[self.weight.shape[0] + slot]
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.params[1]
+
+    def _views(self) -> None:
+        def per_slot(pair: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [*pair[0].unbind(0), *pair[1].unbind(0)]
+
+        self._slots = [per_slot(t) for t in (self.params, self.exp_avg, self.exp_avg_sq)]
+        self._steps = [*self.steps[0].unbind(0), *self.steps[1].unbind(0)]
 
     def step(self, grad_weight: torch.Tensor, grad_bias: torch.Tensor) -> None:
-        for view, grad in zip(self.views, [*grad_weight.unbind(0), *grad_bias.unbind(0)]):
-            view.grad = grad
-        self.optimizer.step()
+        params, exp_avgs, exp_avg_sqs = self._slots
+        adam_update(
+            params,
+            [*grad_weight.unbind(0), *grad_bias.unbind(0)],
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            self._steps,
+            fused=True,
+            amsgrad=False,
+            beta1=_BETAS[0],
+            beta2=_BETAS[1],
+            lr=self.lr,
+            weight_decay=0.0,
+            eps=_EPS,
+            maximize=False,
+        )
 
     def reset(self, slot: int, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """Give ``slot`` fresh probes: initial weights, no Adam state (step 0)."""
+        """Give ``slot`` fresh probes: initial weights, zero moments, step 0."""
         self.weight[slot].copy_(weight)
         self.bias[slot].copy_(bias)
-        for view in self._slot_views(slot):
-            self.optimizer.state.pop(view, None)
+        for state in (*self.exp_avg, *self.exp_avg_sq):
+            state[slot].zero_()
+        self.steps[:, slot] = 0
 
     def freeze(self, stopped: torch.Tensor, num_classes: int) -> None:
         """Clear the first moment of the probes where ``stopped`` [C, S] is True."""
         keep = (~stopped).to(self.weight.dtype).repeat_interleave(num_classes, dim=1)  # [C, S*K]
         for slot in torch.nonzero(stopped.any(dim=1)).flatten().tolist():
-            for view in self._slot_views(slot):
-                state = self.optimizer.state.get(view)
-                if state:
-                    state["exp_avg"].mul_(keep[slot])
+            for moment in self.exp_avg:
+                moment[slot].mul_(keep[slot])
 
     def keep(self, slots: list[int]) -> None:
-        """Compaction: keep only ``slots`` (their weights and Adam states), in that order."""
-        states = [self.optimizer.state.get(v, {}) for v in self.views]
-        size = self.weight.shape[0]
+        """Compaction: keep only ``slots`` (weights, moments and step counts), in that order."""
         rows = torch.tensor(slots, device=self.weight.device)
-        self._build(self.weight[rows], self.bias[rows], [states[s] for s in slots] + [states[size + s] for s in slots])
+        for tensors in (self.params, self.exp_avg, self.exp_avg_sq):
+            tensors[:] = [t[rows] for t in tensors]
+        self.steps = self.steps[:, rows]
+        self._views()
 
 
 @dataclass
@@ -450,10 +519,14 @@ def _train_worker(group: _Group, capacity: int) -> None:
     y_val, y_test = group.labels[val_idx], group.labels[test_idx]
     targets = F.one_hot(group.labels[train_idx], k).float()  # [n_train, K]
     x_parts = [torch.empty(capacity, len(p), dim, device=device) for p in group.parts]
-    adam = _SlotAdam(torch.empty(capacity, dim, seeds * k, device=device),
-                     torch.empty(capacity, 1, seeds * k, device=device), lr=config.lr)
-    stopping = _EarlyStopping((capacity, seeds), patience=config.patience, min_delta=config.min_delta,
-                              device=device)
+    optimizer = _SlotAdam(
+        torch.empty(capacity, dim, seeds * k, device=device),
+        torch.empty(capacity, 1, seeds * k, device=device),
+        lr=config.lr,
+    )
+    stopping = _EarlyStopping(
+        (capacity, seeds), patience=config.patience, min_delta=config.min_delta, device=device
+    )
     active = torch.zeros(capacity, seeds, dtype=torch.bool, device=device)
     last_loss = torch.full((capacity, seeds), math.nan, dtype=torch.float64, device=device)
     cells, epochs = [-1] * capacity, np.zeros(capacity, dtype=np.int64)
@@ -465,11 +538,13 @@ def _train_worker(group: _Group, capacity: int) -> None:
             index = group.take() if cells[slot] < 0 else None
             if index is None:
                 continue
-            raw = torch.as_tensor(np.asarray(group.feature_sets[index], dtype=np.float32), device=device)
+            raw = torch.as_tensor(
+                np.asarray(group.feature_sets[index], dtype=np.float32), device=device
+            )
             features = standardize_by_train(raw, train_idx)
-            for x, part in zip(x_parts, group.parts):
+            for x, part in zip(x_parts, group.parts, strict=True):
                 torch.index_select(features, 0, part, out=x[slot])
-            adam.reset(slot, group.weight0, group.bias0)
+            optimizer.reset(slot, group.weight0, group.bias0)
             stopping.reset(slot)
             active[slot], last_loss[slot], epochs[slot], stop_epoch[slot] = True, math.nan, 0, 0
             cells[slot] = index
@@ -480,7 +555,7 @@ def _train_worker(group: _Group, capacity: int) -> None:
             rows = torch.tensor(live, device=device)
             x_parts = [x[rows] for x in x_parts]
             active, last_loss = active[rows], last_loss[rows]
-            adam.keep(live)
+            optimizer.keep(live)
             stopping.keep(rows)
             cells, epochs, stop_epoch = [cells[s] for s in live], epochs[live], stop_epoch[live]
         size = len(cells)
@@ -489,26 +564,40 @@ def _train_worker(group: _Group, capacity: int) -> None:
         epochs += 1
         for epoch in set(epochs.tolist()) - orders.keys():
             orders[epoch] = batch_order(num_train, epoch, config.split_seed)
-        order = torch.as_tensor(np.stack([orders[e] for e in epochs]), device=device)  # [C, n_train]
+        order = torch.as_tensor(
+            np.stack([orders[e] for e in epochs]), device=device
+        )  # [C, n_train]
         flat = order + torch.arange(size, device=device).unsqueeze(1) * num_train
         rows_train = x_train.view(size * num_train, dim)
-        mask = active.to(x_train.dtype).view(size, 1, seeds, 1)
+        # (softmax - one-hot) times this is the gradient: 1/B for training probes, 0 for stopped.
+        weights = {
+            b: active.to(x_train.dtype).view(size, 1, seeds, 1) / b
+            for b in {config.batch_size, num_train % config.batch_size} - {0}
+        }
         for start in range(0, num_train, config.batch_size):
-            local = order[:, start:start + config.batch_size]  # [C, B]
+            local = order[:, start : start + config.batch_size]  # [C, B]
             batch = local.shape[1]
-            x_batch = rows_train.index_select(0, flat[:, start:start + config.batch_size].reshape(-1))
+            x_batch = rows_train.index_select(
+                0, flat[:, start : start + config.batch_size].reshape(-1)
+            )
             x_batch = x_batch.view(size, batch, dim)
-            logits = torch.baddbmm(adam.bias, x_batch, adam.weight).view(size, batch, seeds, k)
+            logits = torch.baddbmm(optimizer.bias, x_batch, optimizer.weight).view(
+                size, batch, seeds, k
+            )
             # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / B; zero for stopped probes.
             # (A hand-written softmax: torch.softmax is several times slower over K = 6 classes.)
             delta = logits.sub(logits.amax(dim=-1, keepdim=True)).exp_()
             delta.div_(delta.sum(dim=-1, keepdim=True))
-            delta.sub_(targets[local].view(size, batch, 1, k)).mul_(mask).div_(batch)
+            delta.sub_(targets[local].view(size, batch, 1, k)).mul_(weights[batch])
             delta = delta.view(size, batch, seeds * k)
-            adam.step(torch.bmm(x_batch.transpose(1, 2), delta), delta.sum(dim=1, keepdim=True))
+            optimizer.step(
+                torch.bmm(x_batch.transpose(1, 2), delta), delta.sum(dim=1, keepdim=True)
+            )
 
-        val_logits = torch.baddbmm(adam.bias, x_val, adam.weight).view(size, -1, seeds, k)
-        picked = val_logits.log_softmax(-1).gather(-1, y_val.view(1, -1, 1, 1).expand(size, -1, seeds, 1))
+        val_logits = torch.baddbmm(optimizer.bias, x_val, optimizer.weight).view(size, -1, seeds, k)
+        picked = val_logits.log_softmax(-1).gather(
+            -1, y_val.view(1, -1, 1, 1).expand(size, -1, seeds, 1)
+        )
         val_loss = -picked.squeeze(-1).mean(dim=1)  # [C, S]
         stopped = stopping.update(val_loss, active)
         stopped |= active & torch.as_tensor(epochs >= config.max_epochs, device=device).unsqueeze(1)
@@ -517,18 +606,23 @@ def _train_worker(group: _Group, capacity: int) -> None:
         last_loss = torch.where(stopped, val_loss.double(), last_loss)
         slots, seed_idx = np.nonzero(stopped.cpu().numpy())
         stop_epoch[slots, seed_idx] = epochs[slots]
-        adam.freeze(stopped, k)
+        optimizer.freeze(stopped, k)
         active &= ~stopped
         finished = torch.nonzero(~active.any(dim=1)).flatten()
         if len(finished) == 0:
             continue
-        test_logits = torch.baddbmm(adam.bias[finished], x_test[finished], adam.weight[finished])
-        predicted = test_logits.view(len(finished), -1, seeds, k).argmax(-1).transpose(1, 2)  # [c, S, n]
+        test_logits = torch.baddbmm(
+            optimizer.bias[finished], x_test[finished], optimizer.weight[finished]
+        )
+        predicted = (
+            test_logits.view(len(finished), -1, seeds, k).argmax(-1).transpose(1, 2)
+        )  # [c, S, n]
         f1, accuracy = (m.cpu().numpy() for m in _metrics(predicted, y_test, k))
         losses = last_loss[finished].cpu().numpy()
         for j, slot in enumerate(finished.tolist()):
             index = cells[slot]
-            for array, values in zip(group.results, (f1[j], accuracy[j], stop_epoch[slot], losses[j])):
+            outcome = (f1[j], accuracy[j], stop_epoch[slot], losses[j])
+            for array, values in zip(group.results, outcome, strict=True):
                 array[index] = values
             cells[slot] = -1
 
@@ -594,8 +688,12 @@ def train_probes(
     device = resolve_device(config.device)
     seeds = config.seeds
     shape = (len(feature_sets), seeds)
-    results = (np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, dtype=np.int64),
-               np.full(shape, np.nan))
+    results = (
+        np.full(shape, np.nan),
+        np.full(shape, np.nan),
+        np.zeros(shape, dtype=np.int64),
+        np.full(shape, np.nan),
+    )
     labels = torch.as_tensor(codes, device=device)
     parts = tuple(torch.as_tensor(np.asarray(p), dtype=torch.int64, device=device) for p in split)
     by_dim: dict[int, list[int]] = defaultdict(list)

@@ -14,7 +14,9 @@ from shared.schema import CKA, LINEAGE_FIELDS
 RNG = np.random.default_rng(1234)
 
 
-def _pair(n: int, p: int, q: int, *, shared: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _pair(
+    n: int, p: int, q: int, *, shared: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Two representations of n clips that share a few latent dimensions."""
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, shared))
@@ -26,16 +28,16 @@ def _pair(n: int, p: int, q: int, *, shared: int = 3, seed: int = 0) -> tuple[np
 # Naive references, written straight from the definitions with n x n matrices.
 
 
-def _hsic_biased(k: np.ndarray, l: np.ndarray) -> float:
+def _hsic_biased(k: np.ndarray, m: np.ndarray) -> float:
     n = k.shape[0]
     h = np.eye(n) - np.ones((n, n)) / n
-    return float(np.trace(k @ h @ l @ h)) / (n - 1) ** 2
+    return float(np.trace(k @ h @ m @ h)) / (n - 1) ** 2
 
 
-def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:
-    """Song et al. (2012), eq. (5), on the raw (uncentred) kernels."""
+def _hsic_unbiased(k: np.ndarray, m: np.ndarray) -> float:
+    """The unbiased HSIC of Song et al. (2012), on the raw (uncentred) kernels."""
     n = k.shape[0]
-    kt, lt = k.copy(), l.copy()
+    kt, lt = k.copy(), m.copy()
     np.fill_diagonal(kt, 0.0)
     np.fill_diagonal(lt, 0.0)
     one = np.ones(n)
@@ -48,8 +50,8 @@ def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:
 
 
 def _naive_cka(x: np.ndarray, y: np.ndarray, hsic) -> float:
-    k, l = x @ x.T, y @ y.T
-    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+    k, m = x @ x.T, y @ y.T
+    return hsic(k, m) / np.sqrt(hsic(k, k) * hsic(m, m))
 
 
 @pytest.mark.parametrize(("n", "p", "q"), [(40, 7, 5), (30, 80, 6), (12, 3, 20)])
@@ -115,8 +117,10 @@ def test_debiased_is_unbiased_where_linear_is_inflated() -> None:
 
 def test_batched_equals_one_by_one() -> None:
     reference = RNG.normal(size=(45, 6)).astype(np.float32)
-    reps = [RNG.normal(size=(45, d)).astype(np.float32) + reference[:, :1] * w
-            for d, w in [(10, 0.0), (30, 1.0), (60, 3.0), (5, 0.5)]]
+    reps = [
+        RNG.normal(size=(45, d)).astype(np.float32) + reference[:, :1] * w
+        for d, w in [(10, 0.0), (30, 1.0), (60, 3.0), (5, 0.5)]
+    ]
     batched = cka_against(reps, reference, ("debiased", "linear"))
     assert batched.shape == (4, 2)
     for i, rep in enumerate(reps):
@@ -157,9 +161,13 @@ def test_args_validate_and_reject_unknown_keys() -> None:
 def _cells(n: int = 30) -> tuple[dict[tuple[int, int], np.ndarray], np.ndarray]:
     rng = np.random.default_rng(3)
     reference = rng.normal(size=(n, 8)).astype(np.float32)
-    cells = {(step, layer): (reference @ rng.normal(size=(8, 16)) * (1.0 - layer / 3)
-                             + rng.normal(size=(n, 16))).astype(np.float32)
-             for step in (50, 0) for layer in (2, 0, 1)}
+    cells = {
+        (step, layer): (
+            reference @ rng.normal(size=(8, 16)) * (1.0 - layer / 3) + rng.normal(size=(n, 16))
+        ).astype(np.float32)
+        for step in (50, 0)
+        for layer in (2, 0, 1)
+    }
     return cells, reference
 
 
@@ -170,9 +178,15 @@ def test_service_rows_follow_the_cka_table() -> None:
     assert all(set(row) == expected for row in rows)
     assert len(rows) == 6 * 2
     assert [(r["checkpoint_step"], r["layer"], r["estimator"]) for r in rows[:4]] == [
-        (0, 0, "linear"), (0, 0, "debiased"), (0, 1, "linear"), (0, 1, "debiased")]
+        (0, 0, "linear"),
+        (0, 0, "debiased"),
+        (0, 1, "linear"),
+        (0, 1, "debiased"),
+    ]
     assert all(r["reference"] == "egemaps" and r["n_clips"] == 30 for r in rows)
-    linear = {(r["checkpoint_step"], r["layer"]): r["value"] for r in rows if r["estimator"] == "linear"}
+    linear = {
+        (r["checkpoint_step"], r["layer"]): r["value"] for r in rows if r["estimator"] == "linear"
+    }
     assert linear[(0, 0)] > linear[(0, 2)]  # the layer built from the reference is closer
     key = (50, 1)
     expected_value = linear_cka(standardize(cells[key]), standardize(reference))
@@ -185,7 +199,9 @@ def test_service_without_standardisation_uses_raw_features() -> None:
     config = CkaArgs(estimators=["linear"], standardize=False).to_config()
     raw = CkaService(config=config).process(scaled, reference)
     assert raw[0]["value"] == pytest.approx(linear_cka(scaled[(0, 0)], reference), abs=1e-9)
-    standardised = CkaService(config=CkaArgs(estimators=["linear"]).to_config()).process(scaled, reference)
+    standardised = CkaService(config=CkaArgs(estimators=["linear"]).to_config()).process(
+        scaled, reference
+    )
     assert raw[0]["value"] != pytest.approx(standardised[0]["value"], abs=1e-3)
 
 

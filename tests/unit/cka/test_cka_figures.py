@@ -15,9 +15,17 @@ from shared.errors import InvalidManifestError
 
 def _rows(steps=(0, 50, 100), layers=range(4)) -> list[dict]:
     return [
-        {"checkpoint_step": s, "layer": layer, "reference": "egemaps", "estimator": e,
-         "value": 0.04 - 0.005 * layer - 0.0001 * s + (0.0 if e == "linear" else -0.01), "n_clips": 40}
-        for s in steps for layer in layers for e in ("linear", "debiased")
+        {
+            "checkpoint_step": s,
+            "layer": layer,
+            "reference": "egemaps",
+            "estimator": e,
+            "value": 0.04 - 0.005 * layer - 0.0001 * s + (0.0 if e == "linear" else -0.01),
+            "n_clips": 40,
+        }
+        for s in steps
+        for layer in layers
+        for e in ("linear", "debiased")
     ]
 
 
@@ -40,8 +48,11 @@ def test_heatmap_writes_png_and_svg_with_labels_and_values(tmp_path: Path) -> No
 
 def test_heatmap_rows_run_from_first_step_at_the_top(tmp_path: Path) -> None:
     # One bright cell at (step 0, layer 3): top-right corner of the image.
-    rows = [dict(r, value=1.0 if (r["checkpoint_step"], r["layer"]) == (0, 3) else 0.0)
-            for r in _rows() if r["estimator"] == "linear"]
+    rows = [
+        dict(r, value=1.0 if (r["checkpoint_step"], r["layer"]) == (0, 3) else 0.0)
+        for r in _rows()
+        if r["estimator"] == "linear"
+    ]
     png, _ = plot_cka_heatmap(rows, tmp_path / "one", title="orientation")
     image = matplotlib.image.imread(png)[..., :3]
     yellow = (image[..., 0] > 0.8) & (image[..., 1] > 0.8) & (image[..., 2] < 0.3)
@@ -57,8 +68,9 @@ def test_panels_and_errors(tmp_path: Path) -> None:
     texts = _svg_texts(svg)
     assert "linear CKA" in texts and "debiased CKA" in texts
     with pytest.raises(InvalidManifestError, match="no 'debiased' CKA rows"):
-        plot_cka_heatmap([r for r in _rows() if r["estimator"] == "linear"], tmp_path / "x",
-                         estimator="debiased")
+        plot_cka_heatmap(
+            [r for r in _rows() if r["estimator"] == "linear"], tmp_path / "x", estimator="debiased"
+        )
     mixed = _rows() + [dict(_rows()[0], reference="mfcc")]
     with pytest.raises(InvalidManifestError, match="several references"):
         plot_cka_heatmap(mixed, tmp_path / "y")
