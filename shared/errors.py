@@ -47,23 +47,22 @@ class PayloadTooLargeError(ServiceError):
     http_status = 413
 
 
-class InvalidManifestError(ServiceError):
-    """A dataset whose rows or files do not validate; names every problem at once.
+class InvalidInputError(ServiceError):
+    """Input that does not validate, naming every problem at once (arrays, rows, files).
 
     Args:
-        problems: one ``(culprit, reason)`` pair per offending file or row.
+        problems: one ``(culprit, reason)`` pair per offending item.
+        source: what the items belong to, for the message.
     """
 
     http_status = 422
+    hint = ""
 
-    def __init__(self, problems: Sequence[tuple[str, str]], *, source: str = "dataset") -> None:
+    def __init__(self, problems: Sequence[tuple[str, str]], *, source: str = "input") -> None:
         self.problems = list(problems)
         self.source = source
         lines = [f"  {culprit}: {reason}" for culprit, reason in self.problems]
-        super().__init__(
-            f"{len(self.problems)} invalid item(s) in {source}:\n" + "\n".join(lines)
-            + "\n(run with --skip-invalid to leave them out; each is recorded in the store)"
-        )
+        super().__init__(f"{len(self.problems)} invalid item(s) in {source}:\n" + "\n".join(lines) + self.hint)
 
     def to_dict(self) -> dict[str, object]:
         """JSON body with every problem listed."""
@@ -72,6 +71,27 @@ class InvalidManifestError(ServiceError):
             "detail": f"{len(self.problems)} invalid item(s) in {self.source}",
             "problems": [{"item": c, "reason": r} for c, r in self.problems],
         }
+
+
+class InvalidManifestError(InvalidInputError):
+    """A dataset whose rows or files do not validate; names every problem at once."""
+
+    hint = "\n(run with --skip-invalid to leave them out; each is recorded in the store)"
+
+    def __init__(self, problems: Sequence[tuple[str, str]], *, source: str = "dataset") -> None:
+        super().__init__(problems, source=source)
+
+
+class InvalidRequestError(ServiceError):
+    """A request parameter or body that does not validate (names it and what was expected)."""
+
+    http_status = 400
+
+
+class JobBackendError(ServiceError):
+    """The Ray job service (the dashboard) cannot be reached or refused a call."""
+
+    http_status = 503
 
 
 class QueryRejectedError(ServiceError):

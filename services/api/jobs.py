@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.config import ApiConfig
-from services.api.errors import InvalidRequestError, JobBackendError
+from shared.errors import InvalidRequestError, JobBackendError
 from services.pipeline.config import config_hash, load_study_args
 from shared.errors import NotFoundError
 from shared.schema import CHECKPOINTS, TRAIN_METRICS

@@ -23,7 +23,7 @@ from ray.exceptions import RayError, RayTaskError
 
 from services.api.config import ApiConfig
 from services.api.encoding import jsonable, rows_to_csv
-from services.api.errors import InvalidRequestError
+from shared.errors import InvalidRequestError
 from services.api.jobs import TrainJobs, TrainRequest, prepare_config
 from services.api.records import CheckpointIndex, Lineage, StoreWriter, Upload, read_results
 from services.api.uploads import BodySizeLimit, decode_upload, read_upload

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.cka.config import ESTIMATORS, Estimator
-from shared.errors import InvalidConfigError, InvalidManifestError
+from shared.errors import InvalidConfigError, InvalidInputError
 
 #: Fewest clips the debiased estimator is defined for (its normaliser is n (n - 3)).
 MIN_CLIPS_DEBIASED = 4
@@ -51,11 +51,11 @@ def standardize(x: np.ndarray) -> np.ndarray:
         The standardised representation, float32 when ``x`` is float32, else float64.
 
     Raises:
-        InvalidManifestError: ``x`` is not two-dimensional.
+        InvalidInputError: ``x`` is not two-dimensional.
     """
     array = np.asarray(x)
     if array.ndim != 2:
-        raise InvalidManifestError(
+        raise InvalidInputError(
             [("representation", f"shape {array.shape}; expected (clips, features)")], source=_SOURCE
         )
     dtype = np.float32 if array.dtype == np.float32 else np.float64
@@ -76,7 +76,7 @@ def check_representation(x: np.ndarray, *, name: str, num_clips: int | None = No
         num_clips: the row count ``x`` must have (None: any).
 
     Raises:
-        InvalidManifestError: ``x`` is not 2-D, has no features, has the wrong row count, or
+        InvalidInputError: ``x`` is not 2-D, has no features, has the wrong row count, or
             holds NaN or infinite values.
     """
     array = np.asarray(x)
@@ -91,7 +91,7 @@ def check_representation(x: np.ndarray, *, name: str, num_clips: int | None = No
         reason = f"{bad} row(s) hold NaN or infinite values"
     else:
         return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
-    raise InvalidManifestError([(name, reason)], source=_SOURCE)
+    raise InvalidInputError([(name, reason)], source=_SOURCE)
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def _check_estimators(estimators: Sequence[str], num_clips: int) -> tuple[str, .
         )
     minimum = MIN_CLIPS_DEBIASED if "debiased" in names else 2
     if num_clips < minimum:
-        raise InvalidManifestError(
+        raise InvalidInputError(
             [
                 (
                     "reference",
@@ -181,7 +181,7 @@ def cka_against(
         representation that is constant over the clips).
 
     Raises:
-        InvalidManifestError: a representation or the reference has a bad shape, another row
+        InvalidInputError: a representation or the reference has a bad shape, another row
             count than the reference, non-finite values, or too few clips for an estimator.
         InvalidConfigError: an unknown estimator.
     """
@@ -216,7 +216,7 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
         CKA in [0, 1]; NaN when either representation is constant over the clips.
 
     Raises:
-        InvalidManifestError: bad shapes, different row counts, fewer than 2 clips, NaN.
+        InvalidInputError: bad shapes, different row counts, fewer than 2 clips, NaN.
     """
     return float(cka_against([x], y, ("linear",))[0, 0])
 
@@ -233,6 +233,6 @@ def debiased_cka(x: np.ndarray, y: np.ndarray) -> float:
         and may be slightly negative; NaN when undefined.
 
     Raises:
-        InvalidManifestError: bad shapes, different row counts, fewer than 4 clips, NaN.
+        InvalidInputError: bad shapes, different row counts, fewer than 4 clips, NaN.
     """
     return float(cka_against([x], y, ("debiased",))[0, 0])

@@ -17,7 +17,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from services.cka.config import ESTIMATORS
-from shared.errors import InvalidManifestError
+from shared.errors import InvalidInputError
 
 #: Largest grid (checkpoints x layers) whose cells get their value written in.
 MAX_ANNOTATED_CELLS = 400
@@ -44,13 +44,13 @@ def _grid(
     chosen = [r for r in rows if r["estimator"] == estimator]
     if not chosen:
         found = sorted({str(r["estimator"]) for r in rows})
-        raise InvalidManifestError(
+        raise InvalidInputError(
             [("rows", f"no {estimator!r} CKA rows; estimators present: {found}")],
             source="CKA figure",
         )
     references = sorted({str(r["reference"]) for r in chosen})
     if len(references) != 1:
-        raise InvalidManifestError(
+        raise InvalidInputError(
             [("rows", f"several references {references}; plot one at a time")], source="CKA figure"
         )
     steps = sorted({int(r["checkpoint_step"]) for r in chosen})
@@ -144,7 +144,7 @@ def plot_cka_heatmap(
         The paths written: ``[stem.png, stem.svg]``.
 
     Raises:
-        InvalidManifestError: no rows for ``estimator``, or rows of several references.
+        InvalidInputError: no rows for ``estimator``, or rows of several references.
     """
     steps, layers, values, reference = _grid(rows, estimator)
     fig = Figure(figsize=_size(steps, layers, 0.48), layout="constrained")
@@ -182,7 +182,7 @@ def plot_cka_panels(
         The paths written: ``[stem.png, stem.svg]``.
 
     Raises:
-        InvalidManifestError: an estimator without rows, or rows of several references.
+        InvalidInputError: an estimator without rows, or rows of several references.
     """
     grids = [_grid(rows, estimator) for estimator in ESTIMATORS]
     cell_width = 0.36

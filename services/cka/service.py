@@ -14,7 +14,7 @@ import numpy as np
 
 from services.cka import core
 from services.cka.config import CkaConfig
-from shared.errors import InvalidManifestError
+from shared.errors import InvalidInputError
 
 
 class _Mapped(Sequence[np.ndarray]):
@@ -79,18 +79,18 @@ class CkaService:
             checkpoint, layer, then estimator as configured.
 
         Raises:
-            InvalidManifestError: no cells; fewer than 4 clips; a cell or the reference that is
+            InvalidInputError: no cells; fewer than 4 clips; a cell or the reference that is
                 not 2-D, has another row count than the reference, or holds NaN/inf (every
                 offending cell is named).
         """
         if not cells:
-            raise InvalidManifestError(
+            raise InvalidInputError(
                 [("cells", "none given; expected (checkpoint, layer) arrays")], source="CKA input"
             )
         ref = core.check_representation(reference, name=f"reference {reference_name!r}")
         num_clips = ref.shape[0]
         if num_clips < core.MIN_CLIPS_DEBIASED:
-            raise InvalidManifestError(
+            raise InvalidInputError(
                 [
                     (
                         f"reference {reference_name!r}",
@@ -104,10 +104,10 @@ class CkaService:
         for key in keys:
             try:
                 core.check_representation(cells[key], name=_cell_name(key), num_clips=num_clips)
-            except InvalidManifestError as err:
+            except InvalidInputError as err:
                 problems.extend(err.problems)
         if problems:
-            raise InvalidManifestError(problems, source="CKA input")
+            raise InvalidInputError(problems, source="CKA input")
 
         arrays = [cells[key] for key in keys]
         if self.config.standardize:

@@ -43,7 +43,7 @@ from torch import nn
 from torch.optim.adam import adam as adam_update
 
 from services.probe.config import ProbeConfig
-from shared.errors import InvalidConfigError, InvalidManifestError
+from shared.errors import InvalidConfigError, InvalidInputError
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -142,7 +142,7 @@ def stratified_split(
 
     Raises:
         InvalidConfigError: fractions that are not three values in (0, 1) summing to 1.
-        InvalidManifestError: a class with too few clips to appear in every part (every
+        InvalidInputError: a class with too few clips to appear in every part (every
             such class is named).
     """
     if (
@@ -155,7 +155,7 @@ def stratified_split(
         )
     values = np.asarray(labels)
     if values.ndim != 1 or values.size == 0:
-        raise InvalidManifestError(
+        raise InvalidInputError(
             [("labels", f"shape {values.shape}; expected one label per clip")], source=_SOURCE
         )
     classes, codes = np.unique(values, return_inverse=True)
@@ -170,7 +170,7 @@ def stratified_split(
         if count < needed
     ]
     if problems:
-        raise InvalidManifestError(problems, source=_SOURCE)
+        raise InvalidInputError(problems, source=_SOURCE)
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[], [], []]
     for code in range(len(classes)):
@@ -298,7 +298,7 @@ def _check_inputs(
         or codes.size == 0
         or codes.min() < 0
     ):
-        raise InvalidManifestError(
+        raise InvalidInputError(
             [("labels", "expected a non-empty 1-D array of class codes 0..K-1")], source=_SOURCE
         )
     num_classes = int(codes.max()) + 1
@@ -323,7 +323,7 @@ def _check_inputs(
     elif np.unique(np.concatenate(parts)).size != sum(p.size for p in parts):
         problems.append(("split", "train, validation and test parts overlap"))
     if problems:
-        raise InvalidManifestError(problems, source=_SOURCE)
+        raise InvalidInputError(problems, source=_SOURCE)
     return codes.astype(np.int64), num_classes
 
 
@@ -354,7 +354,7 @@ def train_probe_naive(
         The probe's ``ProbeOutcome``.
 
     Raises:
-        InvalidManifestError: shapes that do not match, NaN features, a bad split.
+        InvalidInputError: shapes that do not match, NaN features, a bad split.
         InvalidConfigError: an unavailable device.
     """
     codes, num_classes = _check_inputs([x], y, split)
@@ -681,7 +681,7 @@ def train_probes(
         ``ProbeResults`` with arrays [len(feature_sets), config.seeds].
 
     Raises:
-        InvalidManifestError: a feature set with another row count than ``y``, NaN, a bad split.
+        InvalidInputError: a feature set with another row count than ``y``, NaN, a bad split.
         InvalidConfigError: an unavailable device.
     """
     codes, num_classes = _check_inputs(feature_sets, y, split)

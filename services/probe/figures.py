@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from shared.errors import InvalidManifestError
+from shared.errors import InvalidInputError
 from shared.schema import EMOTIONS
 
 #: First checkpoint blue, last red (the paper's colouring), through purple.
@@ -56,7 +56,7 @@ def plot_probe_f1(
         The paths written: ``[stem.png, stem.svg]``.
 
     Raises:
-        InvalidManifestError: no embedding rows.
+        InvalidInputError: no embedding rows.
     """
     cells: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     baseline: list[float] = []
@@ -68,7 +68,7 @@ def plot_probe_f1(
         else:
             cells[int(row["checkpoint_step"])][int(row["layer"])].append(float(row["f1_macro"]))
     if not cells:
-        raise InvalidManifestError(
+        raise InvalidInputError(
             [("rows", "no embedding probe rows to plot")], source="probe figure"
         )
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from services.probe import core
 from services.probe.config import ProbeConfig
-from shared.errors import InvalidManifestError
+from shared.errors import InvalidInputError
 from shared.schema import EMOTIONS
 
 #: A cell key: ("embeddings", checkpoint_step, layer) or ("egemaps", None, None).
@@ -54,7 +54,7 @@ def class_codes(labels: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
         an emotion code, otherwise sorted; ``codes[i]`` indexes ``classes``.
 
     Raises:
-        InvalidManifestError: fewer than two distinct labels.
+        InvalidInputError: fewer than two distinct labels.
     """
     present = sorted(set(labels))
     classes = (
@@ -63,7 +63,7 @@ def class_codes(labels: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
         else tuple(present)
     )
     if len(classes) < 2:
-        raise InvalidManifestError(
+        raise InvalidInputError(
             [("labels", f"classes {list(classes)}; probes need at least two")], source="probe input"
         )
     index = {label: i for i, label in enumerate(classes)}
@@ -100,7 +100,7 @@ class ProbeService:
             accuracy, epochs, val_loss; eGeMAPS first, then by checkpoint and layer.
 
         Raises:
-            InvalidManifestError: no cells, an unknown key, a cell that is not 2-D, has another
+            InvalidInputError: no cells, an unknown key, a cell that is not 2-D, has another
                 row count than ``labels`` or holds NaN/inf (each is named), fewer than two
                 classes, or a class with too few clips for the stratified split.
         """
@@ -113,7 +113,7 @@ class ProbeService:
                     (repr(key), "expected ('embeddings', step, layer) or ('egemaps', None, None)")
                 )
         if problems:
-            raise InvalidManifestError(problems, source="probe input")
+            raise InvalidInputError(problems, source="probe input")
         keys = sorted(cells, key=_sort_key)
         for key in keys:
             array = np.asarray(cells[key])
@@ -127,7 +127,7 @@ class ProbeService:
                 bad = int(np.count_nonzero(~np.isfinite(array).all(axis=1)))
                 problems.append((_name(key), f"{bad} row(s) hold NaN or infinite values"))
         if problems:
-            raise InvalidManifestError(problems, source="probe input")
+            raise InvalidInputError(problems, source="probe input")
 
         codes, _ = class_codes(labels)
         split = core.stratified_split(

@@ -8,7 +8,7 @@ import pytest
 
 from services.cka import CkaArgs, CkaService
 from services.cka.core import cka_against, debiased_cka, linear_cka, standardize
-from shared.errors import InvalidConfigError, InvalidManifestError
+from shared.errors import InvalidConfigError, InvalidInputError
 from shared.schema import CKA, LINEAGE_FIELDS
 
 RNG = np.random.default_rng(1234)
@@ -211,7 +211,7 @@ def test_service_names_every_bad_cell() -> None:
     cells[(50, 2)] = cells[(50, 2)].copy()
     cells[(50, 2)][4, 3] = np.nan
     service = CkaService(config=CkaArgs().to_config())
-    with pytest.raises(InvalidManifestError) as caught:
+    with pytest.raises(InvalidInputError) as caught:
         service.process(cells, reference)
     culprits = dict(caught.value.problems)
     assert set(culprits) == {"checkpoint 0, layer 1", "checkpoint 50, layer 2"}
@@ -222,11 +222,11 @@ def test_service_names_every_bad_cell() -> None:
 
 def test_service_rejects_too_few_clips_and_nan_reference() -> None:
     service = CkaService(config=CkaArgs().to_config())
-    with pytest.raises(InvalidManifestError, match="3 clip"):
+    with pytest.raises(InvalidInputError, match="3 clip"):
         service.process({(0, 0): np.ones((3, 4))}, RNG.normal(size=(3, 2)))
     reference = RNG.normal(size=(10, 2))
     reference[0, 0] = np.inf
-    with pytest.raises(InvalidManifestError, match="reference"):
+    with pytest.raises(InvalidInputError, match="reference"):
         service.process({(0, 0): RNG.normal(size=(10, 4))}, reference)
-    with pytest.raises(InvalidManifestError, match="none given"):
+    with pytest.raises(InvalidInputError, match="none given"):
         service.process({}, RNG.normal(size=(10, 2)))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.cka.figures import plot_cka_heatmap, plot_cka_panels
-from shared.errors import InvalidManifestError
+from shared.errors import InvalidInputError
 
 
 def _rows(steps=(0, 50, 100), layers=range(4)) -> list[dict]:
@@ -67,10 +67,10 @@ def test_panels_and_errors(tmp_path: Path) -> None:
     assert png.exists() and svg.exists()
     texts = _svg_texts(svg)
     assert "linear CKA" in texts and "debiased CKA" in texts
-    with pytest.raises(InvalidManifestError, match="no 'debiased' CKA rows"):
+    with pytest.raises(InvalidInputError, match="no 'debiased' CKA rows"):
         plot_cka_heatmap(
             [r for r in _rows() if r["estimator"] == "linear"], tmp_path / "x", estimator="debiased"
         )
     mixed = _rows() + [dict(_rows()[0], reference="mfcc")]
-    with pytest.raises(InvalidManifestError, match="several references"):
+    with pytest.raises(InvalidInputError, match="several references"):
         plot_cka_heatmap(mixed, tmp_path / "y")

@@ -20,7 +20,7 @@ from services.probe.core import (
     train_probe_naive,
     train_probes,
 )
-from shared.errors import InvalidConfigError, InvalidManifestError
+from shared.errors import InvalidConfigError, InvalidInputError
 from shared.schema import EMOTIONS, LINEAGE_FIELDS, PROBES
 
 CPU = {"device": "cpu"}
@@ -70,7 +70,7 @@ def test_stratified_split_partitions_every_class_in_the_fractions() -> None:
 
 def test_stratified_split_names_classes_too_small_and_rejects_bad_fractions() -> None:
     labels = ["ANG"] * 10 + ["FEA"] * 2 + ["HAP"] * 1
-    with pytest.raises(InvalidManifestError) as caught:
+    with pytest.raises(InvalidInputError) as caught:
         stratified_split(labels, (0.8, 0.1, 0.1), seed=0)
     assert [c for c, _ in caught.value.problems] == ["class 'FEA'", "class 'HAP'"]
     assert "at least 3" in caught.value.problems[0][1]
@@ -196,11 +196,11 @@ def test_trainer_rejects_bad_inputs() -> None:
     split = stratified_split(y, config.split, 0)
     bad = x.copy()
     bad[3, 2] = np.nan
-    with pytest.raises(InvalidManifestError) as caught:
+    with pytest.raises(InvalidInputError) as caught:
         train_probes([x, x[:-1], bad], y, split, config=config)
     assert [c for c, _ in caught.value.problems] == ["feature set 1", "feature set 2"]
     overlapping = (split[0], split[0][:3], split[2])
-    with pytest.raises(InvalidManifestError, match="overlap"):
+    with pytest.raises(InvalidInputError, match="overlap"):
         train_probe_naive(x, y, overlapping, seed=0, config=config)
     if not torch.cuda.is_available():
         with pytest.raises(InvalidConfigError, match="cuda"):
@@ -271,14 +271,14 @@ def test_service_names_bad_cells_and_small_classes() -> None:
     broken[("egemaps", None, None)] = np.where(
         np.arange(96)[:, None] == 5, np.nan, cells[("egemaps", None, None)]
     )
-    with pytest.raises(InvalidManifestError) as caught:
+    with pytest.raises(InvalidInputError) as caught:
         service.process(broken, labels)
     assert [c for c, _ in caught.value.problems] == [
         "egemaps",
         "embeddings (checkpoint 0, layer 1)",
     ]
-    with pytest.raises(InvalidManifestError, match="expected"):
+    with pytest.raises(InvalidInputError, match="expected"):
         service.process({("embeddings", None, 3): cells[("egemaps", None, None)]}, labels)
     few = labels[:-2] + ["SAD", "SAD"]
-    with pytest.raises(InvalidManifestError, match="class 'SAD'"):
+    with pytest.raises(InvalidInputError, match="class 'SAD'"):
         service.process(cells, few)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.probe.figures import plot_probe_f1
-from shared.errors import InvalidManifestError
+from shared.errors import InvalidInputError
 
 
 def _rows() -> list[dict]:
@@ -67,7 +67,7 @@ def test_probe_figure_has_checkpoint_lines_baseline_and_chance(tmp_path: Path) -
 
 
 def test_probe_figure_needs_embedding_rows(tmp_path: Path) -> None:
-    with pytest.raises(InvalidManifestError, match="no embedding"):
+    with pytest.raises(InvalidInputError, match="no embedding"):
         plot_probe_f1([r for r in _rows() if r["features"] == "egemaps"], tmp_path / "x")
     png, _ = plot_probe_f1(
         [r for r in _rows() if r["features"] == "embeddings"],
