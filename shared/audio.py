@@ -120,7 +120,8 @@ def decode(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise AudioDecodeError(f"{label}: not decodable audio ({err})") from err
     if fmt not in SUPPORTED_FORMATS:
-        raise UnsupportedMediaTypeError(f"{label}: container {fmt} is not one of {sorted(set(SUPPORTED_FORMATS.values()))}")
+        accepted = sorted(set(SUPPORTED_FORMATS.values()))
+        raise UnsupportedMediaTypeError(f"{label}: container {fmt} is not one of {accepted}")
     if frames > 0 and len(data) < frames:
         raise AudioDecodeError(f"{label}: truncated: header says {frames} frames, file holds {len(data)}")
     if fmt in ("WAV", "WAVEX"):
@@ -216,6 +217,21 @@ def write_wav(path: str | os.PathLike[str], signal: np.ndarray, sampling_rate: i
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     sf.write(str(tmp), signal, sampling_rate, subtype=subtype, format="WAV")
     os.replace(tmp, final)
+
+
+def store_normalized(audio_dir: str | os.PathLike[str], audio_sha256: str, signal: np.ndarray) -> tuple[Path, str]:
+    """Keep a normalised 16 kHz signal under ``audio_dir``, addressed by its source's hash.
+
+    The same source normalised with the same settings always lands on the same path, so the
+    pipeline and the HTTP API share files and a repeated clip is written once.
+
+    Returns:
+        ``(path, sha256 of the written file)``.
+    """
+    path = Path(audio_dir) / audio_sha256[:2] / f"{audio_sha256}.wav"
+    if not path.exists():
+        write_wav(path, signal, TARGET_SAMPLING_RATE, subtype="FLOAT")
+    return path, sha256_file(path)
 
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:

@@ -143,6 +143,32 @@ def load_encoder(
     return model.to(device).eval(), bundle
 
 
+def check_encoder_input(signal: np.ndarray, sampling_rate: int, bundle: ModelBundle, *, min_samples: int,
+                        name: str = "signal") -> np.ndarray:
+    """The signal as float32 if an encoder can take it.
+
+    Silence is accepted: standardised, it is just zeros to the encoder.
+
+    Raises:
+        InvalidAudioError: another rate than the model's, integer samples, not 1-D, empty, NaN,
+            or fewer samples than one frame needs.
+    """
+    from shared.audio import check_signal
+    from shared.errors import InvalidAudioError
+
+    if sampling_rate != bundle.sampling_rate:
+        raise InvalidAudioError(f"{name}: sampling rate {sampling_rate} Hz, expected {bundle.sampling_rate} Hz "
+                                f"(the rate of {bundle.name_or_path})")
+    array = np.asarray(signal)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidAudioError(f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}")
+    check_signal(array, sampling_rate, name=name, min_duration_s=0.0, allow_silence=True)
+    if array.size < min_samples:
+        raise InvalidAudioError(f"{name}: {array.size} samples, fewer than the {min_samples} the encoder needs "
+                                "for one frame")
+    return array.astype(np.float32, copy=False)
+
+
 def prepare_batch(
     signals: Sequence[np.ndarray], bundle: ModelBundle, *, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -78,6 +78,12 @@ class LoudnessRecord:
     clipped_fraction: float
     policy: str
 
+    def as_columns(self) -> dict[str, float | str]:
+        """The record as the ``clips`` table's loudness columns."""
+        return {"lufs_before": self.lufs_before, "lufs_after": self.lufs_after, "gain_db": self.gain_db,
+                "peak_dbfs": self.peak_dbfs, "clipped_fraction": self.clipped_fraction,
+                "loudness_policy": self.policy}
+
 
 @dataclass(frozen=True)
 class SkipRecord:

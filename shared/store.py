@@ -99,7 +99,9 @@ class FeatureStore:
         if partition:
             lead = {c: partition[c] for c in spec.partition_by[: len(partition)]}
             if set(lead) != set(partition):
-                raise StoreError(f"table {spec.name!r}: partition {sorted(partition)} is not a prefix of {spec.partition_by}")
+                raise StoreError(
+                    f"table {spec.name!r}: partition {sorted(partition)} is not a prefix of {spec.partition_by}"
+                )
             folder = "/".join(f"{c}={quote(str(v), safe='')}" for c, v in lead.items())
             glob = str(self.tables_dir / spec.name / folder / "**" / "*.parquet")
         return (
@@ -197,7 +199,7 @@ class FeatureStore:
         for i, k in enumerate(keys):
             groups.setdefault(tuple(k[c] for c in spec.partition_by), []).append(i)
         return [
-            (dict(zip(spec.partition_by, key)), tbl.take(pa.array(idx, pa.int64())))
+            (dict(zip(spec.partition_by, key, strict=True)), tbl.take(pa.array(idx, pa.int64())))
             for key, idx in groups.items()
         ]
 
@@ -246,7 +248,7 @@ class FeatureStore:
                      partition: Mapping[str, Any] | None = None) -> set[tuple[Any, ...]]:
         """The distinct tuples of ``columns`` already stored (to skip work done before)."""
         rows = self.read(name, columns=columns, where=where, params=params, partition=partition)
-        return set(zip(*(rows.column(c).to_pylist() for c in columns))) if rows.num_rows else set()
+        return set(zip(*(rows.column(c).to_pylist() for c in columns), strict=True)) if rows.num_rows else set()
 
     # ------------------------------------------------------------------ stages
 
@@ -295,7 +297,8 @@ class FeatureStore:
         try:
             with duckdb.connect(str(self.db_path), read_only=True) as con:
                 version, root = con.execute("SELECT schema_version, root FROM serlens_meta").fetchone()
-                names = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+                views = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+                names = {r[0] for r in views}
         except duckdb.Error:
             return False
         return version == SCHEMA_VERSION and root == str(self.root) and names >= {t.name for t in all_tables()}

@@ -111,7 +111,7 @@ def build_app(args: dict[str, Any]) -> Application:
         pydantic.ValidationError: ``args`` that do not validate.
     """
     api = ApiArgs.model_validate(args or {})
-    num_gpus = 0.5 if _gpus_in_cluster() > 0 else 0
+    num_gpus = api.model_gpus if api.model_gpus is not None else (0.5 if _gpus_in_cluster() > 0 else 0)
     preload = _default_model(api)
     embed_app = build_embed(
         api.embed.model_dump(),
@@ -131,3 +131,26 @@ def build_app(args: dict[str, Any]) -> Application:
         embed_app,
         predict_app,
     )
+
+
+def serve_locally(workdir: str, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None) -> None:
+    """Start (or join) Ray, run the application on ``host:port`` and block until Ctrl-C (``serlens serve``).
+
+    Args:
+        workdir: the workdir of a ``serlens run`` (its store and checkpoints).
+        host: interface to listen on.
+        port: HTTP port.
+        address: a Ray cluster to join (default: start a local Ray with a dashboard, which
+            ``POST /train`` submits jobs to).
+    """
+    import time
+
+    ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1")
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app({"workdir": workdir}), name="serlens", route_prefix="/", blocking=False)
+    print(f"serlens API on http://{host}:{port}  (docs: http://{host}:{port}/docs); Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()

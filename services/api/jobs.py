@@ -22,9 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.config import ApiConfig
-from shared.errors import InvalidRequestError, JobBackendError
 from services.pipeline.config import config_hash, load_study_args
-from shared.errors import NotFoundError
+from shared.errors import InvalidRequestError, JobBackendError, NotFoundError
 from shared.schema import CHECKPOINTS, TRAIN_METRICS
 from shared.store import FeatureStore
 

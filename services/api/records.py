@@ -18,7 +18,7 @@ import numpy as np
 
 from services.api.config import ApiConfig
 from services.pipeline.config import config_hash
-from shared.audio import DecodedAudio, sha256_file, write_wav
+from shared.audio import DecodedAudio, store_normalized
 from shared.errors import NotFoundError
 from shared.schema import CHECKPOINTS, CLIPS, EMBEDDINGS, LoudnessRecord, egemaps_spec
 from shared.store import FeatureStore
@@ -213,13 +213,11 @@ class StoreWriter:
 
     def write_clip(self, upload: Upload) -> dict[str, Any]:
         """The normalised WAV (content-addressed, as the pipeline does) and the ``clips`` row."""
-        folder = self.config.audio_dir / f"norm-{self.lineage.norm_key}" / upload.audio_sha256[:2]
-        path = folder / f"{upload.audio_sha256}.wav"
         # Identical uploads in flight at once: one writes the file, the others find it.
         with self._audio_lock:
-            if not path.exists():
-                write_wav(path, upload.normalized, 16_000, subtype="FLOAT")
-        record = upload.loudness
+            path, digest = store_normalized(
+                self.config.audio_dir / f"norm-{self.lineage.norm_key}", upload.audio_sha256, upload.normalized
+            )
         row = {
             "clip_id": upload.clip_id,
             "dataset": API_DATASET,
@@ -229,15 +227,10 @@ class StoreWriter:
             "sampling_rate": 16_000,
             "source_sampling_rate": upload.decoded.source_sampling_rate,
             "source_num_channels": upload.decoded.source_num_channels,
-            "lufs_before": record.lufs_before,
-            "lufs_after": record.lufs_after,
-            "gain_db": record.gain_db,
-            "peak_dbfs": record.peak_dbfs,
-            "clipped_fraction": record.clipped_fraction,
-            "loudness_policy": record.policy,
+            **upload.loudness.as_columns(),
             "target_lufs": self.config.normalize.target_lufs,
             "normalized_path": str(path),
-            "normalized_sha256": sha256_file(path),
+            "normalized_sha256": digest,
         }
         self.store.write(CLIPS.name, [row], config_hash=self.lineage.norm_key)
         return {

@@ -23,12 +23,11 @@ from ray.exceptions import RayError, RayTaskError
 
 from services.api.config import ApiConfig
 from services.api.encoding import jsonable, rows_to_csv
-from shared.errors import InvalidRequestError
 from services.api.jobs import TrainJobs, TrainRequest, prepare_config
 from services.api.records import CheckpointIndex, Lineage, StoreWriter, Upload, read_results
 from services.api.uploads import BodySizeLimit, decode_upload, read_upload
 from shared.audio import sha256_bytes, wav_bytes
-from shared.errors import NotFoundError, ServiceError
+from shared.errors import InvalidRequestError, NotFoundError, ServiceError
 from shared.schema import CKA, PROBES
 from shared.store import FeatureStore, run_readonly_query
 

@@ -13,9 +13,7 @@ import torch
 
 from services.embed import core
 from services.embed.config import EmbedConfig
-from shared.audio import check_signal
-from shared.errors import InvalidAudioError
-from shared.models import load_encoder, pooled_hidden_states, prepare_batch
+from shared.models import check_encoder_input, load_encoder, pooled_hidden_states, prepare_batch
 
 
 class EmbedService:
@@ -52,24 +50,7 @@ class EmbedService:
         )
 
     def _check(self, signal: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
-        if sampling_rate != self.bundle.sampling_rate:
-            raise InvalidAudioError(
-                f"{name}: sampling rate {sampling_rate} Hz, expected "
-                f"{self.bundle.sampling_rate} Hz (the rate of {self.bundle.name_or_path})"
-            )
-        array = np.asarray(signal)
-        if not np.issubdtype(array.dtype, np.floating):
-            raise InvalidAudioError(
-                f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}"
-            )
-        # Silence is left to the caller: standardised, it is just zeros to the encoder.
-        check_signal(array, sampling_rate, name=name, min_duration_s=0.0, allow_silence=True)
-        if array.size < self.min_samples:
-            raise InvalidAudioError(
-                f"{name}: {array.size} samples, fewer than the {self.min_samples} the encoder "
-                "needs for one frame"
-            )
-        return array.astype(np.float32, copy=False)
+        return check_encoder_input(signal, sampling_rate, self.bundle, min_samples=self.min_samples, name=name)
 
     def process_signal(
         self,
@@ -159,6 +140,6 @@ class EmbedService:
                         self.model, values, mask, self.bundle, layers=layers, padded=padded
                     )
                 )
-        for batch, pooled in zip(plan, pooled_batches):
+        for batch, pooled in zip(plan, pooled_batches, strict=True):
             out[batch] = pooled.float().cpu().numpy()
         return out

@@ -77,8 +77,9 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
 serlens: study finished in {seconds:.0f} s{reused}
   report         {result.workdir.report}
   figures        {result.workdir.figures}/  ({', '.join(p.name for p in result.figures)})
-  feature store  {result.workdir.store.root}/  (Parquet under tables/, DuckDB views in {result.workdir.store.db_path.name})
-  MLflow         {result.tracking_uri}  (run {result.mlflow_run_id}; browse: mlflow ui --backend-store-uri {result.tracking_uri})
+  feature store  {result.workdir.store.root}/  (Parquet: tables/; SQL views: {result.workdir.store.db_path.name})
+  MLflow         {result.tracking_uri}  (run {result.mlflow_run_id})
+                 browse: mlflow ui --backend-store-uri {result.tracking_uri}
   checkpoints    {root / 'checkpoints' / result.train_key}
 try:
   serlens sql --workdir {root} "{EXAMPLE_QUERY}"
@@ -109,20 +110,9 @@ def _sql(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def _serve(args: argparse.Namespace, workdir: Path) -> int:
-    import ray
-    from ray import serve
+    from services.api.app import serve_locally
 
-    from services.api.app import build_app
-
-    ray.init(address=ray_address(), include_dashboard=True, dashboard_host="127.0.0.1")
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(build_app({"workdir": str(workdir)}), name="serlens", route_prefix="/", blocking=False)
-    print(f"serlens API on http://{args.host}:{args.port}  (docs: http://{args.host}:{args.port}/docs); Ctrl-C stops")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        serve.shutdown()
+    serve_locally(str(workdir), host=args.host, port=args.port, address=ray_address())
     return 0
 
 

@@ -242,7 +242,8 @@ def write_report(workdir: Path) -> Path:
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>serlens report {html.escape(run['run_id'])}</title>
 <style>
-body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222}}
 h1{{font-size:1.6em}} h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}}
 table{{border-collapse:collapse;font-size:.85em;margin:.8em 0;display:block;overflow-x:auto}}
 td,th{{border:1px solid #ddd;padding:.25em .5em;text-align:right}} th{{background:#f5f5f5}}

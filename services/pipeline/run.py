@@ -345,7 +345,7 @@ class Study:
     # ------------------------------------------------------------------ 5-6. analyses
 
     def egemaps_matrix(self, clip_ids: Sequence[str]) -> np.ndarray:
-        """eGeMAPS (clips x 88) in ``clip_ids`` order."""
+        """EGeMAPS (clips x 88) in ``clip_ids`` order."""
         names = list(egemaps_feature_names())
         tbl = self.store.read("egemaps", columns=["clip_id", *names], where="config_hash = ?",
                               params=[self.egemaps_hash])

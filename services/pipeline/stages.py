@@ -18,7 +18,7 @@ import pyarrow as pa
 import ray
 from tqdm.auto import tqdm
 
-from shared.audio import read_wav, sha256_file, write_wav
+from shared.audio import read_wav, store_normalized
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -88,21 +88,9 @@ def normalize_chunk(items: Sequence[dict[str, Any]], config: Any, audio_dir: str
         except ServiceError as err:
             out.append({"clip_id": item["clip_id"], "problem": str(err)})
             continue
-        path = Path(audio_dir) / item["audio_sha256"][:2] / f"{item['audio_sha256']}.wav"
-        if not path.exists():
-            write_wav(path, signal, 16_000, subtype="FLOAT")
-        out.append({
-            "clip_id": item["clip_id"],
-            "lufs_before": record.lufs_before,
-            "lufs_after": record.lufs_after,
-            "gain_db": record.gain_db,
-            "peak_dbfs": record.peak_dbfs,
-            "clipped_fraction": record.clipped_fraction,
-            "loudness_policy": record.policy,
-            "normalized_path": str(path),
-            "normalized_sha256": sha256_file(path),
-            "duration_s": len(signal) / 16_000,
-        })
+        path, digest = store_normalized(audio_dir, item["audio_sha256"], signal)
+        out.append({"clip_id": item["clip_id"], **record.as_columns(), "normalized_path": str(path),
+                    "normalized_sha256": digest, "duration_s": len(signal) / 16_000})
     return out
 
 

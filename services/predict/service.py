@@ -15,9 +15,7 @@ import torch
 from services.embed.core import receptive_field_samples
 from services.predict import core
 from services.predict.config import PredictConfig
-from shared.audio import check_signal
-from shared.errors import InvalidAudioError
-from shared.models import SpeechClassifier, length_groups, prepare_batch
+from shared.models import SpeechClassifier, check_encoder_input, length_groups, prepare_batch
 
 
 class PredictService:
@@ -50,22 +48,7 @@ class PredictService:
         )
 
     def _check(self, signal: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
-        if sampling_rate != self.bundle.sampling_rate:
-            raise InvalidAudioError(
-                f"{name}: sampling rate {sampling_rate} Hz, expected {self.bundle.sampling_rate} Hz"
-            )
-        array = np.asarray(signal)
-        if not np.issubdtype(array.dtype, np.floating):
-            raise InvalidAudioError(
-                f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}"
-            )
-        check_signal(array, sampling_rate, name=name, min_duration_s=0.0, allow_silence=True)
-        if array.size < self.min_samples:
-            raise InvalidAudioError(
-                f"{name}: {array.size} samples, fewer than the {self.min_samples} that the encoder "
-                "needs for one frame"
-            )
-        return array.astype(np.float32, copy=False)
+        return check_encoder_input(signal, sampling_rate, self.bundle, min_samples=self.min_samples, name=name)
 
     def process_signal(
         self, signal: np.ndarray, sampling_rate: int, *, name: str = "signal"

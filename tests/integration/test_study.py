@@ -218,3 +218,34 @@ def test_bad_manifest_names_every_culprit_and_writes_nothing(tmp_path: Path) -> 
 def test_unknown_config_key_is_rejected(tmp_path: Path) -> None:
     out = serlens("run", "--workdir", str(tmp_path), "--set", "train.learning_rate=1")
     assert out.returncode == 2 and "train.learning_rate" in out.stderr
+
+
+def test_run_killed_midway_then_rerun_leaves_a_consistent_store(tmp_path: Path) -> None:
+    import signal
+
+    workdir = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "services.pipeline.cli", "run", "--workdir", str(workdir), "--quiet", *SMALL]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    # Kill the driver and its local Ray (one process group) once fine-tuning has saved step 4.
+    while time.monotonic() < deadline and not list(workdir.glob("checkpoints/*/step-000004/config.json")):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    again = serlens("run", "--workdir", str(workdir), "--quiet", *SMALL)
+    assert again.returncode == 0, again.stderr[-4000:]
+    with duckdb.connect(str(workdir / "store" / "serlens.duckdb"), read_only=True) as con:
+        for table, key in (("clips", "clip_id"), ("egemaps", "clip_id"),
+                           ("embeddings", "clip_id, checkpoint_step, layer"),
+                           ("checkpoints", "checkpoint_step"), ("cka", "checkpoint_step, layer, estimator"),
+                           ("probes", "features, checkpoint_step, layer, seed")):
+            total, distinct = con.execute(
+                f"SELECT count(*), count(DISTINCT ({key})) FROM {table}").fetchone()
+            assert total == distinct > 0, table
+        steps = [r[0] for r in con.execute("SELECT checkpoint_step FROM checkpoints ORDER BY 1").fetchall()]
+        assert steps == [0, 4, 8]
