@@ -44,7 +44,7 @@ _SCHEMA_FILE = f"part-00000000-schema-v{SCHEMA_VERSION}.parquet"
 
 def utc_now() -> dt.datetime:
     """The current time, UTC, microsecond precision (the ``created_at`` of new rows)."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _sql_string(value: str) -> str:

@@ -198,7 +198,7 @@ class TrainJobs:
     def _train_key_since(self, start_ms: int | None) -> str | None:
         if not start_ms:
             return None
-        since = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc)
+        since = dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC)
         rows = self.store.read(
             CHECKPOINTS.name,
             columns=["train_key", "created_at"],
@@ -223,7 +223,7 @@ def _last_match(pattern: re.Pattern[str], text: str) -> str | None:
 
 def _iso(epoch_ms: int | None) -> str | None:
     return (
-        dt.datetime.fromtimestamp(epoch_ms / 1000, dt.timezone.utc).isoformat()
+        dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC).isoformat()
         if epoch_ms
         else None
     )

@@ -183,7 +183,7 @@ def write_report(workdir: Path) -> Path:
         by_subset.append([subset, len(rows), len(speakers), sum(c["gender"] == "F" for c in rows),
                           sum(c["gender"] == "M" for c in rows), round(sum(c["duration_s"] for c in rows) / 60, 1)])
     sections.append("<h2>Data</h2>" + _table(["subset", "clips", "speakers", "female clips", "male clips",
-                                              "minutes"], by_subset)
+                                              "minutes"], by_subset, fmt="{:.1f}")
                     + _figure(figures_dir / "loudness.png", "Integrated loudness before and after normalisation"))
     # training
     ck_rows = [[c["checkpoint_step"], c["epoch"], c["train_loss"], c["val_loss"], c["val_f1_macro"], c["uri"]]

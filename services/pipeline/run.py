@@ -122,7 +122,7 @@ class Study:
         self.store = self.dir.store
         self.skip_invalid = skip_invalid
         self.progress = progress
-        self.run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        self.run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         self.result = StudyResult(run_id=self.run_id, workdir=self.dir, data_key="")
 
     # ------------------------------------------------------------------ helpers
