@@ -214,6 +214,20 @@ def test_bad_manifest_names_every_culprit_and_writes_nothing(tmp_path: Path) -> 
         assert culprit in out.stderr, culprit
     assert not list((workdir / "store" / "tables" / "clips").rglob("part-2*.parquet"))
 
+    # --skip-invalid: the same data goes through; what was left out, and why, is in the store.
+    skipped = serlens("train", "--workdir", str(workdir), "--quiet", "--skip-invalid",
+                      "--set", "dataset.kind=manifest", "--set", f"dataset.path={manifest}",
+                      "--set", "dataset.labels=[ANG, SAD]", "--set", "train.max_steps=2",
+                      "--set", "train.eval_every_steps=1", "--set", "train.checkpoint_every_steps=2")
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    with duckdb.connect(str(workdir / "store" / "serlens.duckdb"), read_only=True) as con:
+        left_out = " ".join(f"{item} {reason}" for item, reason in
+                            con.execute("SELECT item, reason FROM skipped").fetchall())
+        kept = [r[0] for r in con.execute("SELECT source_path FROM clips").fetchall()]
+    for culprit in ("empty.wav", "short.wav", "silent.wav", "missing.wav", "BORED"):
+        assert culprit in left_out, culprit
+    assert kept and not any(name in path for path in kept for name in ("empty", "short", "silent"))
+
 
 def test_unknown_config_key_is_rejected(tmp_path: Path) -> None:
     out = serlens("run", "--workdir", str(tmp_path), "--set", "train.learning_rate=1")
