@@ -2,8 +2,10 @@
 
 1. /egemaps under concurrent load keeps >= 90 % of the throughput of calling the plain
    services directly in this process, in the same run on the same cores. The direct loop
-   does the same work per clip as the route: decode, loudness-normalise, eGeMAPS (one
-   extractor, as the one Egemaps replica with num_cpus=1); extractor-only is reported too.
+   does the same work per clip as the route: decode, loudness-normalise, eGeMAPS, in one
+   process (one extractor); the app runs one Egemaps replica per core, as `serlens serve` and
+   the Serve config do, plus the ingress and Normalize on the same cores. Extractor-only
+   throughput is reported too.
 2. /embed with concurrent clients (gathered by @serve.batch) vs the same clips one by one.
 3. p50 and p99 latency of /egemaps and /embed with 20 concurrent clients.
 4. Memory soak: resident memory of the Serve replica processes under steady mixed load for

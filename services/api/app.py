@@ -89,6 +89,17 @@ def _gpus_in_cluster() -> float:
     return float(torch.cuda.device_count())
 
 
+def _egemaps_replicas() -> int:
+    # One openSMILE extractor per core (each is single-threaded), as the pipeline's Ray pool does.
+    if ray.is_initialized():
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+    else:
+        import os
+
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, int(cpus)))
+
+
 def _default_model(args: ApiArgs) -> str | None:
     """The model folder to load at start (None when the store has no checkpoint yet)."""
     config = args.to_config()
@@ -127,7 +138,7 @@ def build_app(args: dict[str, Any]) -> Application:
     return Ingress.bind(
         api.model_dump(),
         build_normalize(api.normalize.model_dump()),
-        build_egemaps(api.egemaps.model_dump()),
+        build_egemaps(api.egemaps.model_dump(), num_replicas=api.egemaps_replicas or _egemaps_replicas()),
         embed_app,
         predict_app,
     )

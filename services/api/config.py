@@ -81,6 +81,8 @@ class ApiArgs(BaseModel):
     sql_timeout_s: float = Field(10, gt=0)
     embed_max_batch_size: int = Field(8, ge=1)
     embed_batch_wait_timeout_s: float = Field(0.05, ge=0)
+    # eGeMAPS extractor replicas; None: one per CPU of the cluster when the app is built (at most 8).
+    egemaps_replicas: int | None = Field(None, ge=1)
     # GPUs per Embed and Predict replica; None: 0.5 if the cluster has a GPU when the app is built.
     model_gpus: float | None = Field(None, ge=0)
     # The services' own sections, as in a run config (defaults: the study's defaults).

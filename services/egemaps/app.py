@@ -12,7 +12,10 @@ from services.egemaps.config import EgemapsArgs
 from services.egemaps.service import EgemapsService
 
 
-@serve.deployment(name="Egemaps", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)
+# An extractor is one thread. Half a logical CPU per replica lets build_app run one replica per
+# core beside the light deployments (ingress, normalize), which is what keeps /egemaps close to
+# calling openSMILE directly.
+@serve.deployment(name="Egemaps", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
 class EgemapsDeployment:
     """eGeMAPSv02 functionals of normalised 16 kHz signals; one openSMILE extractor per replica.
 
@@ -44,6 +47,11 @@ class EgemapsDeployment:
             )
 
 
-def build_app(args: dict[str, Any] | None = None) -> Application:
-    """The ``Egemaps`` deployment bound to its settings (an ``EgemapsArgs`` mapping)."""
-    return EgemapsDeployment.bind(dict(args or {}))
+def build_app(args: dict[str, Any] | None = None, *, num_replicas: int = 1) -> Application:
+    """The ``Egemaps`` deployment bound to its settings (an ``EgemapsArgs`` mapping).
+
+    Args:
+        args: an ``EgemapsArgs`` mapping.
+        num_replicas: extractor replicas (a Serve config's autoscaling settings replace it).
+    """
+    return EgemapsDeployment.options(num_replicas=num_replicas).bind(dict(args or {}))
