@@ -26,8 +26,9 @@ import time
 import numpy as np
 import torch
 
+from services.probe.batched import train_probes
 from services.probe.config import ProbeArgs
-from services.probe.core import stratified_split, train_probe_naive, train_probes
+from services.probe.core import stratified_split, train_probe_naive
 
 NUM_CLASSES = 6
 EGEMAPS_DIM = 88

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from services.probe import core
+from services.probe import batched, core
 from services.probe.config import ProbeConfig
 from shared.errors import InvalidInputError
 from shared.schema import EMOTIONS
@@ -133,7 +133,7 @@ class ProbeService:
         split = core.stratified_split(
             np.asarray(list(labels)), self.config.split, self.config.split_seed
         )
-        results = core.train_probes([cells[k] for k in keys], codes, split, config=self.config)
+        results = batched.train_probes([cells[k] for k in keys], codes, split, config=self.config)
         return [
             {
                 "features": kind,

@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from services.probe import ProbeArgs, ProbeService
+from services.probe.batched import train_probes
 from services.probe.core import (
     _metrics,
     batch_order,
@@ -18,7 +19,6 @@ from services.probe.core import (
     standardize_by_train,
     stratified_split,
     train_probe_naive,
-    train_probes,
 )
 from shared.errors import InvalidConfigError, InvalidInputError
 from shared.schema import EMOTIONS, LINEAGE_FIELDS, PROBES
