@@ -205,8 +205,12 @@ def _glottal_source(
     shimmer: float,
     open_quotient: float,
     sampling_rate: int,
-) -> np.ndarray:
-    """Differentiated Rosenberg pulses following ``f0_contour`` (Hz, one value per sample)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rosenberg glottal flow following ``f0_contour`` (Hz, one value per sample).
+
+    Returns:
+        ``(flow derivative, flow)``, one value per sample.
+    """
     # Draw one jitter and one shimmer factor per period: periods are found on the
     # unperturbed phase, then the perturbed F0 is integrated again.
     max_periods = int(np.sum(f0_contour) / sampling_rate) + 4

@@ -296,11 +296,14 @@ class FeatureStore:
     def _views_current(self) -> bool:
         try:
             with duckdb.connect(str(self.db_path), read_only=True) as con:
-                version, root = con.execute("SELECT schema_version, root FROM serlens_meta").fetchone()
+                meta = con.execute("SELECT schema_version, root FROM serlens_meta").fetchone()
                 views = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
                 names = {r[0] for r in views}
         except duckdb.Error:
             return False
+        if meta is None:
+            return False
+        version, root = meta
         return version == SCHEMA_VERSION and root == str(self.root) and names >= {t.name for t in all_tables()}
 
     def connect_readonly(self, *, sandboxed: bool = True) -> duckdb.DuckDBPyConnection:
