@@ -96,7 +96,7 @@ def _sql(args: argparse.Namespace, workdir: Path) -> int:
 
     columns, rows, truncated = run_readonly_query(FeatureStore(workdir / "store"), args.query,
                                                   max_rows=args.max_rows)
-    frame = pd.DataFrame.from_records(rows, columns=columns)
+    frame = pd.DataFrame.from_records(rows, columns=columns).convert_dtypes()
     if args.format == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     elif args.format == "json":
