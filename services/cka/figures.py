@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps, rc_context
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from services.cka.config import ESTIMATORS
 from shared.errors import InvalidInputError
+from shared.figures import save_figure
 
 #: Largest grid (checkpoints x layers) whose cells get their value written in.
 MAX_ANNOTATED_CELLS = 400
@@ -107,14 +108,7 @@ def _draw(
 
 
 def _save(fig: Figure, stem: Path) -> list[Path]:
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
-    fig.savefig(paths[0], dpi=150)
-    # Keep SVG text as text (editable, searchable) instead of glyph outlines.
-    with rc_context({"svg.fonttype": "none"}):
-        fig.savefig(paths[1])
-    return paths
+    return save_figure(fig, stem)
 
 
 def _size(steps: list[int], layers: list[int], cell_width: float) -> tuple[float, float]:

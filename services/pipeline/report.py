@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import StoreError
+from shared.figures import save_figure
 from shared.store import FeatureStore
 
 PACKAGES = ("serlens", "torch", "transformers", "ray", "opensmile", "pyloudnorm", "soundfile", "soxr", "pyarrow",
@@ -66,9 +67,7 @@ def _plot_loudness(clips: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     ax.set_ylabel("clips")
     ax.set_title("Loudness normalisation")
     ax.legend(frameon=False, fontsize=8)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    paths = save_figure(fig, stem)
     plt.close(fig)
     return paths
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import rc_context
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap
 from matplotlib.figure import Figure
@@ -20,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from shared.errors import InvalidInputError
+from shared.figures import save_figure
 from shared.schema import EMOTIONS
 
 #: First checkpoint blue, last red (the paper's colouring), through purple.
@@ -132,10 +132,4 @@ def plot_probe_f1(
     bar.set_ticks(range(len(steps)), labels=[str(s) for s in steps])
     bar.set_label("fine-tuning step (checkpoint)")
 
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
-    fig.savefig(paths[0], dpi=150)
-    with rc_context({"svg.fonttype": "none"}):
-        fig.savefig(paths[1])
-    return paths
+    return save_figure(fig, stem)

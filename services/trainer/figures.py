@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
+from shared.figures import save_figure  # noqa: E402
+
 _TRAIN_COLOR = "#9ecae1"
 _TRAIN_SMOOTH_COLOR = "#2171b5"
 _VAL_COLOR = "#d94801"
@@ -146,10 +148,6 @@ def plot_training(
     last = max([0.0, *train_steps.tolist(), *val_steps.tolist(), *map(float, checkpoints)])
     ax_f1.set_xlim(-0.01 * max(last, 1.0), last * 1.02 + 0.5)
 
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
-    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    paths = save_figure(fig, stem, dpi=dpi, tight=True)
     plt.close(fig)
     return paths
