@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shared import settings
 from shared.errors import ModelLoadError
 
 HEAD_FILENAME = "classifier_head.pt"
@@ -115,7 +116,7 @@ def load_encoder(
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     is_local = Path(name_or_path).is_dir()
-    offline = local_files_only if local_files_only is not None else (is_local or bool(os.environ.get("HF_HUB_OFFLINE")))
+    offline = local_files_only if local_files_only is not None else (is_local or settings.hf_hub_offline())
     try:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
         model = AutoModel.from_pretrained(name_or_path, revision=revision, local_files_only=offline)

@@ -22,3 +22,14 @@ def ray_address() -> str | None:
 def mlflow_tracking_uri() -> str | None:
     """``MLFLOW_TRACKING_URI`` if set, else None (a sqlite file in the workdir)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def hf_hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids downloads from the Hugging Face hub."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("", "0", "false", "no")
+
+
+def reference_folder() -> Path | None:
+    """``SERLENS_SHARED`` (the reference material the tests may read), if set."""
+    value = os.environ.get("SERLENS_SHARED")
+    return Path(value) if value else None

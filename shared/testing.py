@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from shared import settings
 from shared.audio import TARGET_SAMPLING_RATE, wav_bytes
 from shared.demo_corpus import Speaker, VoiceProfile, synthesize
 
@@ -157,10 +158,7 @@ def shared_data_dir() -> Path | None:
 
     ``$SERLENS_SHARED`` if set, else the ``shared`` folder next to the repository root.
     """
-    configured = os.environ.get("SERLENS_SHARED")
-    folder = (
-        Path(configured) if configured else Path(__file__).resolve().parents[1].parent / "shared"
-    )
+    folder = settings.reference_folder() or Path(__file__).resolve().parents[1].parent / "shared"
     return folder if folder.is_dir() else None
 
 
