@@ -208,7 +208,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from services.api.app import build_app
+    from services.api.app import start_app
 
     workdir = write_demo_workdir(
         args.workdir or Path(tempfile.mkdtemp(prefix="serlens-bench-api-"))
@@ -218,21 +218,9 @@ def main() -> None:
         for i in range(args.requests)
     ]
     cores = os.cpu_count() or 1
-    ray.init(
-        num_cpus=max(2, cores),
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
-    port = free_port()
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(
-            build_app({"workdir": str(workdir)}), name="serlens", route_prefix="/", blocking=False
-        )
-        url = f"http://127.0.0.1:{port}"
+        url = start_app({"workdir": str(workdir)}, port=free_port(), num_cpus=max(2, cores),
+                        dashboard_port=free_port())
         for route in (
             "/egemaps",
             "/embed",

@@ -144,22 +144,50 @@ def build_app(args: dict[str, Any]) -> Application:
     )
 
 
+def start_app(
+    args: dict[str, Any],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    dashboard_port: int | None = None,
+) -> str:
+    """Start (or join) Ray and run the application without blocking; returns its base URL.
+
+    Args:
+        args: the application's ``ApiArgs`` mapping.
+        host: interface to listen on.
+        port: HTTP port.
+        address: a Ray cluster to join (default: start a local Ray with a dashboard, which
+            ``POST /train`` submits jobs to).
+        num_cpus: logical CPUs of a local Ray (default: the machine's).
+        dashboard_port: port of a local Ray's dashboard (default: Ray's 8265).
+    """
+    if address:
+        ray.init(address=address)
+    else:
+        extra = {"dashboard_port": dashboard_port} if dashboard_port else {}
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=False, logging_level="WARNING", **extra)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(args), name="serlens", route_prefix="/", blocking=False)
+    return f"http://{host}:{port}"
+
+
 def serve_locally(workdir: str, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None) -> None:
-    """Start (or join) Ray, run the application on ``host:port`` and block until Ctrl-C (``serlens serve``).
+    """Run the application on ``host:port`` and block until Ctrl-C (``serlens serve``).
 
     Args:
         workdir: the workdir of a ``serlens run`` (its store and checkpoints).
         host: interface to listen on.
         port: HTTP port.
-        address: a Ray cluster to join (default: start a local Ray with a dashboard, which
-            ``POST /train`` submits jobs to).
+        address: a Ray cluster to join (default: a local Ray).
     """
     import time
 
-    ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1")
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app({"workdir": workdir}), name="serlens", route_prefix="/", blocking=False)
-    print(f"serlens API on http://{host}:{port}  (docs: http://{host}:{port}/docs); Ctrl-C stops", flush=True)
+    url = start_app({"workdir": workdir}, host=host, port=port, address=address)
+    print(f"serlens API on {url}  (docs: {url}/docs); Ctrl-C stops", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -50,28 +50,12 @@ def api(workdir: Path):
     import ray
     from ray import serve
 
-    from services.api.app import build_app
+    from services.api.app import start_app
 
-    # 4 logical CPUs on 2 cores: the deployments reserve 1.4 and a `serlens train` job asks
-    # for min(cluster CPUs, cores) = 2 for its training task.
-    ray.init(
-        num_cpus=4,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
-    port = free_port()
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(
-            build_app({"workdir": str(workdir), **API_ARGS}),
-            name="serlens",
-            route_prefix="/",
-            blocking=False,
-        )
-        url = f"http://127.0.0.1:{port}"
+        # 4 logical CPUs on 2 cores: room for the deployments beside a `serlens train` job.
+        url = start_app({"workdir": str(workdir), **API_ARGS}, port=free_port(), num_cpus=4,
+                        dashboard_port=free_port())
         deadline = time.monotonic() + 180
         while True:
             try:
