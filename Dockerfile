@@ -23,9 +23,10 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 # stay writable for the in-tree build.
 RUN mkdir -p /home/ray/build /home/ray/wheels
 WORKDIR /home/ray/build
-COPY --chown=1000:100 pyproject.toml README.md ./
+COPY --chown=1000:100 pyproject.toml README.md LICENSE NOTICE ./
 COPY --chown=1000:100 shared/ shared/
 COPY --chown=1000:100 services/ services/
+COPY --chown=1000:100 deploy/ deploy/
 
 # torch first, from its index; the second pass finds it in /home/ray/wheels (the +cuXXX
 # local version sorts above PyPI's plain one) and fetches the rest from PyPI.
@@ -61,11 +62,12 @@ WORKDIR /home/ray/serlens
 # never become a layer of their own. The import check fails the build, not the first pod.
 RUN --mount=type=bind,from=build,source=/home/ray/wheels,target=/tmp/wheels \
     pip install --no-cache-dir --no-index --find-links /tmp/wheels "serlens==${SERLENS_VERSION}" \
-    && python -c "import ray, torch, opensmile, transformers, mlflow, services, shared; \
-raise SystemExit(ray.__version__ != '2.52.0')"
+    && python -c "import ray, torch, opensmile, transformers, mlflow, serlens; \
+raise SystemExit(ray.__version__ != '2.52.0')" \
+    && serlens run --help >/dev/null
 
-# Run configs (deploy/demo.yaml, deploy/crema-d.yaml, deploy/serve_config.yaml), read
-# relative to this folder: `serlens run --config deploy/crema-d.yaml`.
+# The run configs ship inside the package (`serlens run --config crema-d`); this copy is for
+# `serve run deploy/serve_config.yaml` and for reading them: `serlens run --config deploy/crema-d.yaml`.
 COPY --chown=1000:100 deploy/ deploy/
 
 # The base image's `ray` user (uid 1000, gid 100 `users`).

@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,12 +35,14 @@ import numpy as np
 import psutil
 import soundfile as sf
 
-from services.api.demo import write_demo_workdir
-from services.egemaps import EgemapsArgs, EgemapsService
-from services.normalize.config import NormalizeArgs
-from services.normalize.service import NormalizeService
-from shared.audio import decode
-from shared.testing import voiced
+from serlens.egemaps import EgemapsArgs, EgemapsService
+from serlens.normalize.config import NormalizeArgs
+from serlens.normalize.service import NormalizeService
+from serlens.shared.audio import decode
+from serlens.shared.testing import voiced
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.demo_workdir import write_demo_workdir  # noqa: E402  (shared with the tests)
 
 DEPLOYMENTS = ("Ingress", "Normalize", "Egemaps", "Embed", "Predict")
 
@@ -208,7 +211,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from services.api.app import start_app
+    from serlens.api.app import start_app
 
     workdir = write_demo_workdir(
         args.workdir or Path(tempfile.mkdtemp(prefix="serlens-bench-api-"))

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from services.cka import CkaArgs, CkaService
-from services.cka.core import debiased_cka, linear_cka, standardize
+from serlens.cka import CkaArgs, CkaService
+from serlens.cka.core import debiased_cka, linear_cka, standardize
 
 EGEMAPS_DIM = 88
 TARGET_S = 10.0

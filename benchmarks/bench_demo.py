@@ -20,7 +20,7 @@ from pathlib import Path
 def run(workdir: Path) -> float:
     started = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    subprocess.run([sys.executable, "-m", "services.pipeline.cli", "run", "--workdir", str(workdir), "--quiet"],
+    subprocess.run([sys.executable, "-m", "serlens.pipeline.cli", "run", "--workdir", str(workdir), "--quiet"],
                    check=True, env=env)
     return time.perf_counter() - started
 

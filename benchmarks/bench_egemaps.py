@@ -25,8 +25,8 @@ import numpy as np
 import ray
 from ray.util import ActorPool
 
-from services.egemaps import EgemapsArgs, EgemapsService
-from shared.audio import TARGET_SAMPLING_RATE, read_wav, write_wav
+from serlens.egemaps import EgemapsArgs, EgemapsService
+from serlens.shared.audio import TARGET_SAMPLING_RATE, read_wav, write_wav
 
 TARGET_SPEEDUP = 1.7
 

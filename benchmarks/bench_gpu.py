@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.embed.config import EmbedArgs
-from services.embed.service import EmbedService
-from services.trainer.config import TrainArgs
-from services.trainer.service import TrainClip, TrainerService
-from shared.audio import write_wav
-from shared.models import create_random_encoder
-from shared.tracking import TrackingConfig
+from serlens.embed.config import EmbedArgs
+from serlens.embed.service import EmbedService
+from serlens.shared.audio import write_wav
+from serlens.shared.models import create_random_encoder
+from serlens.shared.tracking import TrackingConfig
+from serlens.trainer.config import TrainArgs
+from serlens.trainer.service import TrainClip, TrainerService
 
 LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
              conv_dim=(512,) * 7, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,

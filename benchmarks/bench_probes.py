@@ -26,9 +26,9 @@ import time
 import numpy as np
 import torch
 
-from services.probe.batched import train_probes
-from services.probe.config import ProbeArgs
-from services.probe.core import stratified_split, train_probe_naive
+from serlens.probe.batched import train_probes
+from serlens.probe.config import ProbeArgs
+from serlens.probe.core import stratified_split, train_probe_naive
 
 NUM_CLASSES = 6
 EGEMAPS_DIM = 88

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from shared.errors import AudioDecodeError, InvalidAudioError, UnsupportedMediaTypeError
+from serlens.shared.errors import AudioDecodeError, InvalidAudioError, UnsupportedMediaTypeError
 
 #: The sampling rate of every signal past decoding, in Hz.
 TARGET_SAMPLING_RATE = 16_000

@@ -20,9 +20,9 @@ from typing import Any
 
 import soundfile as sf
 
-from shared.audio import check_signal, decode, sha256_file
-from shared.errors import InvalidManifestError, ServiceError
-from shared.schema import EMOTIONS, ClipRecord
+from serlens.shared.audio import check_signal, decode, sha256_file
+from serlens.shared.errors import InvalidManifestError, ServiceError
+from serlens.shared.schema import EMOTIONS, ClipRecord
 
 #: ``map_fn(inspect_audio, paths)``: the builtin ``map``, or a parallel one with the same call.
 MapFn = Callable[[Callable[[str], Any], Iterable[str]], Iterable[Any]]
@@ -91,7 +91,7 @@ def inspect_audio(path: str) -> tuple[dict[str, Any], None] | tuple[None, str]:
 
 
 def _strip_prefix(message: str, path: str) -> str:
-    """Errors from shared.audio start with the file name; the culprit already says it."""
+    """Errors from serlens.shared.audio start with the file name; the culprit already says it."""
     prefix = f"{path}: "
     return message[len(prefix) :] if message.startswith(prefix) else message
 
@@ -151,7 +151,7 @@ def scan_crema_d(
     actor's Sex in the CSV (``Male`` -> ``M``, ``Female`` -> ``F``).
 
     Args:
-        folder: the corpus root (or the demo corpus from ``shared.demo_corpus``).
+        folder: the corpus root (or the demo corpus from ``serlens.shared.demo_corpus``).
         dataset: name stored in every record.
         labels: emotion codes accepted.
         map_fn: how to run ``inspect_audio`` over the files (``map`` or a parallel map).
@@ -241,7 +241,7 @@ def scan_manifest(
     """Scan a manifest: columns ``path, label, speaker, gender`` and optionally ``id``.
 
     Relative paths are relative to the manifest's folder; audio may have any sampling
-    rate and channel count (it is converted to 16 kHz mono later by ``shared.audio.decode``).
+    rate and channel count (it is converted to 16 kHz mono later by ``serlens.shared.audio.decode``).
     A row without ``id`` gets its path's stem.
 
     Args:

@@ -7,7 +7,7 @@ on the emotion (F0 level and range, energy, speaking rate, jitter, tilt, breathi
 the speaker (gender sets the F0 range and vocal-tract length; each speaker has offsets), with
 random variation per clip, so eGeMAPS carries real but imperfect signal about the label.
 
-Layout written (what ``shared.datasets.scan_crema_d`` reads)::
+Layout written (what ``serlens.shared.datasets.scan_crema_d`` reads)::
 
     <folder>/AudioWAV/<ActorID>_<SEN>_<EMO>_XX.wav    16 kHz, 16-bit PCM, mono
     <folder>/VideoDemographics.csv                    "ActorID","Age","Sex","Race","Ethnicity"
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from scipy import signal as scipy_signal
 
-from shared.audio import TARGET_SAMPLING_RATE, write_wav
-from shared.errors import InvalidConfigError
-from shared.schema import EMOTIONS
+from serlens.shared.audio import TARGET_SAMPLING_RATE, write_wav
+from serlens.shared.errors import InvalidConfigError
+from serlens.shared.schema import EMOTIONS
 
 #: ActorIDs of the demo start here, far from CREMA-D's 1001-1091.
 FIRST_ACTOR_ID = 9001

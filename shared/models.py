@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared import settings
-from shared.errors import ModelLoadError
+from serlens.shared import settings
+from serlens.shared.errors import ModelLoadError
 
 HEAD_FILENAME = "classifier_head.pt"
 LABELS_FILENAME = "labels.json"
@@ -154,8 +154,8 @@ def check_encoder_input(signal: np.ndarray, sampling_rate: int, bundle: ModelBun
         InvalidAudioError: another rate than the model's, integer samples, not 1-D, empty, NaN,
             or fewer samples than one frame needs.
     """
-    from shared.audio import check_signal
-    from shared.errors import InvalidAudioError
+    from serlens.shared.audio import check_signal
+    from serlens.shared.errors import InvalidAudioError
 
     if sampling_rate != bundle.sampling_rate:
         raise InvalidAudioError(f"{name}: sampling rate {sampling_rate} Hz, expected {bundle.sampling_rate} Hz "

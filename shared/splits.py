@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shared.errors import InvalidConfigError, InvalidManifestError
-from shared.schema import ClipRecord
+from serlens.shared.errors import InvalidConfigError, InvalidManifestError
+from serlens.shared.schema import ClipRecord
 
 TRAIN, VALIDATION, ANALYSIS = 1, 2, 3
 

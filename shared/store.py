@@ -35,8 +35,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.errors import QueryRejectedError, QueryTimeoutError, StoreError
-from shared.schema import SCHEMA_VERSION, STAGES, TableSpec, all_tables, table
+from serlens.shared.errors import QueryRejectedError, QueryTimeoutError, StoreError
+from serlens.shared.schema import SCHEMA_VERSION, STAGES, TableSpec, all_tables, table
 
 DB_FILENAME = "serlens.duckdb"
 _SCHEMA_FILE = f"part-00000000-schema-v{SCHEMA_VERSION}.parquet"
@@ -56,6 +56,29 @@ def _partition_dir(spec: TableSpec, partition: Mapping[str, Any]) -> str:
     if missing:
         raise StoreError(f"table {spec.name!r} is partitioned by {spec.partition_by}; missing {missing}")
     return "/".join(f"{c}={quote(str(partition[c]), safe='')}" for c in spec.partition_by)
+
+
+def _check_columns(spec: TableSpec, names: Sequence[str]) -> None:
+    unknown = sorted(set(names) - set(spec.schema.names))
+    if unknown:
+        raise StoreError(f"table {spec.name!r} has no column(s) {', '.join(unknown)}")
+
+
+def _conditions(filters: Mapping[str, Any], created_since: dt.datetime | None) -> tuple[str, list[Any]]:
+    """An SQL condition and its parameters from equality filters (columns checked by the caller)."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for column, value in filters.items():
+        if isinstance(value, (list, tuple)):
+            parts.append(f'"{column}" IN ({", ".join("?" * len(value))})' if value else "FALSE")
+            params.extend(value)
+        else:
+            parts.append(f'"{column}" = ?')
+            params.append(value)
+    if created_since is not None:
+        parts.append('"created_at" >= ?')
+        params.append(created_since)
+    return " AND ".join(parts), params
 
 
 class FeatureStore:
@@ -134,7 +157,7 @@ class FeatureStore:
         """Append rows to a table as one new Parquet file per partition.
 
         Args:
-            name: table name (see ``shared.schema``).
+            name: table name (see ``serlens.shared.schema``).
             rows: a pyarrow table or a list of dicts with the table's columns;
                 ``config_hash`` and ``created_at`` are filled in when absent.
             config_hash: lineage: the hash of the config (or stage key) that made the rows.
@@ -209,8 +232,8 @@ class FeatureStore:
         self,
         name: str,
         *,
-        where: str | None = None,
-        params: Sequence[Any] | None = None,
+        filters: Mapping[str, Any] | None = None,
+        created_since: dt.datetime | None = None,
         columns: Sequence[str] | None = None,
         order_by: Sequence[str] | None = None,
         partition: Mapping[str, Any] | None = None,
@@ -222,15 +245,21 @@ class FeatureStore:
 
         Args:
             name: table name.
-            where: an SQL condition with ``?`` placeholders, written by serlens code only.
-            params: values for the placeholders.
+            filters: ``{column: value}``, all of which must hold; a list or tuple value means
+                any of its values.
+            created_since: keep only rows written at or after this UTC time.
             columns: columns to return (default: all).
             order_by: columns to sort by.
             partition: leading partition values; only those folders are read.
+
+        Raises:
+            StoreError: a column that the table does not have.
         """
         spec = table(name)
+        _check_columns(spec, [*(columns or ()), *(filters or {}), *(order_by or ())])
         cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
         sql = f"SELECT {cols} FROM ({self.view_sql(spec, partition=partition)})"
+        where, params = _conditions(filters or {}, created_since)
         if where:
             sql += f" WHERE {where}"
         if order_by:
@@ -241,21 +270,19 @@ class FeatureStore:
         if not folder.exists() or not any(folder.rglob("*.parquet")):
             return spec.schema.empty_table().select(list(columns) if columns else spec.schema.names)
         with duckdb.connect() as con:
-            return con.sql(sql, params=list(params or [])).to_arrow_table()
+            return con.sql(sql, params=params).to_arrow_table()
 
-    def keys_present(self, name: str, columns: Sequence[str], *, where: str | None = None,
-                     params: Sequence[Any] | None = None,
+    def keys_present(self, name: str, columns: Sequence[str], *, filters: Mapping[str, Any] | None = None,
                      partition: Mapping[str, Any] | None = None) -> set[tuple[Any, ...]]:
         """The distinct tuples of ``columns`` already stored (to skip work done before)."""
-        rows = self.read(name, columns=columns, where=where, params=params, partition=partition)
+        rows = self.read(name, columns=columns, filters=filters, partition=partition)
         return set(zip(*(rows.column(c).to_pylist() for c in columns), strict=True)) if rows.num_rows else set()
 
     # ------------------------------------------------------------------ stages
 
     def stage_done(self, stage: str, stage_key: str) -> bool:
         """Whether a stage finished before with exactly this key (its inputs and config)."""
-        return bool(self.keys_present(STAGES.name, ["stage"], where="stage = ? AND stage_key = ?",
-                                      params=[stage, stage_key]))
+        return bool(self.keys_present(STAGES.name, ["stage"], filters={"stage": stage, "stage_key": stage_key}))
 
     def mark_stage(self, stage: str, stage_key: str, *, rows: int, seconds: float) -> None:
         """Record that a stage finished; written last, after all of its rows."""

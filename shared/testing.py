@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from shared import settings
-from shared.audio import TARGET_SAMPLING_RATE, wav_bytes
-from shared.demo_corpus import Speaker, VoiceProfile, synthesize
+from serlens.shared import settings
+from serlens.shared.audio import TARGET_SAMPLING_RATE, wav_bytes
+from serlens.shared.demo_corpus import Speaker, VoiceProfile, synthesize
 
 
 def sine(

@@ -1,7 +1,7 @@
 """MLflow tracking: where runs go, and the few calls serlens makes.
 
 This is the one module that resolves the tracking URI (``MLFLOW_TRACKING_URI`` itself is
-read by ``shared.settings``, the one place that reads environment variables). Everything
+read by ``serlens.shared.settings``, the one place that reads environment variables). Everything
 goes through an explicit ``MlflowClient`` bound to a ``TrackingConfig`` (never the fluent
 API's global state), so that several services, threads or Ray workers can log to
 different stores in one process.
@@ -27,8 +27,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from shared import settings
-from shared.errors import NotFoundError
+from serlens.shared import settings
+from serlens.shared.errors import NotFoundError
 
 DB_FILENAME = "mlflow.db"
 ARTIFACTS_DIRNAME = "mlartifacts"

@@ -1,5 +1,5 @@
 """The HTTP API: a FastAPI ingress on Ray Serve over the Normalize, Egemaps, Embed, Predict apps."""
 
-from services.api.config import ApiArgs, ApiConfig
+from serlens.api.config import ApiArgs, ApiConfig
 
 __all__ = ["ApiArgs", "ApiConfig"]

@@ -1,7 +1,7 @@
 """The serlens HTTP API as a Ray Serve application: ``build_app(args)``.
 
-``serve run services.api.app:build_app workdir=...`` or a Serve config with
-``import_path: services.api.app:build_app``. One FastAPI ingress (``Ingress``) composed
+``serve run serlens.api.app:build_app workdir=...`` or a Serve config with
+``import_path: serlens.api.app:build_app``. One FastAPI ingress (``Ingress``) composed
 with the ``Normalize``, ``Egemaps``, ``Embed`` and ``Predict`` deployments through handles.
 """
 
@@ -16,15 +16,14 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from services.api.config import ApiArgs
-from services.api.records import CheckpointIndex
-from services.api.routes import IngressState, create_app
-from services.egemaps.app import build_app as build_egemaps
-from services.embed.app import build_app as build_embed
-from services.normalize.app import build_app as build_normalize
-from services.predict.app import build_app as build_predict
-from shared.errors import ServiceError
-from shared.store import FeatureStore
+from serlens.api.config import ApiArgs
+from serlens.api.records import CheckpointIndex
+from serlens.api.routes import IngressState, create_app
+from serlens.egemaps.app import build_app as build_egemaps
+from serlens.embed.app import build_app as build_embed
+from serlens.normalize.app import build_app as build_normalize
+from serlens.predict.app import build_app as build_predict
+from serlens.shared.errors import ServiceError
 
 logger = logging.getLogger("ray.serve")
 
@@ -55,7 +54,7 @@ class _Ingress:
         predict: DeploymentHandle,
     ) -> None:
         config = ApiArgs.model_validate(args).to_config()
-        store = FeatureStore(config.store_root)
+        store = config.paths.store
         store.init()
         if not store.db_path.exists():
             # A fresh workdir: create the views once so that /sql answers (empty tables). A
@@ -104,7 +103,7 @@ def _default_model(args: ApiArgs) -> str | None:
     """The model folder to load at start (None when the store has no checkpoint yet)."""
     config = args.to_config()
     index = CheckpointIndex(
-        FeatureStore(config.store_root), config.checkpoints_dir, default_model=config.model
+        config.paths.store, config.paths, default_model=config.model
     )
     try:
         return index.resolve(None).local_path

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.egemaps.config import EgemapsArgs
-from services.embed.config import EmbedArgs
-from services.normalize.config import NormalizeArgs
-from services.predict.config import PredictArgs
-from shared.settings import default_workdir
+from serlens.egemaps.config import EgemapsArgs
+from serlens.embed.config import EmbedArgs
+from serlens.normalize.config import NormalizeArgs
+from serlens.predict.config import PredictArgs
+from serlens.shared.settings import default_workdir
+from serlens.shared.workdir import Workdir
 
 
 @dataclass(frozen=True)
@@ -48,28 +49,13 @@ class ApiConfig:
     predict: PredictArgs
 
     @property
-    def store_root(self) -> Path:
-        """The feature store's folder."""
-        return self.workdir / "store"
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        """Fine-tuning checkpoints, one folder per train key."""
-        return self.workdir / "checkpoints"
-
-    @property
-    def audio_dir(self) -> Path:
-        """Normalised audio, content-addressed by source hash, per normalisation config."""
-        return self.workdir / "audio"
-
-    @property
-    def train_configs_dir(self) -> Path:
-        """Run configs posted to ``/train`` as JSON, written as YAML for the job."""
-        return self.workdir / "train-requests"
+    def paths(self) -> Workdir:
+        """The workdir's layout (store, checkpoints, audio, train requests)."""
+        return Workdir(self.workdir)
 
 
 class ApiArgs(BaseModel):
-    """The ``args`` of the Serve application (``serve run services.api.app:build_app k=v``)."""
+    """The ``args`` of the Serve application (``serve run serlens.api.app:build_app k=v``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

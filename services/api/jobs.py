@@ -21,11 +21,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api.config import ApiConfig
-from services.pipeline.config import config_hash, load_study_args
-from shared.errors import InvalidRequestError, JobBackendError, NotFoundError
-from shared.schema import CHECKPOINTS, TRAIN_METRICS
-from shared.store import FeatureStore
+from serlens.api.config import ApiConfig
+from serlens.pipeline.config import config_hash, load_study_args
+from serlens.shared.errors import InvalidRequestError, JobBackendError, NotFoundError
+from serlens.shared.schema import CHECKPOINTS, TRAIN_METRICS
+from serlens.shared.store import FeatureStore
 
 #: ``metadata["serlens"]`` of every job the API submits (other jobs are not shown).
 JOB_KIND = "train"
@@ -79,7 +79,7 @@ def prepare_config(request: TrainRequest, config: ApiConfig) -> Path:
             source.write_text(yaml.safe_dump(request.config, sort_keys=False))
             args = load_study_args(source, request.overrides)
     text = args.to_yaml()
-    path = config.train_configs_dir / f"{config_hash('train-request', text)}.yaml"
+    path = config.paths.train_requests / f"{config_hash('train-request', text)}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
@@ -202,8 +202,7 @@ class TrainJobs:
         rows = self.store.read(
             CHECKPOINTS.name,
             columns=["train_key", "created_at"],
-            where="created_at >= ?",
-            params=[since],
+            created_since=since,
             order_by=["created_at"],
         ).to_pylist()
         return rows[-1]["train_key"] if rows else None
@@ -212,7 +211,7 @@ class TrainJobs:
         if not train_key:
             return []
         return self.store.read(
-            name, where="train_key = ?", params=[train_key], order_by=order_by
+            name, filters={"train_key": train_key}, order_by=order_by
         ).to_pylist()
 
 

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from services.api.config import ApiConfig
-from services.pipeline.config import config_hash
-from shared.audio import DecodedAudio, store_normalized
-from shared.errors import NotFoundError
-from shared.schema import CHECKPOINTS, CLIPS, EMBEDDINGS, LoudnessRecord, egemaps_spec
-from shared.store import FeatureStore
+from serlens.api.config import ApiConfig
+from serlens.pipeline.config import config_hash
+from serlens.shared.audio import DecodedAudio, store_normalized
+from serlens.shared.errors import NotFoundError
+from serlens.shared.schema import CHECKPOINTS, CLIPS, EMBEDDINGS, LoudnessRecord, egemaps_spec
+from serlens.shared.store import FeatureStore
+from serlens.shared.workdir import Workdir
 
 #: The ``dataset`` of every row the API writes.
 API_DATASET = "api"
@@ -58,7 +59,7 @@ class CheckpointIndex:
 
     Args:
         store: the feature store.
-        checkpoints_dir: ``<workdir>/checkpoints`` (used when a row's ``local_path`` moved).
+        paths: the workdir layout (its checkpoint folder is used when a row's ``local_path`` moved).
         default_model: the API's ``model`` setting (None: the latest checkpoint).
         ttl_s: how long a read is reused, in seconds.
     """
@@ -66,13 +67,13 @@ class CheckpointIndex:
     def __init__(
         self,
         store: FeatureStore,
-        checkpoints_dir: Path,
+        paths: Workdir,
         *,
         default_model: str | None,
         ttl_s: float = 2.0,
     ) -> None:
         self.store = store
-        self.checkpoints_dir = checkpoints_dir
+        self.paths = paths
         self.default_model = default_model
         self.ttl_s = ttl_s
         self._rows: list[dict[str, Any]] = []
@@ -138,7 +139,7 @@ class CheckpointIndex:
     def _folder(self, row: Mapping[str, Any]) -> str:
         candidates = [Path(row["local_path"])] if row["local_path"] else []
         candidates.append(
-            self.checkpoints_dir / row["train_key"] / f"step-{int(row['checkpoint_step']):06d}"
+            self.paths.checkpoint_dir(row["train_key"], int(row["checkpoint_step"]))
         )
         for folder in candidates:
             if folder.is_dir():
@@ -216,7 +217,7 @@ class StoreWriter:
         # Identical uploads in flight at once: one writes the file, the others find it.
         with self._audio_lock:
             path, digest = store_normalized(
-                self.config.audio_dir / f"norm-{self.lineage.norm_key}", upload.audio_sha256, upload.normalized
+                self.config.paths.normalized_audio(self.lineage.norm_key), upload.audio_sha256, upload.normalized
             )
         row = {
             "clip_id": upload.clip_id,
@@ -288,13 +289,12 @@ def read_results(
         filters: ``{column: value}``; a None value does not filter.
     """
     used = {column: value for column, value in filters.items() if value is not None}
-    where = " AND ".join(f'"{column}" = ?' for column in used) or None
     order = [c for c in ("train_key", "checkpoint_step", "layer") if c in store_columns(name)]
-    return store.read(name, where=where, params=list(used.values()), order_by=order).to_pylist()
+    return store.read(name, filters=used, order_by=order).to_pylist()
 
 
 def store_columns(name: str) -> list[str]:
-    """The columns of a table (from ``shared.schema``)."""
-    from shared.schema import table
+    """The columns of a table (from ``serlens.shared.schema``)."""
+    from serlens.shared.schema import table
 
     return table(name).schema.names

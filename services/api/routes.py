@@ -21,15 +21,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray.exceptions import RayError, RayTaskError
 
-from services.api.config import ApiConfig
-from services.api.encoding import jsonable, rows_to_csv
-from services.api.jobs import TrainJobs, TrainRequest, prepare_config
-from services.api.records import CheckpointIndex, Lineage, StoreWriter, Upload, read_results
-from services.api.uploads import BodySizeLimit, decode_upload, read_upload
-from shared.audio import sha256_bytes, wav_bytes
-from shared.errors import InvalidRequestError, NotFoundError, ServiceError
-from shared.schema import CKA, PROBES
-from shared.store import FeatureStore, run_readonly_query
+from serlens.api.config import ApiConfig
+from serlens.api.encoding import jsonable, rows_to_csv
+from serlens.api.jobs import TrainJobs, TrainRequest, prepare_config
+from serlens.api.records import CheckpointIndex, Lineage, StoreWriter, Upload, read_results
+from serlens.api.uploads import BodySizeLimit, decode_upload, read_upload
+from serlens.shared.audio import sha256_bytes, wav_bytes
+from serlens.shared.errors import InvalidRequestError, NotFoundError, ServiceError
+from serlens.shared.schema import CKA, PROBES
+from serlens.shared.store import run_readonly_query
 
 #: The multipart field of every audio route.
 AudioFile = Annotated[
@@ -72,10 +72,10 @@ class IngressState:
     predict: Any
 
     def __post_init__(self) -> None:
-        self.store = FeatureStore(self.config.store_root)
+        self.store = self.config.paths.store
         self.lineage = Lineage.from_config(self.config)
         self.checkpoints = CheckpointIndex(
-            self.store, self.config.checkpoints_dir, default_model=self.config.model
+            self.store, self.config.paths, default_model=self.config.model
         )
         self.writer = StoreWriter(self.store, self.config, self.lineage)
         self.jobs = TrainJobs(self.config, self.store)
@@ -352,7 +352,7 @@ def create_app(state: IngressState) -> FastAPI:
         }
         options = {"estimator": estimator} if estimator else {}
         return await results(
-            CKA.name, filters, format, ("services.cka.figures", "plot_cka_heatmap"), **options
+            CKA.name, filters, format, ("serlens.cka.figures", "plot_cka_heatmap"), **options
         )
 
     @app.get("/probes", summary="Stored layer-wise probe results (JSON or PNG)")
@@ -364,7 +364,7 @@ def create_app(state: IngressState) -> FastAPI:
     ) -> Response:
         filters = {"train_key": train_key, "checkpoint_step": checkpoint_step, "features": features}
         return await results(
-            PROBES.name, filters, format, ("services.probe.figures", "plot_probe_f1")
+            PROBES.name, filters, format, ("serlens.probe.figures", "plot_probe_f1")
         )
 
     @app.post(

@@ -1,6 +1,6 @@
 """Uploads at the ingress: size limits, one decode to 16 kHz mono float32, and the checks.
 
-Audio is decoded here once (``shared.audio.decode``); only the 16 kHz array travels on to
+Audio is decoded here once (``serlens.shared.audio.decode``); only the 16 kHz array travels on to
 the deployments. The size limit holds twice: on the declared ``Content-Length`` before
 anything is parsed, and on the bytes actually read (also for chunked bodies, which have no
 ``Content-Length``).
@@ -13,8 +13,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.audio import DecodedAudio, check_signal, decode
-from shared.errors import PayloadTooLargeError
+from serlens.shared.audio import DecodedAudio, check_signal, decode
+from serlens.shared.errors import PayloadTooLargeError
 
 #: Room for the multipart boundaries and part headers around the file, in bytes.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024

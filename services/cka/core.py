@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.cka.config import ESTIMATORS, Estimator
-from shared.errors import InvalidConfigError, InvalidInputError
+from serlens.cka.config import ESTIMATORS, Estimator
+from serlens.shared.errors import InvalidConfigError, InvalidInputError
 
 #: Fewest clips the debiased estimator is defined for (its normaliser is n (n - 3)).
 MIN_CLIPS_DEBIASED = 4

@@ -16,9 +16,9 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from services.cka.config import ESTIMATORS
-from shared.errors import InvalidInputError
-from shared.figures import save_figure
+from serlens.cka.config import ESTIMATORS
+from serlens.shared.errors import InvalidInputError
+from serlens.shared.figures import save_figure
 
 #: Largest grid (checkpoints x layers) whose cells get their value written in.
 MAX_ANNOTATED_CELLS = 400

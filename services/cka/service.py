@@ -12,9 +12,9 @@ from typing import Any, overload
 
 import numpy as np
 
-from services.cka import core
-from services.cka.config import CkaConfig
-from shared.errors import InvalidInputError
+from serlens.cka import core
+from serlens.cka.config import CkaConfig
+from serlens.shared.errors import InvalidInputError
 
 
 class _Mapped(Sequence[np.ndarray]):

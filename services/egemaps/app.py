@@ -8,8 +8,8 @@ import numpy as np
 from ray import serve
 from ray.serve import Application
 
-from services.egemaps.config import EgemapsArgs
-from services.egemaps.service import EgemapsService
+from serlens.egemaps.config import EgemapsArgs
+from serlens.egemaps.service import EgemapsService
 
 
 # An extractor is one thread. Half a logical CPU per replica lets build_app run one replica per

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from shared.errors import ServiceError
+from serlens.shared.errors import ServiceError
 
 #: openSMILE's eGeMAPSv02 has exactly this many functionals.
 NUM_EGEMAPS_FEATURES = 88
@@ -34,7 +34,7 @@ def check_feature_names(names: Sequence[str], expected: Sequence[str]) -> tuple[
 
     Args:
         names: the names an extractor reports.
-        expected: the canonical names (``shared.schema.egemaps_feature_names()``).
+        expected: the canonical names (``serlens.shared.schema.egemaps_feature_names()``).
 
     Raises:
         ServiceError: when the count, a name, or the order differs; the message names them.

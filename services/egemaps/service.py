@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 import opensmile
 
-from services.egemaps import core
-from services.egemaps.config import EgemapsConfig
-from shared.audio import TARGET_SAMPLING_RATE, check_signal, decode
-from shared.errors import InvalidAudioError, InvalidConfigError
-from shared.schema import egemaps_feature_names
+from serlens.egemaps import core
+from serlens.egemaps.config import EgemapsConfig
+from serlens.shared.audio import TARGET_SAMPLING_RATE, check_signal, decode
+from serlens.shared.errors import InvalidAudioError, InvalidConfigError
+from serlens.shared.schema import egemaps_feature_names
 
 
 class EgemapsService:

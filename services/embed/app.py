@@ -18,10 +18,10 @@ import numpy as np
 from ray import serve
 from ray.serve import Application
 
-from services.embed import core
-from services.embed.config import EmbedArgs
-from services.embed.service import EmbedService
-from shared.errors import ServiceError
+from serlens.embed import core
+from serlens.embed.config import EmbedArgs
+from serlens.embed.service import EmbedService
+from serlens.shared.errors import ServiceError
 
 logger = logging.getLogger("ray.serve")
 

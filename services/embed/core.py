@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from numbers import Integral
 
-from shared.errors import InvalidConfigError
-from shared.models import ModelBundle, length_groups
+from serlens.shared.errors import InvalidConfigError
+from serlens.shared.models import ModelBundle, length_groups
 
 
 def select_layers(layers: Sequence[int] | None, num_hidden_states: int) -> tuple[int, ...]:
@@ -46,7 +46,7 @@ def plan_batches(
 ) -> list[list[int]]:
     """Clip indices grouped into forward passes.
 
-    Groups come from ``shared.models.length_groups`` (longest first; equal lengths only for
+    Groups come from ``serlens.shared.models.length_groups`` (longest first; equal lengths only for
     encoders without a padding mask), then are split so that no batch holds more than
     ``max_batch_samples`` padded samples (clips x longest clip). A clip longer than the cap
     still gets a batch of its own.

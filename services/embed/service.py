@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from services.embed import core
-from services.embed.config import EmbedConfig
-from shared.models import check_encoder_input, load_encoder, pooled_hidden_states, prepare_batch
+from serlens.embed import core
+from serlens.embed.config import EmbedConfig
+from serlens.shared.models import check_encoder_input, load_encoder, pooled_hidden_states, prepare_batch
 
 
 class EmbedService:

@@ -8,9 +8,9 @@ import numpy as np
 from ray import serve
 from ray.serve import Application
 
-from services.normalize.config import NormalizeArgs
-from services.normalize.service import NormalizeService
-from shared.schema import LoudnessRecord
+from serlens.normalize.config import NormalizeArgs
+from serlens.normalize.service import NormalizeService
+from serlens.shared.schema import LoudnessRecord
 
 
 @serve.deployment(name="Normalize", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=8)

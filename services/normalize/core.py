@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pyloudnorm
 
-from services.normalize.config import NormalizeConfig
-from shared.errors import InvalidAudioError, InvalidConfigError
-from shared.schema import LoudnessRecord
+from serlens.normalize.config import NormalizeConfig
+from serlens.shared.errors import InvalidAudioError, InvalidConfigError
+from serlens.shared.schema import LoudnessRecord
 
 #: BS.1770 gating block, in seconds: the shortest signal whose loudness is defined.
 BLOCK_S = 0.4

@@ -9,11 +9,11 @@ import os
 
 import numpy as np
 
-from services.normalize import core
-from services.normalize.config import NormalizeConfig
-from shared.audio import TARGET_SAMPLING_RATE, DecodedAudio, decode
-from shared.errors import InvalidAudioError
-from shared.schema import LoudnessRecord
+from serlens.normalize import core
+from serlens.normalize.config import NormalizeConfig
+from serlens.shared.audio import TARGET_SAMPLING_RATE, DecodedAudio, decode
+from serlens.shared.errors import InvalidAudioError
+from serlens.shared.schema import LoudnessRecord
 
 
 class NormalizeService:
@@ -65,7 +65,7 @@ class NormalizeService:
         if sampling_rate != TARGET_SAMPLING_RATE:
             raise InvalidAudioError(
                 f"{name}: sampling rate {sampling_rate} Hz, expected {TARGET_SAMPLING_RATE} Hz "
-                "(decode with shared.audio.decode first)"
+                "(decode with serlens.shared.audio.decode first)"
             )
         return core.normalize_loudness(x, sampling_rate, config=self.config, name=name)
 

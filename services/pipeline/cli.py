@@ -8,8 +8,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.errors import ServiceError
-from shared.settings import default_workdir, ray_address
+from serlens.shared.errors import ServiceError
+from serlens.shared.settings import default_workdir, ray_address
 
 EXAMPLE_QUERY = (
     "SELECT checkpoint_step, layer, round(value, 3) AS cka FROM cka "
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("run", "run the whole study (default: the embedded demo)"),
                             ("train", "prepare the data and fine-tune only")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--config", type=Path, default=None, help="YAML config (default: deploy/demo.yaml)")
+        p.add_argument("--config", default=None,
+                       help="a YAML config file, or a shipped config by name: demo (the default) or crema-d")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.lr=2e-5 (repeatable)")
         p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS or a local Ray)")
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, workdir: Path) -> int:
-    from services.pipeline.config import load_study_args
-    from services.pipeline.run import Study, start_ray
+    from serlens.pipeline.config import load_study_args
+    from serlens.pipeline.run import Study, start_ray
 
     study_args = load_study_args(args.config, args.overrides)
     started = time.perf_counter()
@@ -92,9 +93,10 @@ try:
 def _sql(args: argparse.Namespace, workdir: Path) -> int:
     import pandas as pd
 
-    from shared.store import FeatureStore, run_readonly_query
+    from serlens.shared.store import run_readonly_query
+    from serlens.shared.workdir import Workdir
 
-    columns, rows, truncated = run_readonly_query(FeatureStore(workdir / "store"), args.query,
+    columns, rows, truncated = run_readonly_query(Workdir(workdir).store, args.query,
                                                   max_rows=args.max_rows)
     frame = pd.DataFrame.from_records(rows, columns=columns).convert_dtypes()
     if args.format == "csv":
@@ -110,7 +112,7 @@ def _sql(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def _serve(args: argparse.Namespace, workdir: Path) -> int:
-    from services.api.app import serve_locally
+    from serlens.api.app import serve_locally
 
     serve_locally(str(workdir), host=args.host, port=args.port, address=ray_address())
     return 0
@@ -126,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sql":
             return _sql(args, workdir)
         if args.command == "report":
-            from services.pipeline.report import write_report
+            from serlens.pipeline.report import write_report
 
             print(write_report(workdir))
             return 0

@@ -8,27 +8,32 @@ reuse from the store.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 from collections.abc import Mapping, Sequence
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from services.cka.config import CkaArgs
-from services.egemaps.config import EgemapsArgs
-from services.embed.config import EmbedArgs
-from services.normalize.config import NormalizeArgs
-from services.probe.config import ProbeArgs
-from services.trainer.config import TrainArgs
-from shared.errors import InvalidConfigError
-from shared.schema import EMOTIONS
+from serlens.cka.config import CkaArgs
+from serlens.egemaps.config import EgemapsArgs
+from serlens.embed.config import EmbedArgs
+from serlens.normalize.config import NormalizeArgs
+from serlens.probe.config import ProbeArgs
+from serlens.shared.errors import InvalidConfigError
+from serlens.shared.schema import EMOTIONS
+from serlens.trainer.config import TrainArgs
 
 #: The demo's model: a tiny random WavLM written into the workdir with save_pretrained.
 DEMO_MODEL = "serlens:tiny-random-wavlm"
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "demo.yaml"
+#: The run configs serlens ships (package data in ``serlens.deploy``), by name.
+SHIPPED_CONFIGS = ("demo", "crema-d")
+#: The config ``serlens run`` uses when none is given.
+DEFAULT_CONFIG_NAME = "demo"
 
 
 class _Section(BaseModel):
@@ -131,25 +136,57 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def load_study_args(path: str | Path | None = None, overrides: Sequence[str] = ()) -> StudyArgs:
-    """Read a YAML config (default ``deploy/demo.yaml``), apply overrides, validate.
+def shipped_config(name: str) -> Traversable:
+    """The shipped run config called ``name`` (``demo`` or ``crema-d``), from the package data.
 
     Raises:
-        InvalidConfigError: unreadable file, unknown keys, bad values; the message names each.
+        InvalidConfigError: no shipped config has that name, or the installation lacks it.
     """
-    source = Path(path) if path else DEFAULT_CONFIG
-    data: dict[str, Any] = {}
-    if source.exists():
-        try:
-            loaded = yaml.safe_load(source.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise InvalidConfigError(f"{source}: not valid YAML: {err}") from err
-        if not isinstance(loaded, dict):
-            raise InvalidConfigError(f"{source}: expected a mapping of sections, got {type(loaded).__name__}")
-        data = loaded
-    elif path:
-        raise InvalidConfigError(f"config file {source} does not exist")
-    data = apply_overrides(data, overrides)
+    if name not in SHIPPED_CONFIGS:
+        raise InvalidConfigError(f"no shipped config named {name!r}; shipped: {', '.join(SHIPPED_CONFIGS)}")
+    resource = importlib.resources.files("serlens.deploy") / f"{name}.yaml"
+    if not resource.is_file():
+        raise InvalidConfigError(f"the shipped config {name!r} is missing from this installation ({resource})")
+    return resource
+
+
+def resolve_config(path: str | Path | None = None) -> Path | Traversable:
+    """Where a config comes from: a file path, a shipped config's name, or the default (``demo``).
+
+    A path that exists wins over a shipped name; a name that is neither is an error, never a
+    silent fallback to defaults.
+
+    Raises:
+        InvalidConfigError: the file does not exist and no shipped config has that name.
+    """
+    if path is None:
+        return shipped_config(DEFAULT_CONFIG_NAME)
+    source = Path(path)
+    if source.is_file():
+        return source
+    if str(path) in SHIPPED_CONFIGS:
+        return shipped_config(str(path))
+    raise InvalidConfigError(
+        f"config file {source} does not exist (shipped configs, by name: {', '.join(SHIPPED_CONFIGS)})"
+    )
+
+
+def load_study_args(path: str | Path | None = None, overrides: Sequence[str] = ()) -> StudyArgs:
+    """Read a YAML config (a path, a shipped name, or the default ``demo``), apply overrides, validate.
+
+    Raises:
+        InvalidConfigError: missing or unreadable file, unknown keys, bad values; the message names each.
+    """
+    source = resolve_config(path)
+    try:
+        loaded = yaml.safe_load(source.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise InvalidConfigError(f"{source}: not valid YAML: {err}") from err
+    except OSError as err:
+        raise InvalidConfigError(f"{source}: cannot be read: {err.strerror}") from err
+    if not isinstance(loaded, dict):
+        raise InvalidConfigError(f"{source}: expected a mapping of sections, got {type(loaded).__name__}")
+    data = apply_overrides(loaded, overrides)
     try:
         return StudyArgs.model_validate(data)
     except ValidationError as err:

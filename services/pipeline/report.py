@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import StoreError
-from shared.figures import save_figure
-from shared.store import FeatureStore
+from serlens.shared.errors import StoreError
+from serlens.shared.figures import save_figure
+from serlens.shared.store import FeatureStore
+from serlens.shared.workdir import Workdir
 
 PACKAGES = ("serlens", "torch", "transformers", "ray", "opensmile", "pyloudnorm", "soundfile", "soxr", "pyarrow",
             "duckdb", "mlflow", "numpy", "scikit-learn", "scipy", "matplotlib")
@@ -43,7 +44,7 @@ def latest_run(store: FeatureStore) -> dict[str, Any]:
     Raises:
         StoreError: when the store holds no finished run.
     """
-    rows = store.read("runs", where="status = 'finished'", order_by=["created_at"]).to_pylist()
+    rows = store.read("runs", filters={"status": "finished"}, order_by=["created_at"]).to_pylist()
     if not rows:
         raise StoreError(f"no finished run in {store.root}; run `serlens run` first")
     return rows[-1]
@@ -74,27 +75,27 @@ def _plot_loudness(clips: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
 
 def write_figures(store: FeatureStore, folder: Path, *, train_key: str, analysis_key: str) -> list[Path]:
     """Draw every figure of a run (PNG and SVG) from the store."""
-    from services.cka.figures import plot_cka_heatmap, plot_cka_panels
-    from services.probe.figures import plot_probe_f1
-    from services.trainer.figures import plot_training
+    from serlens.cka.figures import plot_cka_heatmap, plot_cka_panels
+    from serlens.probe.figures import plot_probe_f1
+    from serlens.trainer.figures import plot_training
 
     folder.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    metrics = store.read("train_metrics", where="train_key = ?", params=[train_key], order_by=["step"]).to_pylist()
-    steps = store.read("checkpoints", columns=["checkpoint_step"], where="train_key = ?",
-                       params=[train_key]).column("checkpoint_step").to_pylist()
+    metrics = store.read("train_metrics", filters={"train_key": train_key}, order_by=["step"]).to_pylist()
+    steps = store.read("checkpoints", columns=["checkpoint_step"],
+                       filters={"train_key": train_key}).column("checkpoint_step").to_pylist()
     if metrics:
         paths += plot_training(metrics, sorted(steps), folder / "training")
-    cka = store.read("cka", where="config_hash = ?", params=[analysis_key]).to_pylist()
+    cka = store.read("cka", filters={"config_hash": analysis_key}).to_pylist()
     if cka:
         paths += plot_cka_heatmap(cka, folder / "cka_egemaps", estimator="linear",
                                   title="Linear CKA with eGeMAPS (subset 3)")
         paths += plot_cka_panels(cka, folder / "cka_egemaps_both")
-    probes = store.read("probes", where="config_hash = ?", params=[analysis_key]).to_pylist()
+    probes = store.read("probes", filters={"config_hash": analysis_key}).to_pylist()
     if probes:
         paths += plot_probe_f1(probes, folder / "probe_f1")
     data_key = latest_data_key(store, train_key)
-    clips = store.read("clips", where="config_hash = ?", params=[data_key]).to_pylist() if data_key else []
+    clips = store.read("clips", filters={"config_hash": data_key}).to_pylist() if data_key else []
     if clips:
         paths += _plot_loudness(clips, folder / "loudness")
     return paths
@@ -103,11 +104,11 @@ def write_figures(store: FeatureStore, folder: Path, *, train_key: str, analysis
 def latest_data_key(store: FeatureStore, train_key: str) -> str | None:
     """The data key of the newest finished run with this train key."""
     rows = store.read("runs", columns=["data_key", "train_key", "created_at"],
-                      where="status = 'finished'", order_by=["created_at"]).to_pylist()
+                      filters={"status": "finished"}, order_by=["created_at"]).to_pylist()
     keys = [r["data_key"] for r in rows if r["train_key"] == train_key]
     if keys:
         return keys[-1]
-    rows = store.read("stages", columns=["stage_key", "created_at"], where="stage = 'prepare'",
+    rows = store.read("stages", columns=["stage_key", "created_at"], filters={"stage": "prepare"},
                       order_by=["created_at"]).to_pylist()
     return rows[-1]["stage_key"] if rows else None
 
@@ -138,12 +139,12 @@ def _figure(path: Path, caption: str) -> str:
 
 def _summaries(store: FeatureStore, run: dict[str, Any]) -> dict[str, Any]:
     train_key, analysis_key, data_key = run["train_key"], run["analysis_key"], run["data_key"]
-    clips = store.read("clips", where="config_hash = ?", params=[data_key]).to_pylist()
-    checkpoints = store.read("checkpoints", where="train_key = ?", params=[train_key],
+    clips = store.read("clips", filters={"config_hash": data_key}).to_pylist()
+    checkpoints = store.read("checkpoints", filters={"train_key": train_key},
                              order_by=["checkpoint_step"]).to_pylist()
-    cka = store.read("cka", where="config_hash = ?", params=[analysis_key]).to_pylist()
-    probes = store.read("probes", where="config_hash = ?", params=[analysis_key]).to_pylist()
-    skipped = store.read("skipped", where="config_hash = ?", params=[data_key]).to_pylist()
+    cka = store.read("cka", filters={"config_hash": analysis_key}).to_pylist()
+    probes = store.read("probes", filters={"config_hash": analysis_key}).to_pylist()
+    skipped = store.read("skipped", filters={"config_hash": data_key}).to_pylist()
     return {"clips": clips, "checkpoints": checkpoints, "cka": cka, "probes": probes, "skipped": skipped}
 
 
@@ -157,10 +158,10 @@ def _random_init(checkpoints: Sequence[dict[str, Any]]) -> bool:
 
 def write_report(workdir: Path) -> Path:
     """Write ``<workdir>/report.html`` for the latest finished run; returns its path."""
-    workdir = Path(workdir).resolve()
-    store = FeatureStore(workdir / "store")
+    paths = Workdir(Path(workdir).resolve())
+    store = paths.store
     run = latest_run(store)
-    figures_dir = workdir / "figures"
+    figures_dir = paths.figures
     write_figures(store, figures_dir, train_key=run["train_key"], analysis_key=run["analysis_key"])
     s = _summaries(store, run)
     summary = json.loads(run.get("summary_json") or "{}")
@@ -257,7 +258,7 @@ pre{{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:.8em}}
 {''.join(sections)}
 </body></html>
 """
-    out = workdir / "report.html"
+    out = paths.report
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(page)
     tmp.replace(out)

@@ -22,50 +22,13 @@ from typing import Any
 import numpy as np
 import ray
 
-from services.pipeline import stages
-from services.pipeline.config import DEMO_MODEL, StudyArgs, config_hash
-from shared.datasets import DatasetScan, scan_crema_d, scan_manifest
-from shared.errors import InvalidManifestError, StoreError
-from shared.schema import egemaps_feature_names
-from shared.splits import split_speakers
-from shared.store import FeatureStore
-
-
-@dataclass(frozen=True)
-class Workdir:
-    """Where a run keeps everything (one folder; see README "What a run produces")."""
-
-    root: Path
-
-    @property
-    def store(self) -> FeatureStore:
-        """The feature store (Parquet + DuckDB views)."""
-        return FeatureStore(self.root / "store")
-
-    @property
-    def audio(self) -> Path:
-        """Normalised audio, content-addressed by source hash, per normalisation config."""
-        return self.root / "audio"
-
-    @property
-    def checkpoints(self) -> Path:
-        """Fine-tuning checkpoints, one folder per train key."""
-        return self.root / "checkpoints"
-
-    @property
-    def figures(self) -> Path:
-        """PNG and SVG figures."""
-        return self.root / "figures"
-
-    @property
-    def report(self) -> Path:
-        """The self-contained HTML report."""
-        return self.root / "report.html"
-
-    @property
-    def runs(self) -> Path:
-        """One folder per run with its resolved config."""
-        return self.root / "runs"
+from serlens.pipeline import stages
+from serlens.pipeline.config import DEMO_MODEL, StudyArgs, config_hash
+from serlens.shared.datasets import DatasetScan, scan_crema_d, scan_manifest
+from serlens.shared.errors import InvalidManifestError, StoreError
+from serlens.shared.schema import egemaps_feature_names
+from serlens.shared.splits import split_speakers
+from serlens.shared.workdir import Workdir
 
 
 @dataclass
@@ -149,9 +112,9 @@ class Study:
             return stages.ray_map(fn, items, desc="checking audio", progress=self.progress)
 
         if ds.kind == "demo":
-            from shared.demo_corpus import write_demo_corpus
+            from serlens.shared.demo_corpus import write_demo_corpus
 
-            folder = Path(ds.path) if ds.path else self.dir.root / "demo-corpus"
+            folder = Path(ds.path) if ds.path else self.dir.demo_corpus
             marker = folder / ".complete"
             wanted = f"{ds.demo_speakers}/{ds.demo_sentences_per_emotion}/{ds.demo_seed}"
             if not marker.exists() or marker.read_text() != wanted:
@@ -183,7 +146,7 @@ class Study:
         self.norm_key = norm_key
         if self.store.stage_done("prepare", self.data_key):
             self.result.reused.append("prepare")
-            rows = self.store.read("clips", where="config_hash = ?", params=[self.data_key]).to_pylist()
+            rows = self.store.read("clips", filters={"config_hash": self.data_key}).to_pylist()
             self._timed("prepare", started)
             return rows
 
@@ -192,7 +155,7 @@ class Study:
         items = [{"clip_id": c.clip_id, "source_path": c.source_path, "audio_sha256": c.audio_sha256} for c in clips]
         chunks = stages.chunked(items, 32)
         config = self.args.normalize.to_config()
-        audio_dir = str(self.dir.audio / f"norm-{norm_key}")
+        audio_dir = str(self.dir.normalized_audio(norm_key))
         refs = [stages.normalize_chunk.remote(chunk, config, audio_dir) for chunk in chunks]
         results = {r["clip_id"]: r for part in stages.gather(refs, desc="normalising", total=len(items),
                                                               weights=[len(c) for c in chunks],
@@ -233,7 +196,7 @@ class Study:
         started = time.perf_counter()
         self.egemaps_hash = config_hash("egemaps", self.norm_key, self.args.egemaps)
         done = self.store.keys_present("egemaps", ["dataset", "clip_id", "audio_sha256"],
-                                       where="config_hash = ?", params=[self.egemaps_hash])
+                                       filters={"config_hash": self.egemaps_hash})
         todo = [c for c in clips if (c["dataset"], c["clip_id"], c["audio_sha256"]) not in done]
         if not todo:
             self.result.reused.append("egemaps")
@@ -256,17 +219,17 @@ class Study:
         name = self.args.model.name
         if name != DEMO_MODEL:
             return name
-        from shared.models import create_random_encoder
+        from serlens.shared.models import create_random_encoder
 
-        folder = self.dir.root / "models" / "tiny-random-wavlm"
+        folder = self.dir.models / "tiny-random-wavlm"
         if not (folder / "config.json").exists():
             create_random_encoder(folder, seed=0)
         return str(folder)
 
     def train(self, clips: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Fine-tune on subset 1, validate on subset 2; returns the checkpoint rows."""
-        from services.trainer.service import TrainClip
-        from shared.tracking import tracking_config
+        from serlens.shared.tracking import tracking_config
+        from serlens.trainer.service import TrainClip
 
         started = time.perf_counter()
         self.train_key = config_hash("train", self.args.model, self.args.train, self.data_key)
@@ -276,7 +239,7 @@ class Study:
         self.result.tracking_uri = tracking.tracking_uri
         if self.store.stage_done("train", self.train_key):
             self.result.reused.append("train")
-            rows = self.store.read("checkpoints", where="train_key = ?", params=[self.train_key],
+            rows = self.store.read("checkpoints", filters={"train_key": self.train_key},
                                    order_by=["checkpoint_step"]).to_pylist()
             self.result.mlflow_run_id = rows[0]["run_id"] if rows else None
             self._timed("train", started)
@@ -295,7 +258,7 @@ class Study:
         self._log(f"fine-tuning {self.args.model.name} on {len(train)} clips "
                   f"(validation {len(validation)}), {'GPU' if gpus else 'CPU'}")
         result = ray.get(task.remote(self.args.train.to_config(), tracking, self.model_path(), train, validation,
-                                     self.args.dataset.labels, str(self.dir.checkpoints / self.train_key),
+                                     self.args.dataset.labels, str(self.dir.train_dir(self.train_key)),
                                      self.train_key, None if gpus else threads, self.progress))
         self.result.mlflow_run_id = result.run_id
         rows = [{
@@ -323,8 +286,7 @@ class Study:
         reused = True
         for ck in checkpoints:
             step = int(ck["checkpoint_step"])
-            done = self.store.keys_present("embeddings", ["clip_id"], where="config_hash = ?",
-                                           params=[self.embed_hash],
+            done = self.store.keys_present("embeddings", ["clip_id"], filters={"config_hash": self.embed_hash},
                                            partition={"train_key": self.train_key, "checkpoint_step": step})
             todo = [c for c in clips if (c["clip_id"],) not in done]
             if not todo:
@@ -347,8 +309,7 @@ class Study:
     def egemaps_matrix(self, clip_ids: Sequence[str]) -> np.ndarray:
         """EGeMAPS (clips x 88) in ``clip_ids`` order."""
         names = list(egemaps_feature_names())
-        tbl = self.store.read("egemaps", columns=["clip_id", *names], where="config_hash = ?",
-                              params=[self.egemaps_hash])
+        tbl = self.store.read("egemaps", columns=["clip_id", *names], filters={"config_hash": self.egemaps_hash})
         index = {c: i for i, c in enumerate(tbl.column("clip_id").to_pylist())}
         missing = [c for c in clip_ids if c not in index]
         if missing:
@@ -396,13 +357,13 @@ class Study:
 
     def run(self) -> StudyResult:
         """Every stage in order; then figures and the report."""
-        from services.pipeline.report import write_report
+        from serlens.pipeline.report import write_report
 
         t0 = time.perf_counter()
         self.store.init()
         self.store.refresh_views()
         clips = self.prepare()
-        run_dir = self.dir.runs / self.run_id
+        run_dir = self.dir.run_dir(self.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(self.args.to_yaml())
         self.store.write("runs", [{"run_id": self.run_id, "status": "started", "config_yaml": self.args.to_yaml(),

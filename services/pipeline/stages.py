@@ -18,7 +18,7 @@ import pyarrow as pa
 import ray
 from tqdm.auto import tqdm
 
-from shared.audio import read_wav, store_normalized
+from serlens.shared.audio import read_wav, store_normalized
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -77,8 +77,8 @@ def normalize_chunk(items: Sequence[dict[str, Any]], config: Any, audio_dir: str
 
     Returns one dict per item: the loudness record and output path, or ``{"problem": reason}``.
     """
-    from services.normalize.service import NormalizeService
-    from shared.errors import ServiceError
+    from serlens.normalize.service import NormalizeService
+    from serlens.shared.errors import ServiceError
 
     service = NormalizeService(config=config)
     out: list[dict[str, Any]] = []
@@ -99,8 +99,8 @@ class EgemapsWorker:
     """One opensmile extractor per worker process; writes its rows to the store."""
 
     def __init__(self, config: Any, store_root: str) -> None:
-        from services.egemaps.service import EgemapsService
-        from shared.store import FeatureStore
+        from serlens.egemaps.service import EgemapsService
+        from serlens.shared.store import FeatureStore
 
         self.service = EgemapsService(config=config)
         self.store = FeatureStore(store_root)
@@ -132,8 +132,8 @@ class EmbedWorker:
     def __init__(self, config: Any, model_path: str, store_root: str, num_threads: int | None = None) -> None:
         import torch
 
-        from services.embed.service import EmbedService
-        from shared.store import FeatureStore
+        from serlens.embed.service import EmbedService
+        from serlens.shared.store import FeatureStore
 
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -173,7 +173,7 @@ def train_task(config: Any, tracking: Any, model: str, train: Sequence[Any], val
     """Fine-tune on a Ray worker (a GPU one when the cluster has GPUs)."""
     import torch
 
-    from services.trainer.service import TrainerService
+    from serlens.trainer.service import TrainerService
 
     if num_threads:
         torch.set_num_threads(num_threads)
@@ -185,14 +185,14 @@ def train_task(config: Any, tracking: Any, model: str, train: Sequence[Any], val
 def load_cells(store_root: str, train_key: str, steps: Sequence[int], clip_ids: Sequence[str],
                config_hash: str) -> dict[tuple[int, int], np.ndarray]:
     """Embedding matrices (clips x dim) per (checkpoint, layer), rows in ``clip_ids`` order."""
-    from shared.store import FeatureStore
+    from serlens.shared.store import FeatureStore
 
     store = FeatureStore(store_root)
     order = {c: i for i, c in enumerate(clip_ids)}
     cells: dict[tuple[int, int], np.ndarray] = {}
     for step in steps:
         tbl = store.read("embeddings", columns=["clip_id", "layer", "embedding"],
-                         where="config_hash = ?", params=[config_hash],
+                         filters={"config_hash": config_hash},
                          partition={"train_key": train_key, "checkpoint_step": step})
         ids = tbl.column("clip_id").to_pylist()
         layers = np.asarray(tbl.column("layer").to_numpy(), dtype=np.int64)
@@ -216,7 +216,7 @@ def load_cells(store_root: str, train_key: str, steps: Sequence[int], clip_ids: 
 def cka_task(config: Any, store_root: str, train_key: str, steps: Sequence[int], clip_ids: Sequence[str],
              embed_hash: str, reference: np.ndarray) -> list[dict[str, Any]]:
     """CKA of every (checkpoint, layer) against the reference features."""
-    from services.cka.service import CkaService
+    from serlens.cka.service import CkaService
 
     cells = load_cells(store_root, train_key, steps, clip_ids, embed_hash)
     return CkaService(config=config).process(cells, reference, reference_name="egemaps")
@@ -229,7 +229,7 @@ def probe_task(config: Any, store_root: str, train_key: str, steps: Sequence[int
     """Layer-wise linear probes on every (checkpoint, layer) and on eGeMAPS alone."""
     import torch
 
-    from services.probe.service import ProbeService
+    from serlens.probe.service import ProbeService
 
     if num_threads:
         torch.set_num_threads(num_threads)

@@ -12,9 +12,9 @@ import numpy as np
 from ray import serve
 from ray.serve import Application
 
-from services.predict.config import PredictArgs
-from services.predict.service import PredictService
-from shared.errors import ServiceError
+from serlens.predict.config import PredictArgs
+from serlens.predict.service import PredictService
+from serlens.shared.errors import ServiceError
 
 logger = logging.getLogger("ray.serve")
 

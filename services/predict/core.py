@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shared.errors import InvalidConfigError
+from serlens.shared.errors import InvalidConfigError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

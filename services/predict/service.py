@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from services.embed.core import receptive_field_samples
-from services.predict import core
-from services.predict.config import PredictConfig
-from shared.models import SpeechClassifier, check_encoder_input, length_groups, prepare_batch
+from serlens.embed.core import receptive_field_samples
+from serlens.predict import core
+from serlens.predict.config import PredictConfig
+from serlens.shared.models import SpeechClassifier, check_encoder_input, length_groups, prepare_batch
 
 
 class PredictService:

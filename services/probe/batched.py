@@ -1,6 +1,6 @@
 """All probes at once: stacked tensors, one matmul per mini-batch, per-probe early stopping.
 
-Same rules and same numbers as ``services.probe.core.train_probe_naive`` (see that module's
+Same rules and same numbers as ``serlens.probe.core.train_probe_naive`` (see that module's
 docstring): feature sets are grouped by dimension and stacked; each cell holds every seed's
 weights; Adam is PyTorch's own update on per-slot views; a probe's weights freeze at its own
 stop epoch; finished cells leave the stack and the next feature set takes their slot.
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch.optim.adam import adam as adam_update
 
-from services.probe.config import ProbeConfig
-from services.probe.core import (
+from serlens.probe.config import ProbeConfig
+from serlens.probe.core import (
     ProbeResults,
     Split,
     _check_inputs,

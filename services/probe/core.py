@@ -22,7 +22,7 @@ Two choices make probes comparable, and make the vectorised trainer reproduce th
   initialisation alone (the paper's stated purpose of the 10 seeds).
 
 ``train_probe_naive`` is the by-itself reference (``nn.Linear`` + ``torch.optim.Adam``, one
-probe at a time). ``services.probe.batched.train_probes`` trains every probe at once with the
+probe at a time). ``serlens.probe.batched.train_probes`` trains every probe at once with the
 same rules and the same numbers; it is the one the pipeline uses.
 """
 
@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.probe.config import ProbeConfig
-from shared.errors import InvalidConfigError, InvalidInputError
+from serlens.probe.config import ProbeConfig
+from serlens.shared.errors import InvalidConfigError, InvalidInputError
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]
 

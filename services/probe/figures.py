@@ -18,9 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from shared.errors import InvalidInputError
-from shared.figures import save_figure
-from shared.schema import EMOTIONS
+from serlens.shared.errors import InvalidInputError
+from serlens.shared.figures import save_figure
+from serlens.shared.schema import EMOTIONS
 
 #: First checkpoint blue, last red (the paper's colouring), through purple.
 CHECKPOINT_CMAP = LinearSegmentedColormap.from_list(

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from services.probe import batched, core
-from services.probe.config import ProbeConfig
-from shared.errors import InvalidInputError
-from shared.schema import EMOTIONS
+from serlens.probe import batched, core
+from serlens.probe.config import ProbeConfig
+from serlens.shared.errors import InvalidInputError
+from serlens.shared.schema import EMOTIONS
 
 #: A cell key: ("embeddings", checkpoint_step, layer) or ("egemaps", None, None).
 CellKey = tuple[str, int | None, int | None]
@@ -50,7 +50,7 @@ def class_codes(labels: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
         labels: one label per clip.
 
     Returns:
-        ``(codes, classes)``: classes in ``shared.schema.EMOTIONS`` order when every label is
+        ``(codes, classes)``: classes in ``serlens.shared.schema.EMOTIONS`` order when every label is
         an emotion code, otherwise sorted; ``codes[i]`` indexes ``classes``.
 
     Raises:

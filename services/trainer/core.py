@@ -6,17 +6,13 @@ No I/O, no torch: everything here is plain Python / NumPy and is tested by hand.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import f1_score
 
-from shared.errors import InvalidConfigError
-
-CHECKPOINT_PREFIX = "step-"
-_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d{{6,}})$")
+from serlens.shared.errors import InvalidConfigError
 
 #: With length bucketing, clips are sorted by length inside windows of this many batches.
 BUCKET_WINDOW_BATCHES = 32
@@ -174,14 +170,3 @@ def classification_scores(
     return {"f1_macro": float(f1), "accuracy": float(np.mean(truth == pred))}
 
 
-def checkpoint_dirname(step: int) -> str:
-    """Name the folder of the checkpoint after ``step`` optimizer steps: ``step-000050``."""
-    if step < 0:
-        raise InvalidConfigError(f"checkpoint step must be >= 0, got {step}")
-    return f"{CHECKPOINT_PREFIX}{step:06d}"
-
-
-def checkpoint_step(dirname: str) -> int | None:
-    """Parse the step out of a checkpoint folder name (None when the name is not one)."""
-    match = _CHECKPOINT_RE.match(dirname)
-    return int(match.group(1)) if match else None

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from shared.figures import save_figure  # noqa: E402
+from serlens.shared.figures import save_figure  # noqa: E402
 
 _TRAIN_COLOR = "#9ecae1"
 _TRAIN_SMOOTH_COLOR = "#2171b5"

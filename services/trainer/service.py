@@ -33,13 +33,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from services.trainer import core
-from services.trainer.config import TrainConfig
-from services.trainer.figures import plot_training
-from shared import tracking
-from shared.audio import TARGET_SAMPLING_RATE, read_wav
-from shared.errors import InvalidConfigError, InvalidManifestError, ModelLoadError
-from shared.models import (
+from serlens.shared import tracking
+from serlens.shared.audio import TARGET_SAMPLING_RATE, read_wav
+from serlens.shared.errors import InvalidConfigError, InvalidManifestError, ModelLoadError
+from serlens.shared.models import (
     HEAD_FILENAME,
     ModelBundle,
     SpeechClassifier,
@@ -47,7 +44,11 @@ from shared.models import (
     load_encoder,
     prepare_batch,
 )
-from shared.tracking import TrackingConfig
+from serlens.shared.tracking import TrackingConfig
+from serlens.shared.workdir import CHECKPOINT_PREFIX, checkpoint_dirname, checkpoint_step
+from serlens.trainer import core
+from serlens.trainer.config import TrainConfig
+from serlens.trainer.figures import plot_training
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ def _feature_extractor(name_or_path: str) -> Any | None:
 
 def _latest_state_folder(output_dir: Path) -> Path | None:
     """Find the checkpoint folder with the highest step that holds a resume state, if any."""
-    found = [(core.checkpoint_step(p.name), p) for p in output_dir.glob("*")]
+    found = [(checkpoint_step(p.name), p) for p in output_dir.glob("*")]
     resumable = [(step, p) for step, p in found
                  if step is not None and (p / TRAINER_STATE_FILENAME).is_file()]
     return max(resumable)[1] if resumable else None
@@ -370,7 +371,7 @@ class TrainerService:
             pending.clear()
 
         def save_checkpoint(scores: dict[str, float]) -> None:
-            folder = output_dir / core.checkpoint_dirname(step)
+            folder = output_dir / checkpoint_dirname(step)
             since = checkpoints[-1]["step"] if checkpoints else step
             losses = [m["value"] for m in metrics
                       if m["name"] == "train_loss" and since < m["step"] <= step]
@@ -544,7 +545,7 @@ class TrainerService:
         if folder.exists():
             shutil.rmtree(folder)  # a step redone after resuming from an earlier checkpoint
         os.replace(tmp, folder)
-        for other in folder.parent.glob(f"{core.CHECKPOINT_PREFIX}*/{TRAINER_STATE_FILENAME}"):
+        for other in folder.parent.glob(f"{CHECKPOINT_PREFIX}*/{TRAINER_STATE_FILENAME}"):
             if other.parent != folder:
                 other.unlink()
 

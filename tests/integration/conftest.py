@@ -1,6 +1,6 @@
 """Session fixtures of the integration tests: a small workdir and one local Ray + Serve.
 
-The workdir (``services.api.demo``) holds what `serlens run` would leave behind, in
+The workdir (``tests/support/demo_workdir.py``) holds what `serlens run` would leave behind, in
 miniature: checkpoints 0 and 10 of a tiny random WavLM with different weights, their rows in
 the ``checkpoints`` table, and a few ``cka`` and ``probes`` rows.
 """
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from services.api.demo import DEMO_MODEL_NAME, write_demo_workdir
+from support.demo_workdir import DEMO_MODEL_NAME, write_demo_workdir
 
 TRAIN_KEY = "testrun0000000001"
 STEPS = (0, 10)
@@ -50,7 +49,7 @@ def api(workdir: Path):
     import ray
     from ray import serve
 
-    from services.api.app import start_app
+    from serlens.api.app import start_app
 
     try:
         # 4 logical CPUs on 2 cores: room for the deployments beside a `serlens train` job.

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from services.api.records import CheckpointIndex
-from services.embed import EmbedArgs, EmbedService
-from services.predict import PredictArgs, PredictService
-from shared.audio import decode
-from shared.errors import NotFoundError
-from shared.schema import EMOTIONS, egemaps_feature_names
-from shared.store import FeatureStore
-from shared.testing import voiced
+from serlens.api.records import CheckpointIndex
+from serlens.embed import EmbedArgs, EmbedService
+from serlens.predict import PredictArgs, PredictService
+from serlens.shared.audio import decode
+from serlens.shared.errors import NotFoundError
+from serlens.shared.schema import EMOTIONS, egemaps_feature_names
+from serlens.shared.store import FeatureStore
+from serlens.shared.testing import voiced
+from serlens.shared.workdir import Workdir
 from tests.integration.conftest import MODEL_NAME, STEPS, TRAIN_KEY
 
 pytestmark = pytest.mark.integration
@@ -249,7 +250,7 @@ def test_store_true_writes_clip_features_and_lineage(client, store):
     data = encode(stereo, 8_000)
     body = client.post("/egemaps", params={"store": "true"}, files=upload(data, "s.wav")).json()
     clip_id = body["source"]["clip_id"]
-    clips = store.read("clips", where="clip_id = ?", params=[clip_id]).to_pylist()
+    clips = store.read("clips", filters={"clip_id": clip_id}).to_pylist()
     assert len(clips) == 1
     row = clips[0]
     assert row["dataset"] == "api" and row["audio_sha256"] == clip_id and row["config_hash"]
@@ -260,7 +261,7 @@ def test_store_true_writes_clip_features_and_lineage(client, store):
     )
     assert row["lufs_after"] == pytest.approx(-23.0, abs=0.5) and row["created_at"] is not None
     assert decode(row["normalized_path"]).signal.shape == (16_000,)
-    features = store.read("egemaps", where="clip_id = ?", params=[clip_id]).to_pylist()
+    features = store.read("egemaps", filters={"clip_id": clip_id}).to_pylist()
     assert len(features) == 1 and features[0]["extractor_version"] == body["extractor_version"]
     for name, value in body["features"].items():
         assert features[0][name] == pytest.approx(value, rel=1e-5, abs=1e-6)
@@ -269,7 +270,7 @@ def test_store_true_writes_clip_features_and_lineage(client, store):
         "/embed", params={"store": "true", "layers": "1,4"}, files=upload(data, "s.wav")
     ).json()
     rows = store.read(
-        "embeddings", where="clip_id = ?", params=[clip_id], order_by=["layer"]
+        "embeddings", filters={"clip_id": clip_id}, order_by=["layer"]
     ).to_pylist()
     assert [r["layer"] for r in rows] == [1, 4]
     for r, vector in zip(rows, embed["embeddings"], strict=True):
@@ -292,20 +293,20 @@ def test_store_true_on_normalize_and_predict_writes_the_clip(client, store, rout
     assert response.status_code == 200, response.text
     clip_id = response.json()["stored"][0]["clip_id"]
     rows = store.read(
-        "clips", where="clip_id = ? AND dataset = 'api'", params=[clip_id]
+        "clips", filters={"clip_id": clip_id, "dataset": "api"}
     ).to_pylist()
     assert len(rows) == 1 and rows[0]["loudness_policy"] and rows[0]["normalized_sha256"]
 
 
 def test_no_checkpoint_in_the_store_is_a_clear_404(tmp_path):
     index = CheckpointIndex(
-        FeatureStore(tmp_path / "store").init(), tmp_path / "checkpoints", default_model=None
+        FeatureStore(tmp_path / "store").init(), Workdir(tmp_path), default_model=None
     )
     with pytest.raises(NotFoundError, match="no fine-tuned checkpoint"):
         index.resolve(None)
     # A configured model needs no checkpoint in the store.
     external = CheckpointIndex(
-        FeatureStore(tmp_path / "store"), tmp_path, default_model="/models/x"
+        FeatureStore(tmp_path / "store"), Workdir(tmp_path), default_model="/models/x"
     )
     assert external.resolve(None).local_path == "/models/x"
 
@@ -327,15 +328,14 @@ def test_fifty_concurrent_requests_all_answer_and_leave_no_duplicates(api, store
     ][:3]
     ids = sorted({r.json()["source"]["clip_id"] for r in responses})
     assert len(ids) == 5
-    marks = ", ".join("?" * len(ids))
-    clips = store.read("clips", where=f"clip_id IN ({marks})", params=ids).to_pylist()
+    clips = store.read("clips", filters={"clip_id": ids}).to_pylist()
     assert sorted(r["clip_id"] for r in clips) == ids
     egemaps = store.read(
-        "egemaps", where=f"clip_id IN ({marks})", params=ids, columns=["clip_id"]
+        "egemaps", filters={"clip_id": ids}, columns=["clip_id"]
     ).to_pylist()
     assert sorted(r["clip_id"] for r in egemaps) == ids
     embeddings = store.read(
-        "embeddings", where=f"clip_id IN ({marks})", params=ids, columns=["clip_id", "layer"]
+        "embeddings", filters={"clip_id": ids}, columns=["clip_id", "layer"]
     ).to_pylist()
     assert sorted((r["clip_id"], r["layer"]) for r in embeddings) == sorted(
         (i, layer) for i in ids for layer in (0, 2)
@@ -426,7 +426,7 @@ def test_cka_and_probes_as_json_and_png(client):
     png = client.get("/cka", params={"format": "png", "estimator": "linear"})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
-    pytest.importorskip("services.probe.figures")
+    pytest.importorskip("serlens.probe.figures")
     png = client.get("/probes", params={"format": "png"})
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
 

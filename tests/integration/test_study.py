@@ -13,8 +13,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from shared.audio import write_wav
-from shared.testing import voiced
+from serlens.shared.audio import write_wav
+from serlens.shared.testing import voiced
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def serlens(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     return subprocess.run(
-        [sys.executable, "-m", "services.pipeline.cli", *args],
+        [sys.executable, "-m", "serlens.pipeline.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -240,7 +240,7 @@ def test_run_killed_midway_then_rerun_leaves_a_consistent_store(tmp_path: Path) 
     workdir = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "services.pipeline.cli", "run", "--workdir", str(workdir), "--quiet", *SMALL]
+    cmd = [sys.executable, "-m", "serlens.pipeline.cli", "run", "--workdir", str(workdir), "--quiet", *SMALL]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
     deadline = time.monotonic() + 300

@@ -6,10 +6,10 @@ import numpy as np
 import pydantic
 import pytest
 
-from services.cka import CkaArgs, CkaService
-from services.cka.core import cka_against, debiased_cka, linear_cka, standardize
-from shared.errors import InvalidConfigError, InvalidInputError
-from shared.schema import CKA, LINEAGE_FIELDS
+from serlens.cka import CkaArgs, CkaService
+from serlens.cka.core import cka_against, debiased_cka, linear_cka, standardize
+from serlens.shared.errors import InvalidConfigError, InvalidInputError
+from serlens.shared.schema import CKA, LINEAGE_FIELDS
 
 RNG = np.random.default_rng(1234)
 

@@ -9,8 +9,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from services.cka.figures import plot_cka_heatmap, plot_cka_panels
-from shared.errors import InvalidInputError
+from serlens.cka.figures import plot_cka_heatmap, plot_cka_panels
+from serlens.shared.errors import InvalidInputError
 
 
 def _rows(steps=(0, 50, 100), layers=range(4)) -> list[dict]:

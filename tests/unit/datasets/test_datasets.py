@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from shared.audio import sha256_file
-from shared.datasets import DatasetScan, inspect_audio, scan_crema_d, scan_manifest
-from shared.errors import InvalidManifestError
-from shared.schema import EMOTIONS
-from shared.testing import crema_d_metadata, sine, voiced, write_bad_audio, write_manifest
+from serlens.shared.audio import sha256_file
+from serlens.shared.datasets import DatasetScan, inspect_audio, scan_crema_d, scan_manifest
+from serlens.shared.errors import InvalidManifestError
+from serlens.shared.schema import EMOTIONS
+from serlens.shared.testing import crema_d_metadata, sine, voiced, write_bad_audio, write_manifest
 
 BAD_REASONS = {
     "empty": "empty",

@@ -9,10 +9,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
-from shared.datasets import scan_crema_d
-from shared.demo_corpus import FIRST_ACTOR_ID, SENTENCES, write_demo_corpus
-from shared.errors import InvalidConfigError
-from shared.schema import EMOTIONS
+from serlens.shared.datasets import scan_crema_d
+from serlens.shared.demo_corpus import FIRST_ACTOR_ID, SENTENCES, write_demo_corpus
+from serlens.shared.errors import InvalidConfigError
+from serlens.shared.schema import EMOTIONS
 
 
 def _digests(folder):

@@ -1,8 +1,8 @@
 import numpy as np
 import pyloudnorm
 
-from shared.audio import check_signal
-from shared.testing import sine, voiced, write_manifest
+from serlens.shared.audio import check_signal
+from serlens.shared.testing import sine, voiced, write_manifest
 
 
 def test_sine_has_length_frequency_and_amplitude():

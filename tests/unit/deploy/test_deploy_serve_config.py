@@ -79,7 +79,7 @@ def test_unknown_key_check_catches_a_typo(config: dict[str, Any]) -> None:
 
 def test_application_builds_the_api(config: dict[str, Any]) -> None:
     (app,) = config["applications"]
-    assert app["import_path"] == "services.api.app:build_app"
+    assert app["import_path"] == "serlens.api.app:build_app"
     assert app["route_prefix"] == "/"
     assert set(app["args"]) <= APP_ARGS, f"unknown build_app args: {set(app['args']) - APP_ARGS}"
     assert app["args"]["workdir"] is None, "workdir must stay null (SERLENS_WORKDIR on the cluster)"
@@ -137,9 +137,9 @@ def test_is_the_text_of_the_rayservice_serve_config(
 
 def test_api_args_model_accepts_the_args_when_it_exists(config: dict[str, Any]) -> None:
     api_config = pytest.importorskip(
-        "services.api.config", reason="services.api is not written yet"
+        "serlens.api.config", reason="serlens.api is not written yet"
     )
     api_args = getattr(api_config, "ApiArgs", None)
     if api_args is None:
-        pytest.skip("services.api.config has no ApiArgs model")
+        pytest.skip("serlens.api.config has no ApiArgs model")
     api_args.model_validate(config["applications"][0]["args"])

@@ -6,10 +6,10 @@ import pandas as pd
 import pydantic
 import pytest
 
-from services.egemaps import EgemapsArgs, EgemapsConfig, EgemapsService, core
-from shared.audio import write_wav
-from shared.errors import InvalidAudioError, InvalidConfigError, ServiceError
-from shared.schema import egemaps_feature_names
+from serlens.egemaps import EgemapsArgs, EgemapsConfig, EgemapsService, core
+from serlens.shared.audio import write_wav
+from serlens.shared.errors import InvalidAudioError, InvalidConfigError, ServiceError
+from serlens.shared.schema import egemaps_feature_names
 
 RATE = 16_000
 

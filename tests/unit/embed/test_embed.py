@@ -3,9 +3,9 @@ import pydantic
 import pytest
 import torch
 
-from services.embed import EmbedArgs, EmbedConfig, EmbedService, core
-from shared.errors import InvalidAudioError, InvalidConfigError
-from shared.models import create_random_encoder, load_encoder
+from serlens.embed import EmbedArgs, EmbedConfig, EmbedService, core
+from serlens.shared.errors import InvalidAudioError, InvalidConfigError
+from serlens.shared.models import create_random_encoder, load_encoder
 
 RATE = 16_000
 # Lengths in samples: distinct, not multiples of the 320-sample hop, one at the 400-sample minimum.

@@ -6,10 +6,10 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
-from services.normalize import NormalizeArgs, NormalizeConfig, NormalizeService
-from services.normalize.core import normalize_loudness
-from shared.errors import InvalidAudioError, InvalidConfigError
-from shared.testing import voiced
+from serlens.normalize import NormalizeArgs, NormalizeConfig, NormalizeService
+from serlens.normalize.core import normalize_loudness
+from serlens.shared.errors import InvalidAudioError, InvalidConfigError
+from serlens.shared.testing import voiced
 
 
 def _lufs(x, rate=16000):

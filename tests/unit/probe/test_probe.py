@@ -10,9 +10,9 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from services.probe import ProbeArgs, ProbeService
-from services.probe.batched import train_probes
-from services.probe.core import (
+from serlens.probe import ProbeArgs, ProbeService
+from serlens.probe.batched import train_probes
+from serlens.probe.core import (
     _metrics,
     batch_order,
     init_weights,
@@ -20,8 +20,8 @@ from services.probe.core import (
     stratified_split,
     train_probe_naive,
 )
-from shared.errors import InvalidConfigError, InvalidInputError
-from shared.schema import EMOTIONS, LINEAGE_FIELDS, PROBES
+from serlens.shared.errors import InvalidConfigError, InvalidInputError
+from serlens.shared.schema import EMOTIONS, LINEAGE_FIELDS, PROBES
 
 CPU = {"device": "cpu"}
 

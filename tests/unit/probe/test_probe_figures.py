@@ -9,8 +9,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from services.probe.figures import plot_probe_f1
-from shared.errors import InvalidInputError
+from serlens.probe.figures import plot_probe_f1
+from serlens.shared.errors import InvalidInputError
 
 
 def _rows() -> list[dict]:

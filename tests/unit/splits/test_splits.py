@@ -2,12 +2,12 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from shared.datasets import scan_crema_d
-from shared.demo_corpus import write_demo_corpus
-from shared.errors import InvalidConfigError, InvalidManifestError
-from shared.schema import ClipRecord
-from shared.splits import split_speakers
-from shared.testing import crema_d_metadata
+from serlens.shared.datasets import scan_crema_d
+from serlens.shared.demo_corpus import write_demo_corpus
+from serlens.shared.errors import InvalidConfigError, InvalidManifestError
+from serlens.shared.schema import ClipRecord
+from serlens.shared.splits import split_speakers
+from serlens.shared.testing import crema_d_metadata
 
 
 def _clip(clip_id, speaker, gender):

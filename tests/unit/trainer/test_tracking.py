@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import tracking
-from shared.errors import NotFoundError
+from serlens.shared import tracking
+from serlens.shared.errors import NotFoundError
 
 
 def test_tracking_config_resolution(tmp_path, monkeypatch):

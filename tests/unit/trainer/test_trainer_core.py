@@ -5,9 +5,10 @@ import numpy as np
 import pydantic
 import pytest
 
-from services.trainer import core
-from services.trainer.config import TrainArgs, TrainConfig
-from shared.errors import InvalidConfigError
+from serlens.shared.errors import InvalidConfigError
+from serlens.shared.workdir import checkpoint_dirname, checkpoint_step
+from serlens.trainer import core
+from serlens.trainer.config import TrainArgs, TrainConfig
 
 
 def test_paper_step_arithmetic():
@@ -138,15 +139,15 @@ def test_classification_scores_by_hand():
 
 
 def test_checkpoint_names():
-    assert core.checkpoint_dirname(0) == "step-000000"
-    assert core.checkpoint_dirname(50) == "step-000050"
-    assert core.checkpoint_step("step-000350") == 350
-    assert core.checkpoint_step(core.checkpoint_dirname(1_234_567)) == 1_234_567
+    assert checkpoint_dirname(0) == "step-000000"
+    assert checkpoint_dirname(50) == "step-000050"
+    assert checkpoint_step("step-000350") == 350
+    assert checkpoint_step(checkpoint_dirname(1_234_567)) == 1_234_567
     assert (
-        core.checkpoint_step(".step-000050.tmp") is None and core.checkpoint_step("step-5") is None
+        checkpoint_step(".step-000050.tmp") is None and checkpoint_step("step-5") is None
     )
     with pytest.raises(InvalidConfigError):
-        core.checkpoint_dirname(-1)
+        checkpoint_dirname(-1)
 
 
 def test_train_args_paper_defaults_and_validation():

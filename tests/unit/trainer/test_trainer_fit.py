@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from services.trainer.config import TrainArgs
-from services.trainer.figures import plot_training
-from services.trainer.service import TRAINER_STATE_FILENAME, TrainClip, TrainerService
-from shared import tracking
-from shared.audio import write_wav
-from shared.errors import InvalidConfigError, InvalidManifestError
-from shared.models import HEAD_FILENAME, SpeechClassifier, create_random_encoder, load_encoder
+from serlens.shared import tracking
+from serlens.shared.audio import write_wav
+from serlens.shared.errors import InvalidConfigError, InvalidManifestError
+from serlens.shared.models import HEAD_FILENAME, SpeechClassifier, create_random_encoder, load_encoder
+from serlens.trainer.config import TrainArgs
+from serlens.trainer.figures import plot_training
+from serlens.trainer.service import TRAINER_STATE_FILENAME, TrainClip, TrainerService
 
 RATE = 16_000
 LABELS = ("LOW", "MID", "HIGH")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from shared.models import SpeechClassifier, create_random_encoder, load_encoder
-from shared.schema import EMOTIONS
-from shared.store import FeatureStore
+from serlens.shared.models import SpeechClassifier, create_random_encoder, load_encoder
+from serlens.shared.schema import EMOTIONS
+from serlens.shared.workdir import Workdir
 
 #: The base model name written in the demo's rows.
 DEMO_MODEL_NAME = "tiny-random-wavlm"
@@ -41,14 +41,15 @@ def write_demo_workdir(
         ``root`` as a path.
     """
     workdir = Path(root)
-    store = FeatureStore(workdir / "store").init()
+    paths = Workdir(workdir)
+    store = paths.store.init()
     rows = []
     for seed, step in enumerate(steps):
-        encoder_dir = create_random_encoder(workdir / "models" / f"random-seed{seed}", seed=seed)
+        encoder_dir = create_random_encoder(paths.models / f"random-seed{seed}", seed=seed)
         encoder, bundle = load_encoder(str(encoder_dir))
         torch.manual_seed(100 + seed)
         folder = SpeechClassifier(encoder, bundle, EMOTIONS).save(
-            workdir / "checkpoints" / train_key / f"step-{step:06d}"
+            paths.checkpoint_dir(train_key, step)
         )
         rows.append(
             {
