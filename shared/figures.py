@@ -20,9 +20,9 @@ def save_figure(fig: Figure, stem: str | Path, *, dpi: int = 150, tight: bool = 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
-    extra = {"bbox_inches": "tight"} if tight else {}
-    fig.savefig(paths[0], dpi=dpi, **extra)
+    bbox = "tight" if tight else None
+    fig.savefig(paths[0], dpi=dpi, bbox_inches=bbox)
     # Keep SVG text as text (editable, searchable) instead of glyph outlines.
     with rc_context({"svg.fonttype": "none"}):
-        fig.savefig(paths[1], **extra)
+        fig.savefig(paths[1], bbox_inches=bbox)
     return paths

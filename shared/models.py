@@ -196,7 +196,7 @@ def prepare_batch(
 
 def frame_mask(model: nn.Module, attention_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
     """Which output frames of each clip are valid (computed from its own samples only)."""
-    lengths = model._get_feat_extract_output_lengths(attention_mask.sum(-1))
+    lengths = model._get_feat_extract_output_lengths(attention_mask.sum(-1))  # type: ignore[operator]
     return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
 
 
@@ -278,7 +278,7 @@ class SpeechClassifier(nn.Module):
         """Write the encoder (``save_pretrained``), the head and the labels into ``folder``."""
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_pretrained(path)
+        self.encoder.save_pretrained(path)  # type: ignore[operator]
         torch.save(self.head.state_dict(), path / HEAD_FILENAME)
         (path / LABELS_FILENAME).write_text(json.dumps(self.labels))
         return path

@@ -22,8 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from serlens.api.config import ApiConfig
-from serlens.pipeline.config import config_hash, load_study_args
+from serlens.pipeline.config import load_study_args
 from serlens.shared.errors import InvalidRequestError, JobBackendError, NotFoundError
+from serlens.shared.keys import config_hash
 from serlens.shared.schema import CHECKPOINTS, TRAIN_METRICS
 from serlens.shared.store import FeatureStore
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from serlens.api.config import ApiConfig
-from serlens.pipeline.config import config_hash
 from serlens.shared.audio import DecodedAudio, store_normalized
 from serlens.shared.errors import NotFoundError
+from serlens.shared.keys import egemaps_key, embed_key, normalize_key
 from serlens.shared.schema import CHECKPOINTS, CLIPS, EMBEDDINGS, LoudnessRecord, egemaps_spec
 from serlens.shared.store import FeatureStore
 from serlens.shared.workdir import Workdir
@@ -161,16 +161,16 @@ class Lineage:
     @classmethod
     def from_config(cls, config: ApiConfig) -> Lineage:
         """Hashes of the API's normalisation and eGeMAPS settings."""
-        norm_key = config_hash("normalize", config.normalize)
+        norm_key = normalize_key(config.normalize)
         return cls(
             norm_key=norm_key,
-            egemaps_hash=config_hash("egemaps", norm_key, config.egemaps),
+            egemaps_hash=egemaps_key(norm_key, config.egemaps),
             embed_args=config.embed,
         )
 
     def embed_hash(self, train_key: str) -> str:
         """The hash of embeddings from one fine-tuning run with the API's settings."""
-        return config_hash("embed", train_key, self.embed_args, API_DATASET)
+        return embed_key(train_key, self.embed_args, API_DATASET)
 
 
 @dataclass(frozen=True)

@@ -64,10 +64,11 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     if args.command == "train":
         study.store.init()
         study.store.refresh_views()
-        clips = study.prepare()
-        checkpoints = study.train(clips)
+        scan = study.scan()
+        keys = study.keys(scan)
+        checkpoints = study.train(study.prepare(scan, keys), keys)
         study.store.refresh_views()
-        print(f"\nfine-tuned: {len(checkpoints)} checkpoint(s), train key {study.train_key}, "
+        print(f"\nfine-tuned: {len(checkpoints)} checkpoint(s), train key {keys.train}, "
               f"MLflow run {study.result.mlflow_run_id}")
         return 0
     result = study.run()

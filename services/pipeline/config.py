@@ -1,16 +1,14 @@
 """The study's configuration: YAML -> ``StudyArgs`` (validated once, unknown keys rejected).
 
 Each service owns its section's ``Args``; this module only composes them, applies
-``--set key=value`` overrides, and hashes sections into the keys that decide what a run can
-reuse from the store.
+``--set key=value`` overrides. The keys that decide what a run can reuse from the store are
+built in ``serlens.shared.keys``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
@@ -194,18 +192,3 @@ def load_study_args(path: str | Path | None = None, overrides: Sequence[str] = (
             f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
         )
         raise InvalidConfigError(f"invalid config {source}:\n{problems}") from err
-
-
-def config_hash(*parts: Any) -> str:
-    """A short, stable hash of JSON-able parts (pydantic models are dumped first)."""
-    def plain(obj: Any) -> Any:
-        if isinstance(obj, BaseModel):
-            return obj.model_dump(mode="json")
-        if isinstance(obj, Mapping):
-            return {str(k): plain(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [plain(v) for v in obj]
-        return obj
-
-    blob = json.dumps([plain(p) for p in parts], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

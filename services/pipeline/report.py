@@ -59,7 +59,7 @@ def _plot_loudness(clips: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     before = np.array([c["lufs_before"] for c in clips if np.isfinite(c["lufs_before"] or -np.inf)])
     after = np.array([c["lufs_after"] for c in clips if np.isfinite(c["lufs_after"] or -np.inf)])
     fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
-    bins = np.linspace(min(before.min(), after.min()) - 1, max(before.max(), after.max()) + 1, 40)
+    bins = np.linspace(min(before.min(), after.min()) - 1, max(before.max(), after.max()) + 1, 40).tolist()
     ax.hist(before, bins=bins, alpha=0.6, label=f"before (median {np.median(before):.1f} LUFS)", color="#888")
     ax.hist(after, bins=bins, alpha=0.8, label=f"after (median {np.median(after):.1f} LUFS)", color="#1f77b4")
     target = clips[0]["target_lufs"]
@@ -214,7 +214,7 @@ def write_report(workdir: Path) -> Path:
                 if r["checkpoint_step"] == step:
                     per_layer.setdefault(r["layer"], []).append(r["f1_macro"])
             means = {layer: float(np.mean(v)) for layer, v in per_layer.items()}
-            best = max(means, key=means.get)
+            best = max(means, key=lambda layer: means[layer])
             stds = float(np.std(per_layer[best]))
             rows.append([step, best, means[best], stds, float(np.mean(list(means.values())))])
         base = (f"<p>eGeMAPS baseline: macro-F1 {np.mean(ege):.3f} ± {np.std(ege):.3f} over {len(ege)} seeds.</p>"

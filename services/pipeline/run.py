@@ -23,7 +23,8 @@ import numpy as np
 import ray
 
 from serlens.pipeline import stages
-from serlens.pipeline.config import DEMO_MODEL, StudyArgs, config_hash
+from serlens.pipeline.config import DEMO_MODEL, StudyArgs
+from serlens.pipeline.keys import StageKeys
 from serlens.shared.datasets import DatasetScan, scan_crema_d, scan_manifest
 from serlens.shared.errors import InvalidManifestError, StoreError
 from serlens.shared.schema import egemaps_feature_names
@@ -129,24 +130,22 @@ class Study:
             return scan_crema_d(Path(ds.path), dataset=name, labels=ds.labels, map_fn=ray_backed_map)
         return scan_manifest(Path(ds.path), dataset=name, labels=ds.labels, map_fn=ray_backed_map)
 
-    def prepare(self) -> list[dict[str, Any]]:
-        """Scan, validate, split and normalise; returns the clip rows (reused when stored)."""
+    def keys(self, scan: DatasetScan) -> StageKeys:
+        """Every stage key of this run, from the config and the scanned clips."""
+        keys = StageKeys.for_study(self.args, scan.clips)
+        self.result.data_key, self.result.train_key, self.result.embed_hash = keys.data, keys.train, keys.embed
+        return keys
+
+    def prepare(self, scan: DatasetScan, keys: StageKeys) -> list[dict[str, Any]]:
+        """Validate, split and normalise the scanned clips; returns the clip rows (reused when stored)."""
         started = time.perf_counter()
-        scan = self.scan()
         problems = list(scan.problems)
         clips = list(scan.clips)
         if problems and not self.skip_invalid:
             scan.raise_for_problems()
-        norm_key = config_hash("normalize", self.args.normalize)
-        self.data_key = config_hash(
-            "data", self.args.dataset, self.args.normalize, self.args.split,
-            sorted((c.clip_id, c.audio_sha256) for c in clips),
-        )
-        self.result.data_key = self.data_key
-        self.norm_key = norm_key
-        if self.store.stage_done("prepare", self.data_key):
+        if self.store.stage_done("prepare", keys.data):
             self.result.reused.append("prepare")
-            rows = self.store.read("clips", filters={"config_hash": self.data_key}).to_pylist()
+            rows = self.store.read("clips", filters={"config_hash": keys.data}).to_pylist()
             self._timed("prepare", started)
             return rows
 
@@ -155,7 +154,7 @@ class Study:
         items = [{"clip_id": c.clip_id, "source_path": c.source_path, "audio_sha256": c.audio_sha256} for c in clips]
         chunks = stages.chunked(items, 32)
         config = self.args.normalize.to_config()
-        audio_dir = str(self.dir.normalized_audio(norm_key))
+        audio_dir = str(self.dir.normalized_audio(keys.norm))
         refs = [stages.normalize_chunk.remote(chunk, config, audio_dir) for chunk in chunks]
         results = {r["clip_id"]: r for part in stages.gather(refs, desc="normalising", total=len(items),
                                                               weights=[len(c) for c in chunks],
@@ -182,21 +181,20 @@ class Study:
             })
         if problems:
             self.store.write("skipped", [{"item": item, "stage": "prepare", "reason": reason}
-                                         for item, reason in problems], config_hash=self.data_key)
+                                         for item, reason in problems], config_hash=keys.data)
             self.result.warnings.append(f"{len(problems)} input(s) left out (--skip-invalid); see the `skipped` table")
-        self.store.write("clips", rows, config_hash=self.data_key)
-        self.store.mark_stage("prepare", self.data_key, rows=len(rows), seconds=time.perf_counter() - started)
+        self.store.write("clips", rows, config_hash=keys.data)
+        self.store.mark_stage("prepare", keys.data, rows=len(rows), seconds=time.perf_counter() - started)
         self._timed("prepare", started)
         return rows
 
     # ------------------------------------------------------------------ 2. eGeMAPS
 
-    def egemaps(self, clips: Sequence[dict[str, Any]]) -> None:
+    def egemaps(self, clips: Sequence[dict[str, Any]], keys: StageKeys) -> None:
         """88 eGeMAPS functionals per analysed clip, on Ray workers (one extractor each)."""
         started = time.perf_counter()
-        self.egemaps_hash = config_hash("egemaps", self.norm_key, self.args.egemaps)
         done = self.store.keys_present("egemaps", ["dataset", "clip_id", "audio_sha256"],
-                                       filters={"config_hash": self.egemaps_hash})
+                                       filters={"config_hash": keys.egemaps})
         todo = [c for c in clips if (c["dataset"], c["clip_id"], c["audio_sha256"]) not in done]
         if not todo:
             self.result.reused.append("egemaps")
@@ -206,7 +204,7 @@ class Study:
         workers = [stages.EgemapsWorker.remote(self.args.egemaps.to_config(), str(self.store.root))
                    for _ in range(max(1, min(workers_wanted, len(todo))))]
         chunks = stages.chunked(todo, 16)
-        refs = [workers[i % len(workers)].process.remote(chunk, self.egemaps_hash) for i, chunk in enumerate(chunks)]
+        refs = [workers[i % len(workers)].process.remote(chunk, keys.egemaps) for i, chunk in enumerate(chunks)]
         stages.gather(refs, desc="eGeMAPS", total=len(todo), weights=[len(c) for c in chunks], progress=self.progress)
         for w in workers:
             ray.kill(w)
@@ -226,20 +224,18 @@ class Study:
             create_random_encoder(folder, seed=0)
         return str(folder)
 
-    def train(self, clips: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def train(self, clips: Sequence[dict[str, Any]], keys: StageKeys) -> list[dict[str, Any]]:
         """Fine-tune on subset 1, validate on subset 2; returns the checkpoint rows."""
         from serlens.shared.tracking import tracking_config
         from serlens.trainer.service import TrainClip
 
         started = time.perf_counter()
-        self.train_key = config_hash("train", self.args.model, self.args.train, self.data_key)
-        self.result.train_key = self.train_key
         tracking = tracking_config(self.dir.root, tracking_uri=self.args.tracking.uri,
                                    experiment=self.args.tracking.experiment)
         self.result.tracking_uri = tracking.tracking_uri
-        if self.store.stage_done("train", self.train_key):
+        if self.store.stage_done("train", keys.train):
             self.result.reused.append("train")
-            rows = self.store.read("checkpoints", filters={"train_key": self.train_key},
+            rows = self.store.read("checkpoints", filters={"train_key": keys.train},
                                    order_by=["checkpoint_step"]).to_pylist()
             self.result.mlflow_run_id = rows[0]["run_id"] if rows else None
             self._timed("train", started)
@@ -258,36 +254,34 @@ class Study:
         self._log(f"fine-tuning {self.args.model.name} on {len(train)} clips "
                   f"(validation {len(validation)}), {'GPU' if gpus else 'CPU'}")
         result = ray.get(task.remote(self.args.train.to_config(), tracking, self.model_path(), train, validation,
-                                     self.args.dataset.labels, str(self.dir.train_dir(self.train_key)),
-                                     self.train_key, None if gpus else threads, self.progress))
+                                     self.args.dataset.labels, str(self.dir.train_dir(keys.train)),
+                                     keys.train, None if gpus else threads, self.progress))
         self.result.mlflow_run_id = result.run_id
         rows = [{
-            "train_key": self.train_key, "checkpoint_step": ck.step, "run_id": result.run_id, "uri": ck.uri,
+            "train_key": keys.train, "checkpoint_step": ck.step, "run_id": result.run_id, "uri": ck.uri,
             "local_path": ck.local_path, "model": self.args.model.name, "epoch": ck.epoch,
             "train_loss": ck.train_loss, "val_loss": ck.val_loss, "val_f1_macro": ck.val_f1_macro,
         } for ck in result.checkpoints]
-        metrics = [{"train_key": self.train_key, "run_id": result.run_id, "step": m["step"],
+        metrics = [{"train_key": keys.train, "run_id": result.run_id, "step": m["step"],
                     "epoch": m.get("epoch"), "name": m["name"], "value": m["value"]} for m in result.metrics]
-        self.store.write("train_metrics", metrics, config_hash=self.train_key)
-        self.store.write("checkpoints", rows, config_hash=self.train_key)
-        self.store.mark_stage("train", self.train_key, rows=len(rows), seconds=time.perf_counter() - started)
+        self.store.write("train_metrics", metrics, config_hash=keys.train)
+        self.store.write("checkpoints", rows, config_hash=keys.train)
+        self.store.mark_stage("train", keys.train, rows=len(rows), seconds=time.perf_counter() - started)
         self._timed("train", started)
         return rows
 
     # ------------------------------------------------------------------ 4. embeddings
 
-    def embed(self, clips: Sequence[dict[str, Any]], checkpoints: Sequence[dict[str, Any]]) -> None:
+    def embed(self, clips: Sequence[dict[str, Any]], checkpoints: Sequence[dict[str, Any]], keys: StageKeys) -> None:
         """Pooled hidden states of every analysed clip at every checkpoint and layer."""
         started = time.perf_counter()
-        self.embed_hash = config_hash("embed", self.train_key, self.args.embed, self.args.analysis)
-        self.result.embed_hash = self.embed_hash
         gpus = stages.cluster_gpus()
         threads = stages.threads_for_task()
         reused = True
         for ck in checkpoints:
             step = int(ck["checkpoint_step"])
-            done = self.store.keys_present("embeddings", ["clip_id"], filters={"config_hash": self.embed_hash},
-                                           partition={"train_key": self.train_key, "checkpoint_step": step})
+            done = self.store.keys_present("embeddings", ["clip_id"], filters={"config_hash": keys.embed},
+                                           partition={"train_key": keys.train, "checkpoint_step": step})
             todo = [c for c in clips if (c["clip_id"],) not in done]
             if not todo:
                 continue
@@ -295,8 +289,8 @@ class Study:
             worker = stages.EmbedWorker.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1).remote(
                 self.args.embed.to_config(), ck["local_path"], str(self.store.root), None if gpus else threads)
             chunks = stages.chunked(todo, 32)
-            refs = [worker.process.remote(chunk, model=self.args.model.name, train_key=self.train_key, step=step,
-                                          config_hash=self.embed_hash) for chunk in chunks]
+            refs = [worker.process.remote(chunk, model=self.args.model.name, train_key=keys.train, step=step,
+                                          config_hash=keys.embed) for chunk in chunks]
             stages.gather(refs, desc=f"embedding step {step}", total=len(todo), weights=[len(c) for c in chunks],
                           progress=self.progress)
             ray.kill(worker)
@@ -306,10 +300,10 @@ class Study:
 
     # ------------------------------------------------------------------ 5-6. analyses
 
-    def egemaps_matrix(self, clip_ids: Sequence[str]) -> np.ndarray:
+    def egemaps_matrix(self, clip_ids: Sequence[str], keys: StageKeys) -> np.ndarray:
         """EGeMAPS (clips x 88) in ``clip_ids`` order."""
         names = list(egemaps_feature_names())
-        tbl = self.store.read("egemaps", columns=["clip_id", *names], filters={"config_hash": self.egemaps_hash})
+        tbl = self.store.read("egemaps", columns=["clip_id", *names], filters={"config_hash": keys.egemaps})
         index = {c: i for i, c in enumerate(tbl.column("clip_id").to_pylist())}
         missing = [c for c in clip_ids if c not in index]
         if missing:
@@ -317,30 +311,29 @@ class Study:
         matrix = np.column_stack([tbl.column(n).to_numpy(zero_copy_only=False) for n in names]).astype(np.float64)
         return matrix[[index[c] for c in clip_ids]]
 
-    def analyse(self, clips: Sequence[dict[str, Any]], checkpoints: Sequence[dict[str, Any]]) -> None:
+    def analyse(self, clips: Sequence[dict[str, Any]], checkpoints: Sequence[dict[str, Any]], keys: StageKeys) -> None:
         """CKA against eGeMAPS and the layer-wise probes, as two Ray tasks."""
         started = time.perf_counter()
         clip_ids = sorted(c["clip_id"] for c in clips)
         labels = {c["clip_id"]: c["label"] for c in clips}
         steps = sorted(int(c["checkpoint_step"]) for c in checkpoints)
         self.result.steps = steps
-        self.analysis_key = config_hash("analysis", self.embed_hash, self.egemaps_hash, self.args.cka,
-                                        self.args.probe, clip_ids)
-        self.result.analysis_key = self.analysis_key
-        reference = self.egemaps_matrix(clip_ids)
+        analysis_key = keys.analysis(self.args, clip_ids)
+        self.result.analysis_key = analysis_key
+        reference = self.egemaps_matrix(clip_ids, keys)
         threads = stages.threads_for_task()
         gpus = stages.cluster_gpus()
         pending: dict[str, ray.ObjectRef] = {}
-        if not self.store.stage_done("cka", self.analysis_key):
+        if not self.store.stage_done("cka", analysis_key):
             pending["cka"] = stages.cka_task.options(num_cpus=1).remote(
-                self.args.cka.to_config(), str(self.store.root), self.train_key, steps, clip_ids,
-                self.embed_hash, reference)
+                self.args.cka.to_config(), str(self.store.root), keys.train, steps, clip_ids,
+                keys.embed, reference)
         else:
             self.result.reused.append("cka")
-        if not self.store.stage_done("probes", self.analysis_key):
+        if not self.store.stage_done("probes", analysis_key):
             pending["probes"] = stages.probe_task.options(num_cpus=1, num_gpus=1 if gpus >= 1 else 0).remote(
-                self.args.probe.to_config(), str(self.store.root), self.train_key, steps, clip_ids,
-                self.embed_hash, reference, [labels[c] for c in clip_ids], None if gpus else threads)
+                self.args.probe.to_config(), str(self.store.root), keys.train, steps, clip_ids,
+                keys.embed, reference, [labels[c] for c in clip_ids], None if gpus else threads)
         else:
             self.result.reused.append("probes")
         if pending:
@@ -348,9 +341,9 @@ class Study:
         for stage, ref in pending.items():
             rows = ray.get(ref)
             for r in rows:
-                r["train_key"] = self.train_key
-            self.store.write("cka" if stage == "cka" else "probes", rows, config_hash=self.analysis_key)
-            self.store.mark_stage(stage, self.analysis_key, rows=len(rows), seconds=time.perf_counter() - started)
+                r["train_key"] = keys.train
+            self.store.write("cka" if stage == "cka" else "probes", rows, config_hash=analysis_key)
+            self.store.mark_stage(stage, analysis_key, rows=len(rows), seconds=time.perf_counter() - started)
         self._timed("analyse", started)
 
     # ------------------------------------------------------------------ the run
@@ -362,27 +355,29 @@ class Study:
         t0 = time.perf_counter()
         self.store.init()
         self.store.refresh_views()
-        clips = self.prepare()
+        scan = self.scan()
+        keys = self.keys(scan)
+        clips = self.prepare(scan, keys)
         run_dir = self.dir.run_dir(self.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(self.args.to_yaml())
         self.store.write("runs", [{"run_id": self.run_id, "status": "started", "config_yaml": self.args.to_yaml(),
-                                   "serlens_version": _version()}], config_hash=self.data_key)
+                                   "serlens_version": _version()}], config_hash=keys.data)
         analysed = [c for c in clips if c["subset"] == self.args.analysis.subset]
         self._log(f"{len(clips)} clips: subset sizes "
                   + ", ".join(f"{s}: {sum(c['subset'] == s for c in clips)}" for s in (1, 2, 3)))
-        self.egemaps(analysed)
-        checkpoints = self.train(clips)
-        self.embed(analysed, checkpoints)
-        self.analyse(analysed, checkpoints)
+        self.egemaps(analysed, keys)
+        checkpoints = self.train(clips, keys)
+        self.embed(analysed, checkpoints, keys)
+        self.analyse(analysed, checkpoints, keys)
         self.store.write("runs", [{
             "run_id": self.run_id, "status": "finished", "config_yaml": self.args.to_yaml(),
-            "serlens_version": _version(), "seconds": time.perf_counter() - t0, "data_key": self.data_key,
-            "train_key": self.train_key, "embed_hash": self.embed_hash, "analysis_key": self.analysis_key,
+            "serlens_version": _version(), "seconds": time.perf_counter() - t0, "data_key": keys.data,
+            "train_key": keys.train, "embed_hash": keys.embed, "analysis_key": self.result.analysis_key,
             "mlflow_run_id": self.result.mlflow_run_id, "tracking_uri": self.result.tracking_uri,
             "summary_json": json.dumps({"warnings": self.result.warnings, "stage_seconds": self.result.stage_seconds,
                                         "reused": self.result.reused, "steps": self.result.steps}),
-        }], config_hash=self.data_key)
+        }], config_hash=keys.data)
         self.store.refresh_views()
         started = time.perf_counter()
         write_report(self.dir.root)

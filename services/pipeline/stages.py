@@ -66,7 +66,7 @@ def ray_map(fn: Callable[[T], R], items: Iterable[T], *, desc: str = "map", chun
     """``map`` over Ray tasks, in chunks, order kept (``fn`` must be a module-level function)."""
     seq = list(items)
     chunks = chunked(seq, chunk_size)
-    refs = [_map_chunk.remote(fn, chunk) for chunk in chunks]
+    refs: list[ray.ObjectRef] = [_map_chunk.remote(fn, chunk) for chunk in chunks]  # type: ignore[arg-type]
     out = gather(refs, desc=desc, total=len(seq), weights=[len(c) for c in chunks], progress=progress)
     return [r for part in out for r in part]
 
