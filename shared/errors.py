@@ -9,14 +9,57 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def _rebuild(cls: type[ServiceError], args: tuple[object, ...], state: dict[str, object]) -> ServiceError:
+    """Unpickle a ``ServiceError`` without calling its ``__init__`` (subclasses take other arguments)."""
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
 class ServiceError(Exception):
-    """Root of every error serlens raises on purpose."""
+    """Root of every error serlens raises on purpose.
+
+    Every subclass survives pickling with its message and attributes, so an error raised in a
+    Ray task or actor reaches the driver as the same named error.
+    """
 
     http_status: int = 500
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
 
     def to_dict(self) -> dict[str, object]:
         """The JSON body the HTTP ingress returns for this error."""
         return {"error": type(self).__name__, "detail": str(self)}
+
+
+def unwrap(err: BaseException) -> ServiceError | None:
+    """The serlens error behind ``err``: itself, or the cause a Ray task or actor raised.
+
+    Ray wraps an exception raised remotely in a ``RayTaskError`` (or ``RayActorError``) whose
+    ``cause`` is the original; the driver should report the original, named, without Ray's
+    traceback. Returns None when no serlens error is behind ``err``.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        if isinstance(cause, ServiceError):
+            return _plain(cause)
+        if isinstance(current, ServiceError):
+            return _plain(current)
+        current = cause if isinstance(cause, BaseException) else current.__cause__
+    return None
+
+
+def _plain(err: ServiceError) -> ServiceError:
+    """The error as its own class (Ray may hand back a class derived from RayTaskError and it)."""
+    for cls in type(err).__mro__:
+        if cls.__module__.startswith("serlens.") and issubclass(cls, ServiceError):
+            return err if type(err) is cls else _rebuild(cls, err.args, dict(err.__dict__))
+    return err
 
 
 class InvalidConfigError(ServiceError):

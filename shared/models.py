@@ -79,7 +79,7 @@ def create_random_encoder(path: str | os.PathLike[str], *, seed: int = 0, **over
         seed: torch seed for the initialisation (same seed, same weights).
         overrides: ``WavLMConfig`` fields replacing ``TINY_WAVLM``.
     """
-    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+    from transformers import WavLMConfig, WavLMModel
 
     folder = Path(path)
     torch.manual_seed(seed)
@@ -87,11 +87,27 @@ def create_random_encoder(path: str | os.PathLike[str], *, seed: int = 0, **over
     config.serlens_random_init = True
     model = WavLMModel(config)
     model.save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
-        return_attention_mask=config.feat_extract_norm == "layer",
-    ).save_pretrained(folder)
+    save_feature_extractor(folder, sampling_rate=16_000, do_normalize=True,
+                           attention_mask=config.feat_extract_norm == "layer")
     return folder
+
+
+def save_feature_extractor(folder: str | os.PathLike[str], *, sampling_rate: int, do_normalize: bool,
+                           attention_mask: bool) -> None:
+    """Write a raw-waveform feature extractor's config (``preprocessor_config.json``) into ``folder``.
+
+    Args:
+        folder: a model folder in ``save_pretrained`` layout.
+        sampling_rate: the encoder's input rate, in Hz.
+        do_normalize: whether inputs are standardised per clip.
+        attention_mask: whether the encoder takes a padding mask.
+    """
+    from transformers import Wav2Vec2FeatureExtractor
+
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=sampling_rate, padding_value=0.0, do_normalize=do_normalize,
+        return_attention_mask=attention_mask,
+    ).save_pretrained(folder)
 
 
 def load_encoder(
@@ -122,12 +138,19 @@ def load_encoder(
         model = AutoModel.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load a speech encoder from {name_or_path!r}: {err}") from err
+    # The extractor's settings decide how raw audio is fed (per-clip standardisation, rate):
+    # guessing them would feed the encoder inputs it was not trained on, so a missing or
+    # unreadable config is an error, not a default.
     try:
         extractor = AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
-        do_normalize = bool(getattr(extractor, "do_normalize", True))
-        sampling_rate = int(getattr(extractor, "sampling_rate", 16_000))
-    except (OSError, ValueError):
-        do_normalize, sampling_rate = True, 16_000
+        do_normalize = bool(extractor.do_normalize)
+        sampling_rate = int(extractor.sampling_rate)
+    except (OSError, ValueError, AttributeError) as err:
+        raise ModelLoadError(
+            f"{name_or_path!r}: its feature extractor config (preprocessor_config.json) is missing or unreadable "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); save it beside the weights with "
+            "AutoFeatureExtractor.from_pretrained(<base model>).save_pretrained(<folder>)"
+        ) from err
     if not hasattr(config, "num_hidden_layers") or not hasattr(model, "feature_extractor"):
         raise ModelLoadError(f"{name_or_path!r} is a {config.model_type!r} model, not a wav2vec2-style speech encoder")
     bundle = ModelBundle(
@@ -279,6 +302,8 @@ class SpeechClassifier(nn.Module):
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(path)  # type: ignore[operator]
+        save_feature_extractor(path, sampling_rate=self.bundle.sampling_rate, do_normalize=self.bundle.do_normalize,
+                               attention_mask=self.bundle.supports_padding_mask)
         torch.save(self.head.state_dict(), path / HEAD_FILENAME)
         (path / LABELS_FILENAME).write_text(json.dumps(self.labels))
         return path

@@ -120,11 +120,11 @@ class FeatureStore:
         keys = ", ".join(f'"{k}"' for k in spec.keys)
         glob = self.table_glob(spec.name)
         if partition:
-            lead = {c: partition[c] for c in spec.partition_by[: len(partition)]}
-            if set(lead) != set(partition):
+            if set(partition) != set(spec.partition_by[: len(partition)]):
                 raise StoreError(
                     f"table {spec.name!r}: partition {sorted(partition)} is not a prefix of {spec.partition_by}"
                 )
+            lead = {c: partition[c] for c in spec.partition_by[: len(partition)]}
             folder = "/".join(f"{c}={quote(str(v), safe='')}" for c, v in lead.items())
             glob = str(self.tables_dir / spec.name / folder / "**" / "*.parquet")
         return (
@@ -202,7 +202,10 @@ class FeatureStore:
             unknown = {k for r in records for k in r} - set(spec.schema.names)
             if unknown:
                 raise StoreError(f"table {spec.name!r} has no column(s) {sorted(unknown)}")
-            tbl = pa.Table.from_pylist(records, schema=spec.schema) if records else spec.schema.empty_table()
+            try:
+                tbl = pa.Table.from_pylist(records, schema=spec.schema) if records else spec.schema.empty_table()
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as err:
+                raise StoreError(f"rows do not fit table {spec.name!r}: {err}") from err
         extra = set(tbl.column_names) - set(spec.schema.names)
         missing = [f.name for f in spec.schema if f.name not in tbl.column_names and not f.nullable]
         if extra or missing:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from serlens.shared.errors import ServiceError
+from serlens.shared.errors import unwrap
 from serlens.shared.settings import default_workdir, ray_address
 
 EXAMPLE_QUERY = (
@@ -21,6 +22,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="folder for the store, MLflow, figures and report "
                              "(default: $SERLENS_WORKDIR or ./serlens-work)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show tracebacks with errors, and library log lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,8 +68,9 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         study.store.init()
         study.store.refresh_views()
         scan = study.scan()
+        subsets = study.check(scan)
         keys = study.keys(scan)
-        checkpoints = study.train(study.prepare(scan, keys), keys)
+        checkpoints = study.train(study.prepare(scan, keys, subsets), keys)
         study.store.refresh_views()
         print(f"\nfine-tuned: {len(checkpoints)} checkpoint(s), train key {keys.train}, "
               f"MLflow run {study.result.mlflow_run_id}")
@@ -134,8 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(write_report(workdir))
             return 0
         return _serve(args, workdir)
-    except ServiceError as err:
-        print(f"serlens: error: {err}", file=sys.stderr)
+    except Exception as err:
+        # A serlens error (raised here or in a Ray task) is the user's to fix: its message, exit 2.
+        named = unwrap(err)
+        if named is None:
+            raise
+        if args.verbose:
+            traceback.print_exception(err)
+        print(f"serlens: error: {named}", file=sys.stderr)
         return 2
 
 

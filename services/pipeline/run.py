@@ -25,10 +25,10 @@ import ray
 from serlens.pipeline import stages
 from serlens.pipeline.config import DEMO_MODEL, StudyArgs
 from serlens.pipeline.keys import StageKeys
+from serlens.pipeline.preflight import check_study
 from serlens.shared.datasets import DatasetScan, scan_crema_d, scan_manifest
 from serlens.shared.errors import InvalidManifestError, StoreError
 from serlens.shared.schema import egemaps_feature_names
-from serlens.shared.splits import split_speakers
 from serlens.shared.workdir import Workdir
 
 
@@ -136,21 +136,23 @@ class Study:
         self.result.data_key, self.result.train_key, self.result.embed_hash = keys.data, keys.train, keys.embed
         return keys
 
-    def prepare(self, scan: DatasetScan, keys: StageKeys) -> list[dict[str, Any]]:
-        """Validate, split and normalise the scanned clips; returns the clip rows (reused when stored)."""
+    def check(self, scan: DatasetScan) -> dict[str, int]:
+        """Every problem a later stage would hit, raised now in one message; returns the split."""
+        if scan.problems and not self.skip_invalid:
+            scan.raise_for_problems()
+        return check_study(self.args, scan.clips)
+
+    def prepare(self, scan: DatasetScan, keys: StageKeys, subsets: dict[str, int]) -> list[dict[str, Any]]:
+        """Normalise the checked clips; returns the clip rows with their subsets (reused when stored)."""
         started = time.perf_counter()
         problems = list(scan.problems)
         clips = list(scan.clips)
-        if problems and not self.skip_invalid:
-            scan.raise_for_problems()
         if self.store.stage_done("prepare", keys.data):
             self.result.reused.append("prepare")
             rows = self.store.read("clips", filters={"config_hash": keys.data}).to_pylist()
             self._timed("prepare", started)
             return rows
 
-        subsets = split_speakers(clips, seed=self.args.split.seed, holdout_fraction=self.args.split.holdout_fraction,
-                                 validation_fraction=self.args.split.validation_fraction)
         items = [{"clip_id": c.clip_id, "source_path": c.source_path, "audio_sha256": c.audio_sha256} for c in clips]
         chunks = stages.chunked(items, 32)
         config = self.args.normalize.to_config()
@@ -164,6 +166,8 @@ class Study:
             raise InvalidManifestError(late, source=f"dataset {self.dataset_name()!r} (normalisation)")
         problems += late
         bad = {p for p, _ in late}
+        if bad:  # what remains after skipping must still carry every later stage
+            check_study(self.args, [c for c in clips if c.source_path not in bad], subsets)
         rows = []
         for c in clips:
             if c.source_path in bad:
@@ -356,8 +360,9 @@ class Study:
         self.store.init()
         self.store.refresh_views()
         scan = self.scan()
+        subsets = self.check(scan)
         keys = self.keys(scan)
-        clips = self.prepare(scan, keys)
+        clips = self.prepare(scan, keys, subsets)
         run_dir = self.dir.run_dir(self.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(self.args.to_yaml())

@@ -1,0 +1,38 @@
+"""Model loading: a missing feature-extractor config is an error, and checkpoints carry theirs."""
+
+from __future__ import annotations
+
+import pytest
+
+from serlens.shared.errors import ModelLoadError
+from serlens.shared.models import SpeechClassifier, create_random_encoder, load_encoder, save_feature_extractor
+
+
+def test_a_folder_without_an_extractor_config_is_named(tmp_path):
+    folder = create_random_encoder(tmp_path / "enc", seed=0)
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(ModelLoadError, match="preprocessor_config.json"):
+        load_encoder(str(folder))
+
+
+def test_an_unreadable_extractor_config_is_named(tmp_path):
+    folder = create_random_encoder(tmp_path / "enc", seed=0)
+    (folder / "preprocessor_config.json").write_text("{ not json")
+    with pytest.raises(ModelLoadError, match="missing or unreadable"):
+        load_encoder(str(folder))
+
+
+def test_the_extractor_settings_are_read_not_guessed(tmp_path):
+    folder = create_random_encoder(tmp_path / "enc", seed=0)
+    save_feature_extractor(folder, sampling_rate=16_000, do_normalize=False, attention_mask=True)
+    _, bundle = load_encoder(str(folder))
+    assert bundle.do_normalize is False
+
+
+def test_a_saved_classifier_keeps_its_extractor_settings(tmp_path):
+    folder = create_random_encoder(tmp_path / "enc", seed=0)
+    save_feature_extractor(folder, sampling_rate=16_000, do_normalize=False, attention_mask=True)
+    encoder, bundle = load_encoder(str(folder))
+    saved = SpeechClassifier(encoder, bundle, ["A", "B"]).save(tmp_path / "ck")
+    loaded = SpeechClassifier.load(saved)
+    assert loaded.bundle.do_normalize is False and loaded.labels == ["A", "B"]
