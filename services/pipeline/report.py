@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from serlens.shared.errors import StoreError
 from serlens.shared.figures import save_figure
+from serlens.shared.runs import latest_run
 from serlens.shared.store import FeatureStore
 from serlens.shared.workdir import Workdir
 
@@ -36,18 +36,6 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def latest_run(store: FeatureStore) -> dict[str, Any]:
-    """The most recent finished run's row of the ``runs`` table.
-
-    Raises:
-        StoreError: when the store holds no finished run.
-    """
-    rows = store.read("runs", filters={"status": "finished"}, order_by=["created_at"]).to_pylist()
-    if not rows:
-        raise StoreError(f"no finished run in {store.root}; run `serlens run` first")
-    return rows[-1]
 
 
 def _plot_loudness(clips: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
@@ -73,12 +61,13 @@ def _plot_loudness(clips: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     return paths
 
 
-def write_figures(store: FeatureStore, folder: Path, *, train_key: str, analysis_key: str) -> list[Path]:
-    """Draw every figure of a run (PNG and SVG) from the store."""
+def write_figures(store: FeatureStore, folder: Path, run: dict[str, Any]) -> list[Path]:
+    """Draw every figure of a run (a ``runs`` row; PNG and SVG) from the store."""
     from serlens.cka.figures import plot_cka_heatmap, plot_cka_panels
     from serlens.probe.figures import plot_probe_f1
     from serlens.trainer.figures import plot_training
 
+    train_key, analysis_key = run["train_key"], run["analysis_key"]
     folder.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     metrics = store.read("train_metrics", filters={"train_key": train_key}, order_by=["step"]).to_pylist()
@@ -94,23 +83,10 @@ def write_figures(store: FeatureStore, folder: Path, *, train_key: str, analysis
     probes = store.read("probes", filters={"config_hash": analysis_key}).to_pylist()
     if probes:
         paths += plot_probe_f1(probes, folder / "probe_f1")
-    data_key = latest_data_key(store, train_key)
-    clips = store.read("clips", filters={"config_hash": data_key}).to_pylist() if data_key else []
+    clips = store.read("clips", filters={"config_hash": run["data_key"]}).to_pylist()
     if clips:
         paths += _plot_loudness(clips, folder / "loudness")
     return paths
-
-
-def latest_data_key(store: FeatureStore, train_key: str) -> str | None:
-    """The data key of the newest finished run with this train key."""
-    rows = store.read("runs", columns=["data_key", "train_key", "created_at"],
-                      filters={"status": "finished"}, order_by=["created_at"]).to_pylist()
-    keys = [r["data_key"] for r in rows if r["train_key"] == train_key]
-    if keys:
-        return keys[-1]
-    rows = store.read("stages", columns=["stage_key", "created_at"], filters={"stage": "prepare"},
-                      order_by=["created_at"]).to_pylist()
-    return rows[-1]["stage_key"] if rows else None
 
 
 # --------------------------------------------------------------------------- HTML
@@ -162,7 +138,7 @@ def write_report(workdir: Path) -> Path:
     store = paths.store
     run = latest_run(store)
     figures_dir = paths.figures
-    write_figures(store, figures_dir, train_key=run["train_key"], analysis_key=run["analysis_key"])
+    write_figures(store, figures_dir, run)
     s = _summaries(store, run)
     summary = json.loads(run.get("summary_json") or "{}")
     warnings = list(summary.get("warnings", []))
