@@ -77,6 +77,35 @@ def split_speakers(
             raise InvalidConfigError(
                 f"{name}={value}: expected a fraction strictly between 0 and 1"
             )
+    speakers_by_gender = _speakers_by_gender(clips)
+    subset_of_speaker: dict[str, int] = {}
+    for gender, speakers in sorted(speakers_by_gender.items()):
+        # One generator per gender, seeded by its name: adding a gender leaves the
+        # other genders' split unchanged.
+        rng = np.random.default_rng([seed, *gender.encode()])
+        ordered = sorted(speakers)
+        order = [ordered[i] for i in rng.permutation(len(ordered))]
+        train, validation, _ = subset_sizes(
+            len(order), holdout_fraction=holdout_fraction, validation_fraction=validation_fraction
+        )
+        for position, speaker in enumerate(order):
+            subset_of_speaker[speaker] = (
+                VALIDATION
+                if position < validation
+                else TRAIN
+                if position < validation + train
+                else ANALYSIS
+            )
+    return {clip.clip_id: subset_of_speaker[clip.speaker] for clip in clips}
+
+
+def _speakers_by_gender(clips: Sequence[ClipRecord]) -> dict[str, list[str]]:
+    """Each gender's speakers, after checking that the clips can be split at all.
+
+    Raises:
+        InvalidManifestError: no clips, a duplicate clip id, a speaker with two genders, or a
+            gender with too few speakers (every problem named).
+    """
     if not clips:
         raise InvalidManifestError([("clips", "nothing to split: no clips")], source="split")
     problems: list[tuple[str, str]] = []
@@ -105,23 +134,4 @@ def split_speakers(
             )
     if problems:
         raise InvalidManifestError(list(dict.fromkeys(problems)), source="split")
-
-    subset_of_speaker: dict[str, int] = {}
-    for gender, speakers in sorted(speakers_by_gender.items()):
-        # One generator per gender, seeded by its name: adding a gender leaves the
-        # other genders' split unchanged.
-        rng = np.random.default_rng([seed, *gender.encode()])
-        ordered = sorted(speakers)
-        order = [ordered[i] for i in rng.permutation(len(ordered))]
-        train, validation, _ = subset_sizes(
-            len(order), holdout_fraction=holdout_fraction, validation_fraction=validation_fraction
-        )
-        for position, speaker in enumerate(order):
-            subset_of_speaker[speaker] = (
-                VALIDATION
-                if position < validation
-                else TRAIN
-                if position < validation + train
-                else ANALYSIS
-            )
-    return {clip.clip_id: subset_of_speaker[clip.speaker] for clip in clips}
+    return speakers_by_gender

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from serlens.shared import settings
 from serlens.shared.audio import TARGET_SAMPLING_RATE, wav_bytes
-from serlens.shared.demo_corpus import Speaker, VoiceProfile, synthesize
+from serlens.shared.demo_voice import Speaker, VoiceProfile, synthesize
 
 
 def sine(
