@@ -18,6 +18,12 @@ EXAMPLE_QUERY = (
 )
 
 
+def _version() -> str:
+    from serlens import __version__
+
+    return __version__
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="folder for the store, MLflow, figures and report "
@@ -29,6 +35,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="serlens", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"serlens {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "run the whole study (default: the embedded demo)"),
                             ("train", "prepare the data and fine-tune only")):
@@ -42,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="leave invalid inputs out (recorded in the `skipped` table) instead of stopping")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         _common(p)
+    p = sub.add_parser("config", help="print the resolved config (after --config and --set) as YAML")
+    p.add_argument("action", choices=("show",), help="show: the config a run would use")
+    p.add_argument("--config", default=None,
+                   help="a YAML config file, or a shipped config by name: demo (the default) or crema-d")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=2e-5 (repeatable)")
+    _common(p)
     p = sub.add_parser("sql", help="query the feature store (read-only SQL over DuckDB views)")
     p.add_argument("query", help="one SELECT statement")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -63,7 +77,8 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     study_args = load_study_args(args.config, args.overrides)
     started = time.perf_counter()
     start_ray(args.address or ray_address())
-    study = Study(study_args, workdir=workdir, skip_invalid=args.skip_invalid, progress=not args.quiet)
+    study = Study(study_args, workdir=workdir, skip_invalid=args.skip_invalid, progress=not args.quiet,
+                  analyses=args.command == "run")
     if args.command == "train":
         study.store.init()
         study.store.refresh_views()
@@ -132,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, workdir)
         if args.command == "sql":
             return _sql(args, workdir)
+        if args.command == "config":
+            from serlens.pipeline.config import load_study_args
+
+            sys.stdout.write(load_study_args(args.config, args.overrides).to_yaml())
+            return 0
         if args.command == "report":
             from serlens.pipeline.report import write_report
 

@@ -7,6 +7,7 @@ built in ``serlens.shared.keys``.
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 from collections.abc import Sequence
 from importlib.resources.abc import Traversable
@@ -188,7 +189,33 @@ def load_study_args(path: str | Path | None = None, overrides: Sequence[str] = (
     try:
         return StudyArgs.model_validate(data)
     except ValidationError as err:
-        problems = "\n".join(
-            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
-        raise InvalidConfigError(f"invalid config {source}:\n{problems}") from err
+        problems = "\n".join(_describe(e, source, overrides) for e in err.errors())
+        raise InvalidConfigError(f"invalid config:\n{problems}") from err
+
+
+def _describe(error: Any, source: object, overrides: Sequence[str]) -> str:
+    """One validation problem: where it came from (a ``--set`` or the file), what, and a suggestion."""
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join(loc)
+    culprit = next((item for item in reversed(overrides) if item.partition("=")[0].strip() == key), None)
+    where = f"--set {culprit}" if culprit else f"{source}"
+    message = f"  {key}: {error['msg']} (from {where})"
+    if error["type"] == "extra_forbidden":
+        known = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        if close:
+            message += f"; did you mean {'.'.join([*loc[:-1], close[0]])!r}?"
+        else:
+            message += f"; known keys: {', '.join(known)}"
+    return message
+
+
+def _fields_at(path: Sequence[str]) -> list[str]:
+    """The config keys under a section path (``[]``: the sections; ``["train"]``: train's keys)."""
+    model: Any = StudyArgs
+    for part in path:
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)

@@ -23,13 +23,15 @@ SUBSET_NAMES = {TRAIN: "subset 1 (training)", VALIDATION: "subset 2 (validation)
 MIN_ANALYSIS_CLIPS = 4
 
 
-def check_study(args: StudyArgs, clips: Sequence[ClipRecord], subsets: dict[str, int] | None = None) -> dict[str, int]:
+def check_study(args: StudyArgs, clips: Sequence[ClipRecord], subsets: dict[str, int] | None = None, *,
+                analyses: bool = True) -> dict[str, int]:
     """Check that every stage of the study can run on these clips; returns the split.
 
     Args:
         args: the run's config.
         clips: the clips that remain after scanning (and skipping, with ``--skip-invalid``).
         subsets: the split already made (to recheck what remains after skipping); None: split now.
+        analyses: also check what CKA and the probes need (not for ``serlens train``).
 
     Returns:
         ``clip_id -> subset`` (the split the run will use).
@@ -43,7 +45,8 @@ def check_study(args: StudyArgs, clips: Sequence[ClipRecord], subsets: dict[str,
                                  validation_fraction=args.split.validation_fraction)
     problems = _subset_problems(args, clips, subsets)
     analysed = [c for c in clips if subsets[c.clip_id] == args.analysis.subset]
-    problems += _analysis_problems(args, analysed)
+    if analyses:
+        problems += _analysis_problems(args, analysed)
     if problems:
         raise InvalidInputError(problems, source="the run's data (checked before any stage runs)")
     return subsets

@@ -78,13 +78,17 @@ class Study:
         workdir: the run's folder.
         skip_invalid: leave invalid inputs out (recorded in ``skipped``) instead of stopping.
         progress: show progress bars.
+        analyses: the run goes on to CKA and probes (``serlens train`` stops after fine-tuning),
+            so what they need is checked up front too.
     """
 
-    def __init__(self, args: StudyArgs, *, workdir: Path, skip_invalid: bool = False, progress: bool = True) -> None:
+    def __init__(self, args: StudyArgs, *, workdir: Path, skip_invalid: bool = False, progress: bool = True,
+                 analyses: bool = True) -> None:
         self.args = args
         self.dir = Workdir(Path(workdir).resolve())
         self.store = self.dir.store
         self.skip_invalid = skip_invalid
+        self.analyses = analyses
         self.progress = progress
         self.run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         self.result = StudyResult(run_id=self.run_id, workdir=self.dir, data_key="")
@@ -140,7 +144,7 @@ class Study:
         """Every problem a later stage would hit, raised now in one message; returns the split."""
         if scan.problems and not self.skip_invalid:
             scan.raise_for_problems()
-        return check_study(self.args, scan.clips)
+        return check_study(self.args, scan.clips, analyses=self.analyses)
 
     def prepare(self, scan: DatasetScan, keys: StageKeys, subsets: dict[str, int]) -> list[dict[str, Any]]:
         """Normalise the checked clips; returns the clip rows with their subsets (reused when stored)."""
@@ -167,7 +171,7 @@ class Study:
         problems += late
         bad = {p for p, _ in late}
         if bad:  # what remains after skipping must still carry every later stage
-            check_study(self.args, [c for c in clips if c.source_path not in bad], subsets)
+            check_study(self.args, [c for c in clips if c.source_path not in bad], subsets, analyses=self.analyses)
         rows = []
         for c in clips:
             if c.source_path in bad:

@@ -71,3 +71,30 @@ def test_open_store_without_a_store_is_a_named_error(tmp_path):
 
     with pytest.raises(StoreError, match="no feature store"):
         serlens.open_store(tmp_path)
+
+
+def test_a_bad_set_is_named_with_a_suggestion():
+    with pytest.raises(InvalidConfigError) as info:
+        load_study_args(None, ["train.lrr=2e-5", "probe.seeds=0"])
+    message = str(info.value)
+    assert "train.lrr" in message and "(from --set train.lrr=2e-5)" in message and "did you mean 'train.lr'?" in message
+    assert "(from --set probe.seeds=0)" in message
+
+
+def test_a_bad_file_value_blames_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trian:\n  lr: 1\n")
+    with pytest.raises(InvalidConfigError, match=r"trian: .*bad.yaml.*did you mean 'train'"):
+        load_study_args(bad)
+
+
+def test_cli_version_and_config_show(capsys):
+    from serlens.pipeline.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"serlens {serlens.__version__}"
+    assert main(["config", "show", "--set", "probe.seeds=3"]) == 0
+    assert "seeds: 3" in capsys.readouterr().out
+    assert main(["config", "show", "--set", "probe.sedes=3"]) == 2
+    assert "did you mean 'probe.seeds'?" in capsys.readouterr().err
