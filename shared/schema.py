@@ -262,6 +262,8 @@ STAGES = TableSpec(
         pa.field("stage_key", pa.string(), nullable=False),
         pa.field("rows", pa.int64()),
         pa.field("seconds", pa.float64()),
+        # JSON {Ray node id: items processed there}, for the stages that fan out over the cluster.
+        pa.field("nodes_json", pa.string()),
     ),
     keys=("stage", "stage_key"),
     description="completion markers: a stage whose key is here is reused, not recomputed",

@@ -22,6 +22,7 @@ Rules that keep the store consistent under concurrency and crashes:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import threading
@@ -287,10 +288,19 @@ class FeatureStore:
         """Whether a stage finished before with exactly this key (its inputs and config)."""
         return bool(self.keys_present(STAGES.name, ["stage"], filters={"stage": stage, "stage_key": stage_key}))
 
-    def mark_stage(self, stage: str, stage_key: str, *, rows: int, seconds: float) -> None:
-        """Record that a stage finished; written last, after all of its rows."""
-        self.write(STAGES.name, [{"stage": stage, "stage_key": stage_key, "rows": rows,
-                                  "seconds": seconds}], config_hash=stage_key)
+    def mark_stage(self, stage: str, stage_key: str, *, rows: int, seconds: float,
+                   nodes: Mapping[str, int] | None = None) -> None:
+        """Record that a stage finished; written last, after all of its rows.
+
+        Args:
+            stage: the stage's name.
+            stage_key: its key.
+            rows: rows it wrote.
+            seconds: how long it took.
+            nodes: items processed per Ray node id, for stages that fan out over the cluster.
+        """
+        self.write(STAGES.name, [{"stage": stage, "stage_key": stage_key, "rows": rows, "seconds": seconds,
+                                  "nodes_json": json.dumps(dict(nodes)) if nodes else None}], config_hash=stage_key)
 
     # ------------------------------------------------------------------ DuckDB file
 

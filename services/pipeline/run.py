@@ -192,7 +192,8 @@ class Study:
                                          for item, reason in problems], config_hash=keys.data)
             self.result.warnings.append(f"{len(problems)} input(s) left out (--skip-invalid); see the `skipped` table")
         self.store.write("clips", rows, config_hash=keys.data)
-        self.store.mark_stage("prepare", keys.data, rows=len(rows), seconds=time.perf_counter() - started)
+        self.store.mark_stage("prepare", keys.data, rows=len(rows), seconds=time.perf_counter() - started,
+                              nodes=stages.node_counts((r["node"], 1) for r in results.values()))
         self._timed("prepare", started)
         return rows
 
@@ -209,13 +210,18 @@ class Study:
             self._timed("egemaps", started)
             return
         workers_wanted = self.args.egemaps.num_workers or stages.cluster_cpus()
-        workers = [stages.EgemapsWorker.remote(self.args.egemaps.to_config(), str(self.store.root))
-                   for _ in range(max(1, min(workers_wanted, len(todo))))]
-        chunks = stages.chunked(todo, 16)
-        refs = [workers[i % len(workers)].process.remote(chunk, keys.egemaps) for i, chunk in enumerate(chunks)]
-        stages.gather(refs, desc="eGeMAPS", total=len(todo), weights=[len(c) for c in chunks], progress=self.progress)
+
+        def make_worker() -> Any:
+            return stages.EgemapsWorker.remote(self.args.egemaps.to_config(), str(self.store.root))
+
+        workers = [make_worker() for _ in range(max(1, min(workers_wanted, len(todo))))]
+        done_by = stages.map_on_actors(workers, stages.chunked(todo, 16),
+                                       lambda worker, chunk: worker.process.remote(chunk, keys.egemaps),
+                                       desc="eGeMAPS", make_actor=make_worker, progress=self.progress)
         for w in workers:
             ray.kill(w)
+        self.store.mark_stage("egemaps", keys.egemaps, rows=len(todo), seconds=time.perf_counter() - started,
+                              nodes=stages.node_counts(done_by))
         self._timed("egemaps", started)
 
     # ------------------------------------------------------------------ 3. fine-tuning
@@ -286,6 +292,7 @@ class Study:
         gpus = stages.cluster_gpus()
         threads = stages.threads_for_task()
         reused = True
+        done_by: list[tuple[str, int]] = []
         for ck in checkpoints:
             step = int(ck["checkpoint_step"])
             done = self.store.keys_present("embeddings", ["clip_id"], filters={"config_hash": keys.embed},
@@ -294,14 +301,21 @@ class Study:
             if not todo:
                 continue
             reused = False
-            worker = stages.EmbedWorker.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1).remote(
-                self.args.embed.to_config(), ck["local_path"], str(self.store.root), None if gpus else threads)
-            chunks = stages.chunked(todo, 32)
-            refs = [worker.process.remote(chunk, model=self.args.model.name, train_key=keys.train, step=step,
-                                          config_hash=keys.embed) for chunk in chunks]
-            stages.gather(refs, desc=f"embedding step {step}", total=len(todo), weights=[len(c) for c in chunks],
-                          progress=self.progress)
+
+            def make_worker(folder: str = ck["local_path"]) -> Any:
+                return stages.EmbedWorker.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1).remote(
+                    self.args.embed.to_config(), folder, str(self.store.root), None if gpus else threads)
+
+            worker = make_worker()
+            done_by += stages.map_on_actors(
+                [worker], stages.chunked(todo, 32),
+                lambda actor, chunk, step=step: actor.process.remote(
+                    chunk, model=self.args.model.name, train_key=keys.train, step=step, config_hash=keys.embed),
+                desc=f"embedding step {step}", make_actor=make_worker, progress=self.progress)
             ray.kill(worker)
+        if done_by:
+            self.store.mark_stage("embed", keys.embed, rows=sum(n for _, n in done_by),
+                                  seconds=time.perf_counter() - started, nodes=stages.node_counts(done_by))
         if reused:
             self.result.reused.append("embed")
         self._timed("embed", started)

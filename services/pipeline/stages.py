@@ -34,6 +34,19 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def node_id() -> str:
+    """The Ray node this code runs on (recorded with the stages that fan out)."""
+    return ray.get_runtime_context().get_node_id()
+
+
+def node_counts(parts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Items per node from ``(node id, items)`` pairs."""
+    counts: dict[str, int] = {}
+    for node, items in parts:
+        counts[node] = counts.get(node, 0) + items
+    return counts
+
+
 def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:
     """Consecutive slices of at most ``size`` items."""
     return [items[i : i + size] for i in range(0, len(items), size)]
@@ -53,6 +66,44 @@ def gather(refs: list[ray.ObjectRef], *, desc: str, total: int | None = None,
                 i = index[ref]
                 results[i] = ray.get(ref)
                 bar.update(weights[i] if weights else 1)
+    return results
+
+
+#: What a pool actor's call raises when its process or node died (the work itself did not fail).
+_ACTOR_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+def map_on_actors(actors: Sequence[Any], chunks: Sequence[Sequence[Any]],
+                  call: Callable[[Any, Sequence[Any]], ray.ObjectRef], *, desc: str,
+                  make_actor: Callable[[], Any], progress: bool = True) -> list[Any]:
+    """Run ``call(actor, chunk)`` for every chunk over a pool of actors; results in chunk order.
+
+    A chunk whose actor dies (its process crashed or its node left the cluster) runs again on
+    a live actor; when none is left, ``make_actor`` starts one where Ray finds room. Losing
+    nodes midway loses no work. An error raised by the work itself is not retried.
+
+    Raises:
+        Whatever the work raised (a serlens error arrives wrapped in ``RayTaskError``).
+    """
+    live = list(actors)
+    results: list[Any] = [None] * len(chunks)
+    refs = {call(live[i % len(live)], chunk): (i, live[i % len(live)]) for i, chunk in enumerate(chunks)}
+    with tqdm(total=sum(len(c) for c in chunks), desc=desc, unit="clip", disable=not progress,
+              dynamic_ncols=True) as bar:
+        while refs:
+            (ref,), _ = ray.wait(list(refs), num_returns=1)
+            i, actor = refs.pop(ref)
+            try:
+                results[i] = ray.get(ref)
+            except _ACTOR_LOST:
+                if actor in live:
+                    live.remove(actor)
+                if not live:
+                    live.append(make_actor())
+                again = live[i % len(live)]
+                refs[call(again, chunks[i])] = (i, again)
+                continue
+            bar.update(len(chunks[i]))
     return results
 
 
@@ -81,16 +132,17 @@ def normalize_chunk(items: Sequence[dict[str, Any]], config: Any, audio_dir: str
     from serlens.shared.errors import ServiceError
 
     service = NormalizeService(config=config)
+    node = node_id()
     out: list[dict[str, Any]] = []
     for item in items:
         try:
             signal, record, decoded = service.process_file(item["source_path"])
         except ServiceError as err:
-            out.append({"clip_id": item["clip_id"], "problem": str(err)})
+            out.append({"clip_id": item["clip_id"], "problem": str(err), "node": node})
             continue
         path, digest = store_normalized(audio_dir, item["audio_sha256"], signal)
         out.append({"clip_id": item["clip_id"], **record.as_columns(), "normalized_path": str(path),
-                    "normalized_sha256": digest, "duration_s": len(signal) / 16_000})
+                    "normalized_sha256": digest, "duration_s": len(signal) / 16_000, "node": node})
     return out
 
 
@@ -109,8 +161,8 @@ class EgemapsWorker:
         """The extractor's version string (lineage)."""
         return self.service.extractor_version
 
-    def process(self, items: Sequence[dict[str, Any]], config_hash: str) -> int:
-        """Extract the 88 functionals of each clip and append them to ``egemaps``."""
+    def process(self, items: Sequence[dict[str, Any]], config_hash: str) -> tuple[str, int]:
+        """Extract the 88 functionals of each clip and append them to ``egemaps``; ``(node, clips)``."""
         signals = [read_wav(item["normalized_path"])[0] for item in items]
         features = self.service.process_batch(signals, 16_000)
         columns: dict[str, Any] = {
@@ -122,7 +174,7 @@ class EgemapsWorker:
         for j, name in enumerate(self.service.feature_names):
             columns[name] = pa.array(features[:, j], pa.float32())
         self.store.write("egemaps", pa.table(columns), config_hash=config_hash)
-        return len(items)
+        return node_id(), len(items)
 
 
 @ray.remote
@@ -145,8 +197,8 @@ class EmbedWorker:
         return self.service.bundle.num_hidden_states
 
     def process(self, items: Sequence[dict[str, Any]], *, model: str, train_key: str, step: int,
-                config_hash: str) -> int:
-        """Embed each clip at every hidden state and append the rows."""
+                config_hash: str) -> tuple[str, int]:
+        """Embed each clip at every hidden state and append the rows; ``(node, clips)``."""
         signals = [read_wav(item["normalized_path"])[0] for item in items]
         pooled = self.service.process_batch(signals, 16_000)  # (n, layers, dim)
         n, num_layers, dim = pooled.shape
@@ -163,7 +215,7 @@ class EmbedWorker:
             "pooling": ["mean"] * (n * num_layers),
             "embedding": pa.ListArray.from_arrays(offsets, flat),
         }), config_hash=config_hash)
-        return n
+        return node_id(), n
 
 
 @ray.remote
