@@ -13,6 +13,7 @@ import csv
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,20 +48,48 @@ class DatasetScan:
         problems: ``(culprit, reason)`` per invalid file or row; culprit is a file path or
             ``"<manifest> row N (id=...)"``, N counting data rows from 1.
         source: what was scanned (folder or manifest path), for messages.
+        labels: the accepted labels (None: any).
     """
 
     clips: tuple[ClipRecord, ...]
     problems: tuple[tuple[str, str], ...]
     source: str = "dataset"
+    labels: tuple[str, ...] | None = None
 
     def raise_for_problems(self) -> None:
         """Raise if anything was invalid.
 
+        Every problem is named, except that more than a few rows whose only fault is a label
+        outside the label set are summarised in one paragraph (the labels found with their counts and the setting that
+        fixes it): a dataset with another label set would otherwise give one line per row.
+
         Raises:
             InvalidManifestError: listing every problem, not only the first.
         """
-        if self.problems:
+        if not self.problems:
+            return
+        unknown = Counter(m["label"] for _, reason in self.problems if (m := _UNKNOWN_LABEL.match(reason)))
+        if sum(unknown.values()) <= _LIST_AT_MOST:
             raise InvalidManifestError(self.problems, source=self.source)
+        listed = [(c, r) for c, r in self.problems if not _UNKNOWN_LABEL.match(r)]
+        if unknown:
+            listed.append(("labels", _label_summary(unknown, self.labels or (), len(self.clips))))
+        raise InvalidManifestError(listed, source=self.source)
+
+
+#: How a row with a label outside the label set is reported (one reason per row, for `skipped`).
+_UNKNOWN_LABEL = re.compile(r"^unknown (?:label|emotion code) '(?P<label>[^']*)'; expected one of \[[^\]]*\]$")
+#: Up to this many rows with unknown labels are listed one by one; more are summarised.
+_LIST_AT_MOST = 5
+
+
+def _label_summary(unknown: Counter[str], labels: Sequence[str], valid: int) -> str:
+    found = ", ".join(f"{label} ({n})" for label, n in unknown.most_common())
+    rows = sum(unknown.values())
+    every = sorted(set(unknown) | set(labels)) if valid else sorted(unknown)
+    return (f"{rows} clip(s) carry labels outside dataset.labels {list(labels)}: {found}. "
+            f"If these are the data's classes, set the label set in index order, e.g. "
+            f"--set 'dataset.labels=[{', '.join(every)}]'; --skip-invalid would leave out all {rows} of them.")
 
 
 def inspect_audio(path: str) -> tuple[dict[str, Any], None] | tuple[None, str]:
@@ -202,7 +231,8 @@ def scan_crema_d(
             )
         )
     clips, audio_problems = _inspect_all(candidates, map_fn, dataset)
-    return DatasetScan(tuple(clips), tuple(problems + audio_problems), source)
+    return DatasetScan(tuple(clips), tuple(problems + audio_problems), source,
+                       tuple(labels) if labels is not None else None)
 
 
 def _cell(value: Any) -> str:
@@ -325,4 +355,5 @@ def scan_manifest(
         if fields["speaker"] not in conflicted
     ]
     clips, audio_problems = _inspect_all(candidates, map_fn, dataset)
-    return DatasetScan(tuple(clips), tuple(problems + audio_problems), source)
+    return DatasetScan(tuple(clips), tuple(problems + audio_problems), source,
+                       tuple(labels) if labels is not None else None)

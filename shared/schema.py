@@ -250,6 +250,9 @@ RUNS = TableSpec(
         pa.field("mlflow_run_id", pa.string()),
         pa.field("tracking_uri", pa.string()),
         pa.field("summary_json", pa.string()),
+        pa.field("egemaps_key", pa.string()),
+        # JSON: package versions, git commit, hardware (driver host and GPU node), weights' identity.
+        pa.field("provenance_json", pa.string()),
     ),
     keys=("run_id", "status"),
     description="one row per `serlens run` start and end",

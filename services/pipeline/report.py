@@ -10,32 +10,17 @@ from __future__ import annotations
 import base64
 import html
 import json
-import platform
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from serlens.shared.figures import save_figure
+from serlens.shared.provenance import package_versions
 from serlens.shared.runs import latest_run
 from serlens.shared.store import FeatureStore
 from serlens.shared.workdir import Workdir
-
-PACKAGES = ("serlens", "torch", "transformers", "ray", "opensmile", "pyloudnorm", "soundfile", "soxr", "pyarrow",
-            "duckdb", "mlflow", "numpy", "scikit-learn", "scipy", "matplotlib")
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of what the numbers depend on."""
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def _plot_loudness(clips: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
@@ -111,6 +96,31 @@ def _figure(path: Path, caption: str) -> str:
     return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"/>'
             f"<figcaption>{html.escape(caption)} <span class=dim>(vector: figures/{html.escape(svg)})</span>"
             "</figcaption></figure>")
+
+
+def _reproduce(store: FeatureStore, run: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The run's identity, config, recorded provenance, and the time of the run that computed each stage."""
+    recorded = json.loads(run.get("provenance_json") or "null")
+    if recorded is None:  # a run from before provenance was recorded: say so, show what is installed now
+        recorded = {"packages": package_versions(), "note": "not recorded by this run; installed at report time"}
+    packages = recorded.pop("packages", {})
+    keys = {"prepare": run.get("data_key"), "egemaps": run.get("egemaps_key"), "train": run.get("train_key"),
+            "embed": run.get("embed_hash"), "cka": run.get("analysis_key"), "probes": run.get("analysis_key")}
+    computed = {(r["stage"], r["stage_key"]): r for r in store.read("stages").to_pylist()}
+    reused = set(summary.get("reused", []))
+    times = [[stage, (computed.get((stage, key)) or {}).get("seconds", float("nan")),
+              "reused from an earlier run" if stage in reused else "this run"]
+             for stage, key in keys.items() if key]
+    return ("<h2>Reproduce</h2><p>Run <code>" + html.escape(run["run_id"]) + "</code>, "
+            + f"{run.get('seconds') or 0:.0f} s; MLflow run <code>{html.escape(str(run.get('mlflow_run_id')))}"
+            + f"</code> at <code>{html.escape(str(run.get('tracking_uri')))}</code>.</p>"
+            + "<details open><summary>Config</summary><pre>" + html.escape(run["config_yaml"] or "")
+            + "</pre></details>"
+            + "<details><summary>Provenance (recorded when the run ran)</summary><pre>"
+            + html.escape(json.dumps(recorded, indent=2, sort_keys=True)) + "</pre>"
+            + _table(["package", "version"], sorted(packages.items())) + "</details>"
+            + "<details><summary>Stage times: the run that computed each stage's rows (s)</summary>"
+            + _table(["stage", "seconds", "computed by"], times, fmt="{:.1f}") + "</details>")
 
 
 def _summaries(store: FeatureStore, run: dict[str, Any]) -> dict[str, Any]:
@@ -202,18 +212,7 @@ def write_report(workdir: Path) -> Path:
     if s["skipped"]:
         sections.append("<h2>Left out</h2>" + _table(["item", "stage", "reason"],
                                                      [[r["item"], r["stage"], r["reason"]] for r in s["skipped"]]))
-    versions = package_versions()
-    sections.append("<h2>Reproduce</h2><p>Run <code>" + html.escape(run["run_id"]) + "</code>, "
-                    + f"{run.get('seconds') or 0:.0f} s; MLflow run <code>{html.escape(str(run.get('mlflow_run_id')))}"
-                    + f"</code> at <code>{html.escape(str(run.get('tracking_uri')))}</code>.</p>"
-                    + "<details open><summary>Config</summary><pre>" + html.escape(run["config_yaml"] or "")
-                    + "</pre></details>"
-                    + "<details><summary>Package versions</summary>"
-                    + _table(["package", "version"], sorted(versions.items())) + "</details>"
-                    + "<details><summary>Stage times (s)</summary>"
-                    + _table(["stage", "seconds"], sorted(summary.get("stage_seconds", {}).items()), fmt="{:.1f}")
-                    + "<p>Reused from the store: " + html.escape(", ".join(summary.get("reused", [])) or "nothing")
-                    + "</p></details>")
+    sections.append(_reproduce(store, run, summary))
     warn_html = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>serlens report {html.escape(run['run_id'])}</title>

@@ -370,6 +370,16 @@ class Study:
 
     # ------------------------------------------------------------------ the run
 
+    def provenance(self) -> dict[str, Any]:
+        """What this run ran on, recorded when it runs: packages, commit, hardware, the weights."""
+        from serlens.shared.provenance import collect
+
+        record = collect(model=self.model_path(), revision=self.args.model.revision,
+                         cluster=dict(ray.cluster_resources()))
+        if stages.cluster_gpus() >= 1:
+            record["gpu_node"] = ray.get(stages.hardware_task.options(num_gpus=1, num_cpus=0).remote())
+        return record
+
     def run(self) -> StudyResult:
         """Every stage in order; then figures and the report."""
         from serlens.pipeline.report import write_report
@@ -384,8 +394,10 @@ class Study:
         run_dir = self.dir.run_dir(self.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(self.args.to_yaml())
+        provenance = json.dumps(self.provenance())
         self.store.write("runs", [{"run_id": self.run_id, "status": "started", "config_yaml": self.args.to_yaml(),
-                                   "serlens_version": _version()}], config_hash=keys.data)
+                                   "serlens_version": _version(), "provenance_json": provenance}],
+                         config_hash=keys.data)
         analysed = [c for c in clips if c["subset"] == self.args.analysis.subset]
         self._log(f"{len(clips)} clips: subset sizes "
                   + ", ".join(f"{s}: {sum(c['subset'] == s for c in clips)}" for s in (1, 2, 3)))
@@ -397,6 +409,7 @@ class Study:
             "run_id": self.run_id, "status": "finished", "config_yaml": self.args.to_yaml(),
             "serlens_version": _version(), "seconds": time.perf_counter() - t0, "data_key": keys.data,
             "train_key": keys.train, "embed_hash": keys.embed, "analysis_key": self.result.analysis_key,
+            "egemaps_key": keys.egemaps, "provenance_json": provenance,
             "mlflow_run_id": self.result.mlflow_run_id, "tracking_uri": self.result.tracking_uri,
             "summary_json": json.dumps({"warnings": self.result.warnings, "stage_seconds": self.result.stage_seconds,
                                         "reused": self.result.reused, "steps": self.result.steps}),

@@ -219,6 +219,14 @@ class EmbedWorker:
 
 
 @ray.remote
+def hardware_task() -> dict[str, Any]:
+    """The hardware of the node this task lands on (run with ``num_gpus=1`` to describe a GPU node)."""
+    from serlens.shared.provenance import hardware
+
+    return {"node": node_id(), **hardware()}
+
+
+@ray.remote
 def train_task(config: Any, tracking: Any, model: str, train: Sequence[Any], validation: Sequence[Any],
                labels: Sequence[str], output_dir: str, train_key: str, num_threads: int | None = None,
                progress: bool = True) -> Any:

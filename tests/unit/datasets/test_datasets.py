@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from serlens.shared.audio import sha256_file
+from serlens.shared.audio import sha256_file, write_wav
 from serlens.shared.datasets import DatasetScan, inspect_audio, scan_crema_d, scan_manifest
 from serlens.shared.errors import InvalidManifestError
 from serlens.shared.schema import EMOTIONS
@@ -313,3 +313,20 @@ def test_dataset_scan_is_frozen():
     with pytest.raises(AttributeError):
         scan.clips = ()  # type: ignore[misc]
     scan.raise_for_problems()
+
+
+def test_another_label_set_is_summarised_in_one_paragraph(tmp_path):
+    rows = ["path,label,speaker,gender"]
+    for i in range(30):
+        write_wav(tmp_path / f"c{i}.wav", voiced(0.6, seed=i), 16_000)
+        rows.append(f"c{i}.wav,{['calm', 'angry', 'happy'][i % 3]},s{i % 6},{'F' if i % 2 else 'M'}")
+    rows.append("missing.wav,calm,s0,M")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    scan = scan_manifest(tmp_path / "m.csv", labels=["ANG", "HAP"])
+    assert len(scan.problems) == 31  # every row still recorded (for --skip-invalid's `skipped` table)
+    with pytest.raises(InvalidManifestError) as info:
+        scan.raise_for_problems()
+    message = str(info.value)
+    assert len(info.value.problems) == 2 and "missing.wav" in message
+    assert "30 clip(s) carry labels outside dataset.labels ['ANG', 'HAP']" in message
+    assert "calm (10), angry (10), happy (10)" in message and "dataset.labels=[" in message
