@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from serlens.shared import tracking
+from serlens.shared.tracking_artifacts import MANIFEST_FILENAME, verify_folder
 from serlens.shared.audio import write_wav
 from serlens.shared.errors import InvalidConfigError, InvalidManifestError
 from serlens.shared.models import HEAD_FILENAME, SpeechClassifier, create_random_encoder, load_encoder
 from serlens.trainer.config import TrainArgs
 from serlens.trainer.figures import plot_training
-from serlens.trainer.service import TRAINER_STATE_FILENAME, TrainClip, TrainerService
+from serlens.trainer.checkpoints import TRAINER_STATE_FILENAME
+from serlens.trainer.service import TrainClip, TrainerService
 
 RATE = 16_000
 LABELS = ("LOW", "MID", "HIGH")
@@ -147,12 +149,14 @@ def test_mlflow_run(setup, full):
             a.path.rsplit("/", 1)[-1]
             for a in client.list_artifacts(full.run_id, f"checkpoints/step-{step:06d}")
         }
-        assert {"config.json", "model.safetensors", HEAD_FILENAME, "labels.json"} <= listed
+        assert {"config.json", "model.safetensors", HEAD_FILENAME, "labels.json", MANIFEST_FILENAME} <= listed
         assert TRAINER_STATE_FILENAME not in listed
-    assert {a.path for a in client.list_artifacts(full.run_id, "figures")} == {
-        "figures/training.png",
-        "figures/training.svg",
-    }
+        folder = setup["root"] / "full" / f"step-{step:06d}"
+        assert verify_folder(setup["tracking"], full.run_id, folder, f"checkpoints/step-{step:06d}",
+                             exclude={TRAINER_STATE_FILENAME}) == []
+    # The trainer draws no figures: the report draws the training curves from the store.
+    assert client.list_artifacts(full.run_id, "figures") == []
+    assert not list((setup["root"] / "full").glob("*.png"))
 
 
 def test_resume_matches_an_uninterrupted_fit(setup, full):
@@ -259,5 +263,3 @@ def test_training_figure(setup, full, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     text = svg.read_text()
     assert text.lstrip().startswith("<?xml") and "<svg" in text and svg.stat().st_size > 20_000
-    # The fit wrote the same figure next to its checkpoints.
-    assert (setup["root"] / "full" / "training.png").stat().st_size > 20_000
