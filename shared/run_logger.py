@@ -180,10 +180,11 @@ class RunLogger:
         with self._changed:
             self._first_error = self._first_error or err
         self._backlog.appendleft(call)
-        while True:  # drain the queue, so the loop never waits on a full one while we are offline
+        # Until the next try, keep draining the queue, so the loop never waits on a full one.
+        deadline = time.monotonic() + self.reconnect_interval_s
+        while time.monotonic() < deadline and not self._wake.is_set():
             try:
-                self._backlog.append(self._queue.get_nowait())
+                self._backlog.append(self._queue.get(timeout=0.02))
             except queue.Empty:
-                break
-        self._wake.wait(self.reconnect_interval_s)
+                continue
         self._wake.clear()

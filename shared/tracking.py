@@ -130,16 +130,17 @@ def _client(tracking_uri: str, request_timeout_s: float) -> MlflowClient:
         # hang for minutes. Ours retry instead, boundedly. A value the user set is kept.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(request_timeout_s)))
-    client = MlflowClient(tracking_uri=tracking_uri)
     lock_path = _init_lock_path(tracking_uri)
     if lock_path is None:
-        return client
+        return MlflowClient(tracking_uri=tracking_uri)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as lock:
-        # MLflow creates the tables and runs its migrations on first use; two processes doing
-        # that at once can break the schema for good. One at a time, then each just checks it.
+        # MLflow creates the tables and runs its migrations when a client first touches a
+        # store; two processes doing that at once can break the schema for good. One at a
+        # time, then each just checks it.
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            client = MlflowClient(tracking_uri=tracking_uri)
             client.search_experiments(max_results=1)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

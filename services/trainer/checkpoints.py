@@ -128,6 +128,25 @@ def check_resumable(state: dict[str, Any], identity: dict[str, Any], config: Tra
         )
 
 
+def resume_state(output_dir: Path, identity: dict[str, Any], config: TrainConfig, *,
+                 resume: bool) -> tuple[Path, dict[str, Any]] | tuple[None, None]:
+    """The latest checkpoint folder with a resume state, and that state; ``(None, None)`` if none.
+
+    Raises:
+        InvalidConfigError: when there is a state and ``resume`` is False, or it does not fit
+            this fit (``check_resumable``).
+    """
+    folder = latest_state_folder(output_dir)
+    if folder is None:
+        return None, None
+    if not resume:
+        raise InvalidConfigError(f"{output_dir} holds checkpoints of an earlier fit; "
+                                 "pass resume=True or use an empty folder")
+    state = load_state(folder)
+    check_resumable(state, identity, config, folder)
+    return folder, state
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

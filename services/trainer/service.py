@@ -135,13 +135,7 @@ class TrainerService:
                     "train_set": fingerprint(train), "validation_set": fingerprint(validation)}
         output_dir = Path(output_dir).resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
-        saved_folder = checkpoints.latest_state_folder(output_dir)
-        if saved_folder is not None and not resume:
-            raise InvalidConfigError(f"{output_dir} holds checkpoints of an earlier fit; "
-                                     "pass resume=True or use an empty folder")
-        saved = checkpoints.load_state(saved_folder) if saved_folder is not None else None
-        if saved is not None:
-            checkpoints.check_resumable(saved, identity, cfg, saved_folder)
+        saved_folder, saved = checkpoints.resume_state(output_dir, identity, cfg, resume=resume)
 
         # -------------------------------------------------------------- model, optimizer, state, run
         checkpoints.seed_everything(cfg.seed)
