@@ -11,7 +11,7 @@ draws the training curves from the store).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,9 @@ from serlens.trainer.data import ClipDataset, DeviceFeeder, TrainClip, TrainPlan
 from serlens.trainer.runs import TrainRun
 from serlens.trainer.state import CheckpointInfo, TrainResult, TrainState
 
-__all__ = ["CheckpointInfo", "TrainClip", "TrainResult", "TrainerService", "freeze_feature_encoder"]
+__all__ = [
+    "CheckpointInfo", "TrainClip", "TrainResult", "TrainerService", "accumulate_gradients", "freeze_feature_encoder",
+]
 
 
 def freeze_feature_encoder(encoder: nn.Module) -> None:
@@ -50,6 +52,36 @@ def freeze_feature_encoder(encoder: nn.Module) -> None:
     for parameter in cnn.parameters():
         parameter.requires_grad = False
     cnn.forward = torch.no_grad()(cnn.forward)
+
+
+def accumulate_gradients(classifier: SpeechClassifier, micro_batches: Iterable[tuple[torch.Tensor, ...]], *,
+                         clips_in_step: int,
+                         autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+                         ) -> torch.Tensor:
+    """Forward and backward over one optimizer step's micro-batches, summing their gradients.
+
+    Each micro-batch's mean cross-entropy is weighted by its share of the step's clips, so the
+    summed gradient is the mean over the step's clips, however the step is split (also for a
+    short last step of an epoch).
+
+    Args:
+        classifier: the model, in training mode.
+        micro_batches: ``(values, attention_mask, targets)`` on the model's device.
+        clips_in_step: clips in all the micro-batches together.
+        autocast: the mixed-precision context of each forward pass.
+
+    Returns:
+        The step's mean training loss, still on the device (no host sync).
+    """
+    step_loss = torch.zeros((), device=next(classifier.parameters()).device)
+    for values, mask, targets in micro_batches:
+        with autocast():
+            logits = classifier(values, mask)
+        loss = F.cross_entropy(logits.float(), targets)
+        weight = len(targets) / clips_in_step
+        (loss * weight).backward()
+        step_loss += loss.detach() * weight
+    return step_loss
 
 
 @dataclass
@@ -239,16 +271,8 @@ class TrainerService:
                     clips_in_step: int) -> None:
         """One optimizer step over its micro-batches; the loss stays on the device until settled."""
         model, state = fit.model, fit.state
-        step_loss = torch.zeros((), device=self.device)
-        for values, mask, targets in micro_batches:
-            with self._autocast():
-                logits = model.classifier(values, mask)
-            loss = F.cross_entropy(logits.float(), targets)
-            # Weighting by clips makes the summed gradient the mean over the step's clips, also
-            # for a short last step of an epoch.
-            weight = len(targets) / clips_in_step
-            (loss * weight).backward()
-            step_loss += loss.detach() * weight
+        step_loss = accumulate_gradients(model.classifier, micro_batches, clips_in_step=clips_in_step,
+                                         autocast=self._autocast)
         model.optimizer.step()
         model.optimizer.zero_grad(set_to_none=True)
         state.step += 1

@@ -131,7 +131,7 @@ def test_length_bucketing_reduces_padding():
     # Each micro-batch holds clips of neighbouring lengths within its step.
     for step in steps:
         batches = core.micro_batches(step, 16, lengths, bucket_by_length=True)
-        assert all(max(lengths[i] for i in a) <= min(lengths[i] for i in b) for a, b in zip(batches, batches[1:]))
+        assert all(max(lengths[i] for i in a) <= min(lengths[i] for i in b) for a, b in zip(batches, batches[1:], strict=False))
 
 
 def test_classification_scores_by_hand():
