@@ -163,3 +163,9 @@ class StoreError(ServiceError):
     """The feature store is missing, unreadable, or inconsistent."""
 
     http_status = 503
+
+
+class TrackingError(ServiceError):
+    """The MLflow tracking server or store could not be reached or refused a call."""
+
+    http_status = 503

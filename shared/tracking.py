@@ -1,4 +1,4 @@
-"""MLflow tracking: where runs go, and the few calls serlens makes.
+"""MLflow tracking: where runs go, and the few calls serlens makes, each with bounded retries.
 
 This is the one module that resolves the tracking URI (``MLFLOW_TRACKING_URI`` itself is
 read by ``serlens.shared.settings``, the one place that reads environment variables). Everything
@@ -11,16 +11,27 @@ next to it::
 
     <workdir>/mlflow.db        runs, params, metrics, tags
     <workdir>/mlartifacts/     artifacts (checkpoints, figures), one folder per run
+
+Failing safely: a database store is created (tables, migrations) by one process at a time,
+under a file lock, so that many processes opening a fresh store at once all succeed. Every
+call is retried a bounded number of times (``TrackingConfig.retry_attempts``, with MLflow's
+own HTTP retries turned down to one try each by default), then raises ``TrackingError``;
+``serlens.shared.run_logger`` keeps such calls off a training loop's critical path.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import logging
+import os
+import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from mlflow import MlflowClient
@@ -28,7 +39,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from serlens.shared import settings
-from serlens.shared.errors import NotFoundError
+from serlens.shared.errors import NotFoundError, TrackingError
+
+log = logging.getLogger(__name__)
 
 DB_FILENAME = "mlflow.db"
 ARTIFACTS_DIRNAME = "mlartifacts"
@@ -37,22 +50,39 @@ ARTIFACTS_DIRNAME = "mlartifacts"
 _MAX_PARAM_VALUE_LENGTH = 6000
 _MAX_BATCH_PARAMS = 100
 _MAX_BATCH_METRICS = 1000
+# Error codes that no retry can fix (the request itself is wrong, or the thing is gone).
+_PERMANENT_ERRORS = frozenset({
+    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE",
+    "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED", "ENDPOINT_NOT_FOUND",
+})
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """Where MLflow runs and their artifacts go.
+    """Where MLflow runs and their artifacts go, and how hard to try.
 
     Attributes:
         tracking_uri: the MLflow tracking URI (``sqlite:///...``, ``http://...``, ``file:...``).
         artifact_location: the artifact root of a newly created experiment (a URI), or None
             to let the tracking server choose.
         experiment: the experiment every run of this config belongs to.
+        retry_attempts: tries per call before it raises ``TrackingError`` (>= 1).
+        retry_backoff_s: wait before the second try, in seconds; doubled for each later one.
+        request_timeout_s: HTTP timeout of one request to a tracking server, in seconds.
+        catchup_timeout_s: how long the end of a fit waits for a background logger to catch
+            up with a tracking server that went away, in seconds.
     """
 
     tracking_uri: str
     artifact_location: str | None
     experiment: str = "serlens"
+    retry_attempts: int = 3
+    retry_backoff_s: float = 0.5
+    request_timeout_s: float = 30.0
+    catchup_timeout_s: float = 120.0
 
 
 def tracking_config(
@@ -81,20 +111,83 @@ def tracking_config(
     )
 
 
+def _init_lock_path(tracking_uri: str) -> Path | None:
+    """The lock file that serialises creating a database store (None for servers and files)."""
+    parsed = urlparse(tracking_uri)
+    scheme = parsed.scheme.split("+")[0]
+    if scheme == "sqlite" and parsed.path not in ("", "/:memory:"):
+        return Path(f"{parsed.path}.init.lock")
+    if scheme in _DATABASE_SCHEMES:
+        digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"serlens-mlflow-{digest}.init.lock"
+    return None
+
+
 @lru_cache(maxsize=16)
-def _client(tracking_uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=tracking_uri)
+def _client(tracking_uri: str, request_timeout_s: float) -> MlflowClient:
+    if urlparse(tracking_uri).scheme in ("http", "https"):
+        # MLflow reads these at every request; its defaults (7 retries, 120 s) let one call
+        # hang for minutes. Ours retry instead, boundedly. A value the user set is kept.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(request_timeout_s)))
+    lock_path = _init_lock_path(tracking_uri)
+    if lock_path is None:
+        return MlflowClient(tracking_uri=tracking_uri)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        # MLflow creates the tables and runs its migrations when a client first touches a
+        # store; two processes doing that at once can break the schema for good. One at a
+        # time, then each just checks it.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=tracking_uri)
+            client.search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
 
 
 def mlflow_client(config: TrackingConfig) -> MlflowClient:
     """Return the MLflow client for ``config`` (one per tracking URI and process).
 
-    Creates the folder of a local SQLite database first, which MLflow does not do.
+    The first call in a process initialises a database store under a file lock.
+
+    Raises:
+        TrackingError: when the store cannot be opened.
     """
-    parsed = urlparse(config.tracking_uri)
-    if parsed.scheme == "sqlite" and parsed.path not in ("", "/:memory:"):
-        Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
-    return _client(config.tracking_uri)
+    try:
+        return _client(config.tracking_uri, config.request_timeout_s)
+    except (MlflowException, OSError) as err:
+        raise TrackingError(f"cannot open the MLflow store at {config.tracking_uri}: {err}") from err
+
+
+def is_permanent(err: BaseException) -> bool:
+    """Whether an MLflow error is one that no retry can fix."""
+    return isinstance(err, MlflowException) and err.error_code in _PERMANENT_ERRORS
+
+
+def call(config: TrackingConfig, what: str, fn: Callable[[MlflowClient], T]) -> T:
+    """Run ``fn(client)``, retrying transient failures ``config.retry_attempts`` times in all.
+
+    Args:
+        config: tracking config (the client and the retry policy).
+        what: what the call does, for the error message.
+        fn: the call.
+
+    Raises:
+        TrackingError: after the last try, or at once for an error no retry can fix; it names
+            the store and chains the original error.
+    """
+    for attempt in range(1, config.retry_attempts + 1):
+        try:
+            return fn(mlflow_client(config))
+        except (MlflowException, OSError, TrackingError) as err:
+            if attempt == config.retry_attempts or is_permanent(err):
+                raise TrackingError(f"MLflow at {config.tracking_uri}: cannot {what} "
+                                    f"(try {attempt} of {config.retry_attempts}): {err}") from err
+            log.info("MLflow at %s: %s failed (%s); retrying", config.tracking_uri, what, err)
+            time.sleep(config.retry_backoff_s * 2 ** (attempt - 1))
+    raise AssertionError("unreachable: retry_attempts >= 1")
 
 
 def ensure_experiment(config: TrackingConfig) -> str:
@@ -102,17 +195,16 @@ def ensure_experiment(config: TrackingConfig) -> str:
 
     Raises:
         NotFoundError: when the experiment exists but was deleted (MLflow keeps its name).
+        TrackingError: when the store cannot be reached.
     """
-    client = mlflow_client(config)
-    found = client.get_experiment_by_name(config.experiment)
+    found = call(config, "look up the experiment", lambda c: c.get_experiment_by_name(config.experiment))
     if found is None:
         try:
-            return client.create_experiment(
-                config.experiment, artifact_location=config.artifact_location
-            )
+            return mlflow_client(config).create_experiment(config.experiment,
+                                                           artifact_location=config.artifact_location)
         except MlflowException:
             # Another process created it between our lookup and our create.
-            found = client.get_experiment_by_name(config.experiment)
+            found = call(config, "look up the experiment", lambda c: c.get_experiment_by_name(config.experiment))
             if found is None:
                 raise
     if found.lifecycle_stage == "deleted":
@@ -128,29 +220,35 @@ def start_run(
 ) -> str:
     """Create a run in the config's experiment and return its id."""
     experiment_id = ensure_experiment(config)
-    run = mlflow_client(config).create_run(
-        experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=run_name
-    )
+    run = call(config, "create a run", lambda c: c.create_run(
+        experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=run_name))
     return run.info.run_id
 
 
 def run_exists(config: TrackingConfig, run_id: str) -> bool:
-    """Whether the tracking store holds a live (not deleted) run with this id."""
+    """Whether the tracking store holds a live (not deleted) run with this id.
+
+    Raises:
+        TrackingError: when the store cannot say (unreachable), which is not "gone".
+    """
     try:
-        run = mlflow_client(config).get_run(run_id)
-    except MlflowException:
-        return False
+        run = call(config, f"look up run {run_id}", lambda c: c.get_run(run_id))
+    except TrackingError as err:
+        cause = err.__cause__
+        if isinstance(cause, MlflowException) and cause.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
     return run.info.lifecycle_stage != "deleted"
 
 
 def reopen_run(config: TrackingConfig, run_id: str) -> None:
     """Mark a finished or failed run as running again (a resumed fit logs into the same run)."""
-    mlflow_client(config).update_run(run_id, status="RUNNING")
+    call(config, f"reopen run {run_id}", lambda c: c.update_run(run_id, status="RUNNING"))
 
 
 def end_run(config: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
     """Mark a run as ended: ``FINISHED``, ``FAILED`` or ``KILLED``."""
-    mlflow_client(config).set_terminated(run_id, status=status)
+    call(config, f"end run {run_id}", lambda c: c.set_terminated(run_id, status=status))
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -176,15 +274,16 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 def log_params(config: TrackingConfig, run_id: str, params: Mapping[str, Any]) -> None:
     """Log a (possibly nested) dict of params, flattened to dotted keys."""
-    client = mlflow_client(config)
     items = [Param(k, v) for k, v in flatten_params(params).items()]
     for start in range(0, len(items), _MAX_BATCH_PARAMS):
-        client.log_batch(run_id, params=items[start : start + _MAX_BATCH_PARAMS])
+        chunk = items[start : start + _MAX_BATCH_PARAMS]
+        call(config, "log params", lambda c, chunk=chunk: c.log_batch(run_id, params=chunk))
 
 
 def set_tags(config: TrackingConfig, run_id: str, tags: Mapping[str, Any]) -> None:
     """Set (or overwrite) tags on a run."""
-    mlflow_client(config).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    items = [RunTag(k, str(v)[:_MAX_PARAM_VALUE_LENGTH]) for k, v in tags.items()]
+    call(config, "set tags", lambda c: c.log_batch(run_id, tags=items))
 
 
 def log_metrics(
@@ -197,48 +296,18 @@ def log_metrics(
 
 
 def log_metric_rows(config: TrackingConfig, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Log metric rows ``{name, value, step}`` in batches (a replayed history, for instance)."""
-    now = int(time.time() * 1000)
-    items = [Metric(str(r["name"]), float(r["value"]), now, int(r["step"])) for r in rows]
-    client = mlflow_client(config)
-    for start in range(0, len(items), _MAX_BATCH_METRICS):
-        client.log_batch(run_id, metrics=items[start : start + _MAX_BATCH_METRICS])
+    """Log metric rows ``{name, value, step[, timestamp_ms]}`` in batches.
 
-
-def log_folder(
-    config: TrackingConfig,
-    run_id: str,
-    folder: Path,
-    artifact_path: str,
-    *,
-    exclude: Iterable[str] = (),
-) -> str:
-    """Log the files of a folder (recursively) as the run's artifacts under ``artifact_path``.
-
-    Args:
-        config: tracking config.
-        run_id: the run.
-        folder: local folder to upload.
-        artifact_path: destination inside the run's artifacts, e.g. ``checkpoints/step-000050``.
-        exclude: file names (at any depth) to leave out.
-
-    Returns:
-        The artifacts' URI, ``runs:/<run_id>/<artifact_path>``.
-
-    Raises:
-        NotFoundError: when ``folder`` is not a directory.
+    A row that carries its own ``timestamp_ms`` is logged with it, so logging the same rows
+    again (a replayed history, a retry after a lost reply) adds nothing: MLflow keeps one
+    entry per (name, step, timestamp, value).
     """
-    root = Path(folder)
-    if not root.is_dir():
-        raise NotFoundError(f"cannot log {root} as artifacts: not a folder")
-    skip = set(exclude)
-    client = mlflow_client(config)
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name not in skip:
-            relative = path.parent.relative_to(root).as_posix()
-            destination = artifact_path if relative == "." else f"{artifact_path}/{relative}"
-            client.log_artifact(run_id, str(path), destination)
-    return artifact_uri(run_id, artifact_path)
+    now = int(time.time() * 1000)
+    items = [Metric(str(r["name"]), float(r["value"]), int(r.get("timestamp_ms", now)), int(r["step"]))
+             for r in rows]
+    for start in range(0, len(items), _MAX_BATCH_METRICS):
+        chunk = items[start : start + _MAX_BATCH_METRICS]
+        call(config, "log metrics", lambda c, chunk=chunk: c.log_batch(run_id, metrics=chunk))
 
 
 def log_file(config: TrackingConfig, run_id: str, path: Path, artifact_path: str) -> str:
@@ -249,16 +318,13 @@ def log_file(config: TrackingConfig, run_id: str, path: Path, artifact_path: str
     """
     if not Path(path).is_file():
         raise NotFoundError(f"cannot log {path} as an artifact: not a file")
-    mlflow_client(config).log_artifact(run_id, str(path), artifact_path)
+    call(config, f"upload {path}", lambda c: c.log_artifact(run_id, str(path), artifact_path))
     return artifact_uri(run_id, f"{artifact_path}/{Path(path).name}")
 
 
 def has_artifacts(config: TrackingConfig, run_id: str, artifact_path: str) -> bool:
     """Whether the run already holds artifacts under ``artifact_path``."""
-    try:
-        return bool(mlflow_client(config).list_artifacts(run_id, artifact_path))
-    except (MlflowException, OSError):
-        return False
+    return bool(call(config, f"list {artifact_path}", lambda c: c.list_artifacts(run_id, artifact_path)))
 
 
 def artifact_uri(run_id: str, artifact_path: str) -> str:

@@ -5,6 +5,10 @@ validation every 10 optimizer steps, early stopping after 5 validations without 
 0.025 drop in validation loss, a checkpoint every 50 steps, at most 50 epochs. Gradient
 accumulation (8) makes the effective batch 128, so 350 steps are about 9.5 epochs of the
 4,662 training clips of CREMA-D subset 1.
+
+The trajectory depends on the effective batch (``batch_size * grad_accum_steps``), not on how
+it is split: micro-batch 16 x 8 and 32 x 4 train on the same clips at every step, so a bigger
+GPU can take bigger micro-batches (and a resume may change the split).
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ class TrainArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # batching: the paper's batch of 16 on an A100; accumulation gives 128 clips per step
-    batch_size: int = Field(16, ge=1)  # clips per forward/backward pass (micro-batch)
+    batch_size: int = Field(16, ge=1)  # micro-batch: clips per forward/backward pass (memory, speed)
     grad_accum_steps: int = Field(8, ge=1)  # micro-batches summed into one optimizer step
     # optimizer: AdamW
     lr: float = Field(1e-5, gt=0)  # learning rate, constant
@@ -72,7 +76,7 @@ class TrainArgs(BaseModel):
     # model
     freeze_feature_encoder: bool = True  # keep the CNN feature encoder fixed, as usual for WavLM
     # data order
-    length_bucketing: bool = False  # group clips of similar length in a batch (less padding)
+    length_bucketing: bool = False  # sort each step's clips by length into micro-batches (less padding)
     seed: int = 0  # seeds the head, dropout, SpecAugment masks and the batch order
     # hardware
     device: Device = "auto"  # auto = CUDA when available, else CPU

@@ -14,32 +14,25 @@ from sklearn.metrics import f1_score
 
 from serlens.shared.errors import InvalidConfigError
 
-#: With length bucketing, clips are sorted by length inside windows of this many batches.
-BUCKET_WINDOW_BATCHES = 32
-
 
 def _positive(name: str, value: int) -> None:
     if value < 1:
         raise InvalidConfigError(f"{name} must be a positive integer, got {value}")
 
 
-def micro_batches_per_epoch(num_clips: int, batch_size: int) -> int:
-    """Forward/backward passes per epoch (the last one may be smaller)."""
-    _positive("num_clips", num_clips)
-    _positive("batch_size", batch_size)
-    return math.ceil(num_clips / batch_size)
-
-
 def optimizer_steps_per_epoch(num_clips: int, batch_size: int, grad_accum_steps: int) -> int:
-    """Optimizer steps per epoch; a last, partial accumulation at the end of an epoch still steps.
+    """Optimizer steps per epoch; a last, partial step at the end of an epoch still steps.
 
-    Example: 4,662 clips, batch 16, 8 accumulation steps -> 292 micro-batches -> 37 steps.
+    A step takes ``batch_size * grad_accum_steps`` clips (the effective batch). Example:
+    4,662 clips, batch 16, 8 accumulation steps -> 128 clips per step -> 37 steps.
 
     Raises:
         InvalidConfigError: when any argument is below 1.
     """
+    _positive("num_clips", num_clips)
+    _positive("batch_size", batch_size)
     _positive("grad_accum_steps", grad_accum_steps)
-    return math.ceil(micro_batches_per_epoch(num_clips, batch_size) / grad_accum_steps)
+    return math.ceil(num_clips / (batch_size * grad_accum_steps))
 
 
 def epoch_at(step: int, steps_per_epoch: int) -> float:
@@ -47,53 +40,42 @@ def epoch_at(step: int, steps_per_epoch: int) -> float:
     return step / steps_per_epoch
 
 
-def epoch_batches(
-    lengths: Sequence[int],
-    batch_size: int,
-    *,
-    seed: int,
-    epoch: int,
-    bucket_by_length: bool = False,
-) -> list[list[int]]:
-    """Cut one epoch into micro-batches of clip indices; a pure function of (seed, epoch).
+def epoch_steps(lengths: Sequence[int], effective_batch_size: int, *, seed: int, epoch: int) -> list[list[int]]:
+    """Cut one shuffled epoch into optimizer steps of clip indices; a pure function of (seed, epoch).
 
-    Clips are shuffled. With ``bucket_by_length``, windows of ``BUCKET_WINDOW_BATCHES`` batches
-    are sorted by length before being cut into batches, and the batches shuffled again, so
-    each batch holds clips of similar length (less padding) while the order stays random.
+    Only the effective batch shapes the steps, so any micro-batch size with the same effective
+    batch trains on the same clips at every step.
 
     Args:
-        lengths: length of each clip (any unit; only their order matters).
-        batch_size: clips per batch; the last batch may be smaller.
+        lengths: one entry per clip (only their number matters here).
+        effective_batch_size: clips per optimizer step; the last step may be smaller.
         seed: the run's seed.
         epoch: zero-based epoch index.
-        bucket_by_length: group clips of similar length.
 
     Raises:
-        InvalidConfigError: when there are no clips or ``batch_size`` is below 1.
+        InvalidConfigError: when there are no clips or ``effective_batch_size`` is below 1.
     """
     _positive("number of clips", len(lengths))
+    _positive("effective_batch_size", effective_batch_size)
+    order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
+    return [order[i : i + effective_batch_size].tolist() for i in range(0, len(order), effective_batch_size)]
+
+
+def micro_batches(
+    step_clips: Sequence[int], batch_size: int, lengths: Sequence[int], *, bucket_by_length: bool = False
+) -> list[list[int]]:
+    """Cut one optimizer step's clips into micro-batches of at most ``batch_size``.
+
+    With ``bucket_by_length`` the step's clips are sorted by length first, so each micro-batch
+    holds clips of similar length (less padding). The step's clips, and so its gradient, stay
+    the same; only the order of the floating-point sums changes.
+
+    Raises:
+        InvalidConfigError: when ``batch_size`` is below 1.
+    """
     _positive("batch_size", batch_size)
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    if not bucket_by_length:
-        return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    window = batch_size * BUCKET_WINDOW_BATCHES
-    batches: list[list[int]] = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window].tolist(), key=lambda i: lengths[i])
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def accumulation_groups(
-    batches: Sequence[Sequence[int]], grad_accum_steps: int
-) -> list[list[list[int]]]:
-    """Split an epoch's micro-batches into optimizer steps (the last may be short)."""
-    _positive("grad_accum_steps", grad_accum_steps)
-    return [
-        [list(b) for b in batches[i : i + grad_accum_steps]]
-        for i in range(0, len(batches), grad_accum_steps)
-    ]
+    clips = sorted(step_clips, key=lambda i: lengths[i]) if bucket_by_length else list(step_clips)
+    return [clips[i : i + batch_size] for i in range(0, len(clips), batch_size)]
 
 
 class EarlyStopping:

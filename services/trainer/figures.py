@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -66,59 +67,61 @@ def plot_training(
     Returns:
         The PNG and SVG paths.
     """
-    train_steps, train_loss = _series(metrics, "train_loss")
-    val_steps, val_loss = _series(metrics, "val_loss")
-    f1_steps, f1 = _series(metrics, "val_f1_macro")
-    acc_steps, acc = _series(metrics, "val_accuracy")
-
     fig, (ax_loss, ax_f1) = plt.subplots(
         2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2], "hspace": 0.08}
     )
+    last_loss_step = _draw_losses(ax_loss, metrics)
+    ax_loss.set_title(title, pad=22)
+    _draw_scores(ax_f1, metrics)
+    _mark_checkpoints(ax_loss, ax_f1, checkpoints, early_stop_step)
+    ax_loss.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    last = max([0.0, last_loss_step, *map(float, checkpoints)])
+    ax_f1.set_xlim(-0.01 * max(last, 1.0), last * 1.02 + 0.5)
+
+    paths = save_figure(fig, stem, dpi=dpi, tight=True)
+    plt.close(fig)
+    return paths
+
+
+def _draw_losses(ax: Any, metrics: Sequence[dict]) -> float:
+    """Training loss (raw and smoothed) and validation loss; returns the last step drawn."""
+    train_steps, train_loss = _series(metrics, "train_loss")
+    val_steps, val_loss = _series(metrics, "val_loss")
     if train_steps.size:
-        ax_loss.plot(
-            train_steps, train_loss, color=_TRAIN_COLOR, lw=1, label="train loss (per step)"
-        )
+        ax.plot(train_steps, train_loss, color=_TRAIN_COLOR, lw=1, label="train loss (per step)")
         window = max(1, min(10, train_steps.size // 5))
         if window > 1:
-            ax_loss.plot(
-                train_steps,
-                _moving_average(train_loss, window),
-                color=_TRAIN_SMOOTH_COLOR,
-                lw=1.8,
-                label=f"train loss ({window}-step mean)",
-            )
+            ax.plot(train_steps, _moving_average(train_loss, window), color=_TRAIN_SMOOTH_COLOR, lw=1.8,
+                    label=f"train loss ({window}-step mean)")
     if val_steps.size:
-        ax_loss.plot(
-            val_steps, val_loss, color=_VAL_COLOR, lw=1.8, marker="o", ms=4, label="validation loss"
-        )
+        ax.plot(val_steps, val_loss, color=_VAL_COLOR, lw=1.8, marker="o", ms=4, label="validation loss")
         best = int(np.argmin(val_loss))
-        ax_loss.scatter(
-            [val_steps[best]],
-            [val_loss[best]],
-            s=110,
-            facecolors="none",
-            edgecolors=_VAL_COLOR,
-            lw=1.5,
-            zorder=5,
-            label=f"best validation loss ({val_loss[best]:.3f}, step {val_steps[best]:.0f})",
-        )
-    ax_loss.set_ylabel("cross-entropy loss")
-    ax_loss.set_title(title, pad=22)
+        ax.scatter([val_steps[best]], [val_loss[best]], s=110, facecolors="none", edgecolors=_VAL_COLOR,
+                   lw=1.5, zorder=5,
+                   label=f"best validation loss ({val_loss[best]:.3f}, step {val_steps[best]:.0f})")
+    ax.set_ylabel("cross-entropy loss")
+    return max([0.0, *train_steps.tolist(), *val_steps.tolist()])
 
+
+def _draw_scores(ax: Any, metrics: Sequence[dict]) -> None:
+    """Validation macro-F1 and accuracy, on a y range fitted to them."""
+    f1_steps, f1 = _series(metrics, "val_f1_macro")
+    acc_steps, acc = _series(metrics, "val_accuracy")
     if f1_steps.size:
-        ax_f1.plot(
-            f1_steps, f1, color=_F1_COLOR, lw=1.8, marker="o", ms=4, label="validation macro-F1"
-        )
+        ax.plot(f1_steps, f1, color=_F1_COLOR, lw=1.8, marker="o", ms=4, label="validation macro-F1")
     if acc_steps.size:
-        ax_f1.plot(acc_steps, acc, color=_ACC_COLOR, lw=1.2, ls="--", label="validation accuracy")
-    ax_f1.set_ylabel("score")
-    ax_f1.set_xlabel("optimizer step")
+        ax.plot(acc_steps, acc, color=_ACC_COLOR, lw=1.2, ls="--", label="validation accuracy")
+    ax.set_ylabel("score")
+    ax.set_xlabel("optimizer step")
     low = float(np.nanmin(np.concatenate([f1, acc]))) if f1.size or acc.size else 0.0
     high = float(np.nanmax(np.concatenate([f1, acc]))) if f1.size or acc.size else 1.0
-    ax_f1.set_ylim(
-        max(0.0, low - 0.05), min(1.0, high + 0.05) if high > low else min(1.0, low + 0.1)
-    )
+    ax.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.05) if high > low else min(1.0, low + 0.1))
+    if f1_steps.size or acc_steps.size:
+        ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
 
+
+def _mark_checkpoints(ax_loss: Any, ax_f1: Any, checkpoints: Sequence[int], early_stop_step: int | None) -> None:
+    """A dotted line per checkpoint (named on a top axis), a red dashed one at the early stop."""
     for ax in (ax_loss, ax_f1):
         ax.grid(True, alpha=0.3)
         for step in checkpoints:
@@ -129,25 +132,10 @@ def plot_training(
     marked = sorted(set(int(c) for c in checkpoints))
     top = ax_loss.secondary_xaxis("top")
     every = max(1, -(-len(marked) // 12))
-    top.set_xticks(
-        marked,
-        [f"ckpt {c}" if i % every == 0 else "" for i, c in enumerate(marked)],
-        fontsize=7,
-        color=_CHECKPOINT_COLOR,
-    )
+    top.set_xticks(marked, [f"ckpt {c}" if i % every == 0 else "" for i, c in enumerate(marked)],
+                   fontsize=7, color=_CHECKPOINT_COLOR)
     top.tick_params(axis="x", length=3, color=_CHECKPOINT_COLOR)
     # Proxy artists so the markers explain themselves in the legend.
     ax_loss.plot([], [], color=_CHECKPOINT_COLOR, ls=":", lw=1, label="checkpoint")
     if early_stop_step is not None:
-        ax_loss.plot(
-            [], [], color=_STOP_COLOR, ls="--", lw=1.4, label=f"early stop (step {early_stop_step})"
-        )
-    ax_loss.legend(loc="upper right", fontsize=8, framealpha=0.9)
-    if f1_steps.size or acc_steps.size:
-        ax_f1.legend(loc="lower right", fontsize=8, framealpha=0.9)
-    last = max([0.0, *train_steps.tolist(), *val_steps.tolist(), *map(float, checkpoints)])
-    ax_f1.set_xlim(-0.01 * max(last, 1.0), last * 1.02 + 0.5)
-
-    paths = save_figure(fig, stem, dpi=dpi, tight=True)
-    plt.close(fig)
-    return paths
+        ax_loss.plot([], [], color=_STOP_COLOR, ls="--", lw=1.4, label=f"early stop (step {early_stop_step})")

@@ -248,9 +248,18 @@ def test_run_killed_midway_then_rerun_leaves_a_consistent_store(tmp_path: Path) 
     # Kill the driver and its local Ray (one process group) once fine-tuning has saved step 4.
     while time.monotonic() < deadline and not list(workdir.glob("checkpoints/*/step-000004/config.json")):
         assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.5)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, "the run ended on its own: the kill never landed"
+    time.sleep(3)  # a process that outlived the kill would go on writing checkpoints meanwhile
+    # The kill landed mid-fine-tuning: step 4 holds the latest resume state, step 8 was never written.
+    from serlens.trainer.checkpoints import latest_state_folder, load_state
+
+    (train_dir,) = workdir.glob("checkpoints/*")
+    assert latest_state_folder(train_dir) == train_dir / "step-000004"
+    assert load_state(train_dir / "step-000004")["step"] == 4
+    assert not (train_dir / "step-000008").exists()
+    killed_run_id = load_state(train_dir / "step-000004")["run_id"]
 
     again = serlens("run", "--workdir", str(workdir), "--quiet", *SMALL)
     assert again.returncode == 0, again.stderr[-4000:]
@@ -264,3 +273,12 @@ def test_run_killed_midway_then_rerun_leaves_a_consistent_store(tmp_path: Path) 
             assert total == distinct > 0, table
         steps = [r[0] for r in con.execute("SELECT checkpoint_step FROM checkpoints ORDER BY 1").fetchall()]
         assert steps == [0, 4, 8]
+        run_ids = {r[0] for r in con.execute("SELECT run_id FROM checkpoints").fetchall()}
+    # The rerun resumed the killed fit (its MLflow run, reopened at step 4) rather than starting over.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string="tags.serlens = 'trainer'")
+    assert [r.info.run_id for r in runs] == [killed_run_id] and run_ids == {killed_run_id}
+    assert runs[0].info.status == "FINISHED" and runs[0].data.tags["serlens.resumed_from_step"] == "4"

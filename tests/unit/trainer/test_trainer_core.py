@@ -12,9 +12,9 @@ from serlens.trainer.config import TrainArgs, TrainConfig
 
 
 def test_paper_step_arithmetic():
-    # CREMA-D subset 1: 4,662 clips, batch 16 -> 292 micro-batches; 8 per step -> 36.5 -> 37 steps.
-    assert core.micro_batches_per_epoch(4662, 16) == 292
+    # CREMA-D subset 1: 4,662 clips, 16 x 8 = 128 per step -> 36.4 -> 37 steps, however it is split.
     steps = core.optimizer_steps_per_epoch(4662, 16, 8)
+    assert core.optimizer_steps_per_epoch(4662, 32, 4) == core.optimizer_steps_per_epoch(4662, 128, 1) == steps
     assert steps == 37
     assert core.epoch_at(350, steps) == pytest.approx(9.46, abs=0.01)
     # 50 epochs at most -> 1,850 steps; a checkpoint every 50 steps lands on it.
@@ -90,16 +90,30 @@ def test_early_stopping_refuses_bad_settings(patience, delta):
         core.EarlyStopping(patience=patience, min_delta=delta)
 
 
-def test_epoch_batches_cover_every_clip_once_and_follow_the_seed():
+def test_epoch_steps_cover_every_clip_once_and_follow_the_seed():
     lengths = list(range(100, 137))
-    batches = core.epoch_batches(lengths, 5, seed=3, epoch=0)
-    flat = [i for b in batches for i in b]
+    steps = core.epoch_steps(lengths, 10, seed=3, epoch=0)
+    flat = [i for s in steps for i in s]
     assert sorted(flat) == list(range(37))
-    assert [len(b) for b in batches] == [5] * 7 + [2]
-    assert batches == core.epoch_batches(lengths, 5, seed=3, epoch=0)
-    assert batches != core.epoch_batches(lengths, 5, seed=3, epoch=1)
-    assert batches != core.epoch_batches(lengths, 5, seed=4, epoch=0)
+    assert [len(s) for s in steps] == [10, 10, 10, 7]
+    assert len(steps) == core.optimizer_steps_per_epoch(37, 5, 2)
+    assert steps == core.epoch_steps(lengths, 10, seed=3, epoch=0)
+    assert steps != core.epoch_steps(lengths, 10, seed=3, epoch=1)
+    assert steps != core.epoch_steps(lengths, 10, seed=4, epoch=0)
     assert flat != list(range(37))  # shuffled
+
+
+def test_same_effective_batch_same_steps_whatever_the_split():
+    lengths = np.random.default_rng(1).integers(8_000, 80_000, size=300).tolist()
+    steps = core.epoch_steps(lengths, 128, seed=0, epoch=2)
+    for micro in (1, 16, 32, 100, 128):
+        for bucket in (False, True):
+            for step in steps:
+                batches = core.micro_batches(step, micro, lengths, bucket_by_length=bucket)
+                assert sorted(i for b in batches for i in b) == sorted(step)
+                assert all(len(b) <= micro for b in batches) and len(batches) == -(-len(step) // micro)
+    # Without bucketing the micro-batches are the step's clips in order (as before the split existed).
+    assert core.micro_batches([5, 3, 9, 1, 7], 2, lengths) == [[5, 3], [9, 1], [7]]
 
 
 def test_length_bucketing_reduces_padding():
@@ -107,22 +121,18 @@ def test_length_bucketing_reduces_padding():
     lengths = rng.integers(8_000, 80_000, size=400).tolist()
 
     def padding(batches):
-        return sum(
-            max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches
-        )
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
 
-    plain = core.epoch_batches(lengths, 16, seed=0, epoch=0)
-    bucketed = core.epoch_batches(lengths, 16, seed=0, epoch=0, bucket_by_length=True)
+    steps = core.epoch_steps(lengths, 128, seed=0, epoch=0)
+    plain = [b for s in steps for b in core.micro_batches(s, 16, lengths)]
+    bucketed = [b for s in steps for b in core.micro_batches(s, 16, lengths, bucket_by_length=True)]
     assert sorted(i for b in bucketed for i in b) == list(range(400))
     assert padding(bucketed) < 0.2 * padding(plain)
-    assert bucketed != core.epoch_batches(lengths, 16, seed=0, epoch=1, bucket_by_length=True)
-
-
-def test_accumulation_groups_keep_a_short_last_step():
-    batches = [[0, 1], [2, 3], [4, 5], [6, 7], [8]]
-    groups = core.accumulation_groups(batches, 2)
-    assert groups == [[[0, 1], [2, 3]], [[4, 5], [6, 7]], [[8]]]
-    assert len(groups) == core.optimizer_steps_per_epoch(9, 2, 2)
+    # Each micro-batch holds clips of neighbouring lengths within its step.
+    for step in steps:
+        batches = core.micro_batches(step, 16, lengths, bucket_by_length=True)
+        ranges = [(min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches]
+        assert all(high <= low for (_, high), (low, _) in zip(ranges, ranges[1:], strict=False))
 
 
 def test_classification_scores_by_hand():

@@ -5,47 +5,17 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from support.trainer import LABELS, SMALL, make_clips
 
 from serlens.shared import tracking
 from serlens.shared.audio import write_wav
 from serlens.shared.errors import InvalidConfigError, InvalidManifestError
 from serlens.shared.models import HEAD_FILENAME, SpeechClassifier, create_random_encoder, load_encoder
+from serlens.shared.tracking_artifacts import MANIFEST_FILENAME, verify_folder
+from serlens.trainer.checkpoints import TRAINER_STATE_FILENAME
 from serlens.trainer.config import TrainArgs
 from serlens.trainer.figures import plot_training
-from serlens.trainer.service import TRAINER_STATE_FILENAME, TrainClip, TrainerService
-
-RATE = 16_000
-LABELS = ("LOW", "MID", "HIGH")
-FREQUENCY_HZ = {"LOW": 150.0, "MID": 450.0, "HIGH": 1400.0}
-# 18 train clips, batch 4 -> 5 micro-batches (the last of 2 clips); 2 per step -> 3 steps per epoch,
-# the last of one micro-batch. 8 steps cross two epoch boundaries; resuming at 4 lands mid-epoch.
-SMALL = dict(
-    batch_size=4,
-    grad_accum_steps=2,
-    lr=2e-3,
-    eval_every_steps=2,
-    checkpoint_every_steps=4,
-    max_steps=8,
-    device="cpu",
-    seed=0,
-)
-
-
-def make_clips(folder, per_label, seed):
-    rng = np.random.default_rng(seed)
-    clips = []
-    for label in LABELS:
-        for i in range(per_label):
-            n = int(rng.integers(8_000, 14_000))  # 0.5 to 0.9 s
-            t = np.arange(n) / RATE
-            tone = 0.4 * np.sin(
-                2 * np.pi * FREQUENCY_HZ[label] * (1 + rng.uniform(-0.05, 0.05)) * t
-            )
-            signal = (tone + 0.02 * rng.standard_normal(n)).astype(np.float32)
-            path = folder / f"{label}-{seed}-{i}.wav"
-            write_wav(path, signal, RATE)
-            clips.append(TrainClip(clip_id=path.stem, path=str(path), label=label))
-    return clips
+from serlens.trainer.service import TrainClip, TrainerService
 
 
 @pytest.fixture(scope="module")
@@ -147,12 +117,14 @@ def test_mlflow_run(setup, full):
             a.path.rsplit("/", 1)[-1]
             for a in client.list_artifacts(full.run_id, f"checkpoints/step-{step:06d}")
         }
-        assert {"config.json", "model.safetensors", HEAD_FILENAME, "labels.json"} <= listed
+        assert {"config.json", "model.safetensors", HEAD_FILENAME, "labels.json", MANIFEST_FILENAME} <= listed
         assert TRAINER_STATE_FILENAME not in listed
-    assert {a.path for a in client.list_artifacts(full.run_id, "figures")} == {
-        "figures/training.png",
-        "figures/training.svg",
-    }
+        folder = setup["root"] / "full" / f"step-{step:06d}"
+        assert verify_folder(setup["tracking"], full.run_id, folder, f"checkpoints/step-{step:06d}",
+                             exclude={TRAINER_STATE_FILENAME}) == []
+    # The trainer draws no figures: the report draws the training curves from the store.
+    assert client.list_artifacts(full.run_id, "figures") == []
+    assert not list((setup["root"] / "full").glob("*.png"))
 
 
 def test_resume_matches_an_uninterrupted_fit(setup, full):
@@ -259,5 +231,3 @@ def test_training_figure(setup, full, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     text = svg.read_text()
     assert text.lstrip().startswith("<?xml") and "<svg" in text and svg.stat().st_size > 20_000
-    # The fit wrote the same figure next to its checkpoints.
-    assert (setup["root"] / "full" / "training.png").stat().st_size > 20_000
