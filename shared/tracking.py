@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -272,12 +272,16 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
+def _log_batch(client: MlflowClient, *, run_id: str, **batch: Any) -> None:
+    client.log_batch(run_id, **batch)
+
+
 def log_params(config: TrackingConfig, run_id: str, params: Mapping[str, Any]) -> None:
     """Log a (possibly nested) dict of params, flattened to dotted keys."""
     items = [Param(k, v) for k, v in flatten_params(params).items()]
     for start in range(0, len(items), _MAX_BATCH_PARAMS):
         chunk = items[start : start + _MAX_BATCH_PARAMS]
-        call(config, "log params", lambda c, chunk=chunk: c.log_batch(run_id, params=chunk))
+        call(config, "log params", partial(_log_batch, run_id=run_id, params=chunk))
 
 
 def set_tags(config: TrackingConfig, run_id: str, tags: Mapping[str, Any]) -> None:
@@ -307,7 +311,7 @@ def log_metric_rows(config: TrackingConfig, run_id: str, rows: Iterable[Mapping[
              for r in rows]
     for start in range(0, len(items), _MAX_BATCH_METRICS):
         chunk = items[start : start + _MAX_BATCH_METRICS]
-        call(config, "log metrics", lambda c, chunk=chunk: c.log_batch(run_id, metrics=chunk))
+        call(config, "log metrics", partial(_log_batch, run_id=run_id, metrics=chunk))
 
 
 def log_file(config: TrackingConfig, run_id: str, path: Path, artifact_path: str) -> str:

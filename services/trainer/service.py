@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -48,7 +48,7 @@ def freeze_feature_encoder(encoder: nn.Module) -> None:
     if callable(freeze):
         freeze()
         return
-    cnn = encoder.feature_extractor
+    cnn = cast(nn.Module, encoder.feature_extractor)
     for parameter in cnn.parameters():
         parameter.requires_grad = False
     cnn.forward = torch.no_grad()(cnn.forward)
@@ -251,8 +251,8 @@ class TrainerService:
         classifier = SpeechClassifier(encoder, bundle, labels).to(self.device)
         trainable = [p for p in classifier.parameters() if p.requires_grad]
         # The fused kernel updates every parameter in one launch; CUDA only.
-        fused = {"fused": True} if self.device.type == "cuda" else {}
-        optimizer = torch.optim.AdamW(trainable, lr=self.config.lr, weight_decay=self.config.weight_decay, **fused)
+        optimizer = torch.optim.AdamW(trainable, lr=self.config.lr, weight_decay=self.config.weight_decay,
+                                      fused=True if self.device.type == "cuda" else None)
         if saved_folder is not None and saved is not None:
             head = torch.load(saved_folder / HEAD_FILENAME, map_location=self.device, weights_only=True)
             classifier.head.load_state_dict(head)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from support.mlflow_server import MlflowServer
+from support.postgres import PostgresServer, find_bin
 from support.trainer import LABELS, SMALL, make_clips
 
 from serlens.shared import tracking
@@ -127,13 +128,28 @@ def test_a_failing_fit_marks_its_run_failed_with_the_original_error(data, tmp_pa
     assert "doomed.wav" in runs[0].data.tags["serlens.error"]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_store_uri(request, tmp_path):
+    """The tracking server's database: a SQLite file, or PostgreSQL as the Kubernetes manifests recommend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/server.db"
+        return
+    if find_bin("initdb") is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+    postgres = PostgresServer()
+    try:
+        yield postgres.start()
+    finally:
+        postgres.stop()
+
+
 @pytest.mark.integration
-def test_a_tracking_server_that_goes_away_mid_fit(data, tmp_path, caplog):
-    server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "artifacts", tmp_path / "server.log")
+def test_a_tracking_server_that_goes_away_mid_fit(data, tmp_path, caplog, backend_store_uri):
+    server = MlflowServer(backend_store_uri, tmp_path / "artifacts", tmp_path / "server.log")
     server.start()
     tracking_config = tracking.TrackingConfig(tracking_uri=server.uri, artifact_location=None,
                                               retry_backoff_s=0.1, request_timeout_s=5, catchup_timeout_s=240)
-    output = data["root"] / "server-down"
+    output = tmp_path / "server-down"
     timeline = {}
 
     def outage():

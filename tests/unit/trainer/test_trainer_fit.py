@@ -231,3 +231,17 @@ def test_training_figure(setup, full, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     text = svg.read_text()
     assert text.lstrip().startswith("<?xml") and "<svg" in text and svg.stat().st_size > 20_000
+
+
+def test_an_unreachable_tracking_store_stops_the_fit_before_it_trains(setup, tmp_path):
+    from support.mlflow_server import free_port
+
+    from serlens.shared.errors import TrackingError
+
+    down = tracking.TrackingConfig(tracking_uri=f"http://127.0.0.1:{free_port()}", artifact_location=None,
+                                   retry_backoff_s=0.05)
+    service = TrainerService(config=TrainArgs(**SMALL).to_config(), tracking=down)
+    with pytest.raises(TrackingError, match="try 3 of 3"):
+        service.fit(model=setup["model"], train=setup["train"], validation=setup["validation"], labels=LABELS,
+                    output_dir=tmp_path / "out", train_key="down", progress=False)
+    assert not list((tmp_path / "out").glob("step-*"))  # nothing trained, nothing to resume
