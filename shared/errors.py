@@ -104,6 +104,16 @@ class QueryTimeoutError(QueryRejectedError):
     """A SQL query that ran past the time limit and was interrupted."""
 
 
+class QueryLimitError(QueryRejectedError):
+    """A SQL query over its memory, spill or response-size limit; stopped."""
+
+
+class QueryBusyError(ServiceError):
+    """Too many SQL queries at once in this process; retry later."""
+
+    http_status = 503
+
+
 class NotFoundError(ServiceError):
     """A checkpoint, run or table that does not exist."""
 

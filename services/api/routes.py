@@ -378,8 +378,7 @@ def create_app(state: IngressState) -> FastAPI:
             run_readonly_query,
             state.store,
             request.query,
-            max_rows=config.sql_max_rows,
-            timeout_s=config.sql_timeout_s,
+            limits=config.sql_limits,
         )
         if request.format == "csv":
             return Response(
