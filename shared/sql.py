@@ -150,8 +150,12 @@ def check_query(query: str, *, max_chars: int = 100_000) -> str:
     if len(statements) != 1:
         raise QueryRejectedError(f"exactly one statement per request, got {len(statements)}")
     statement = statements[0]
-    if statement.type != duckdb.StatementType.SELECT:
-        raise QueryRejectedError(f"only SELECT is allowed, got {statement.type.name}")
+    try:
+        kind = statement.type.name
+    except ValueError:  # a statement type newer than the Python binding's enum
+        kind = "an unknown statement type"
+    if kind != "SELECT":
+        raise QueryRejectedError(f"only SELECT is allowed, got {kind}")
     with duckdb.connect() as con:
         tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [statement.query]).fetchone()[0])
     if tree.get("error") or len(tree.get("statements", [])) != 1:
@@ -177,8 +181,10 @@ def sandbox_connection(tables_dir: Path, limits: SqlLimits, spill_dir: str) -> d
                        if not p.name.startswith("."))
         con.register(f"__parts_{spec.name}", ds.dataset(files, schema=spec.schema, format="parquet"))
         con.execute(f'CREATE VIEW "{spec.name}" AS {dedupe_sql(spec, f"__parts_{spec.name}")}')
-    # DuckDB's buffer manager gets 60 % of the budget: Python, Arrow and the result need the rest.
-    con.execute(f"SET memory_limit = '{max(64, limits.memory_mb * 6 // 10)}MiB'")
+    # DuckDB's buffer manager gets 60 % of what the process has left of its budget (Python,
+    # Arrow and the result need the rest), so it spills or fails before the parent kills it.
+    left_mb = limits.memory_mb - psutil.Process().memory_info().rss / 2**20
+    con.execute(f"SET memory_limit = '{max(32, int(left_mb * 0.6))}MiB'")
     con.execute(f"SET threads = {int(limits.threads)}")
     con.execute("SET temp_directory = ?", [spill_dir])
     con.execute(f"SET max_temp_directory_size = '{int(limits.spill_mb)}MiB'")
