@@ -126,6 +126,12 @@ class ModelLoadError(ServiceError):
     http_status = 500
 
 
+class ModelOutOfMemoryError(ServiceError):
+    """A clip that ran the model out of memory (CUDA or CPU) even on its own."""
+
+    http_status = 503
+
+
 class StoreError(ServiceError):
     """The feature store is missing, unreadable, or inconsistent."""
 
