@@ -157,7 +157,8 @@ def check_query(query: str, *, max_chars: int = 100_000) -> str:
     if kind != "SELECT":
         raise QueryRejectedError(f"only SELECT is allowed, got {kind}")
     with duckdb.connect() as con:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [statement.query]).fetchone()[0])
+        row = con.execute("SELECT json_serialize_sql(?)", [statement.query]).fetchone()
+    tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
     if tree.get("error") or len(tree.get("statements", [])) != 1:
         raise QueryRejectedError("only a plain SELECT is allowed")
     forbidden = sorted(_function_names(tree) & _FORBIDDEN_FUNCTIONS)
