@@ -225,6 +225,7 @@ _ERRORS: dict[str, type[ServiceError]] = {
 _running = 0
 _running_lock = threading.Lock()
 _spares: list[subprocess.Popen[bytes]] = []
+_MAX_SPARES = 2
 
 
 def _spawn_worker() -> subprocess.Popen[bytes]:
@@ -236,34 +237,65 @@ def _spawn_worker() -> subprocess.Popen[bytes]:
     )
 
 
-def _take_worker() -> subprocess.Popen[bytes]:
-    """A waiting worker (the spare, when one is ready), and a new spare started behind it."""
+def _ready(worker: subprocess.Popen[bytes]) -> bool:
+    """Block until a worker says it is ready (``R``); False when it died first."""
+    assert worker.stdout is not None  # noqa: S101 (a PIPE, see _spawn_worker)
+    return worker.stdout.read(1) == b"R"
+
+
+def warm_up() -> None:
+    """Start a spare query process and wait until it is ready (imports done).
+
+    The ingress calls this when a replica starts, so that the first query does not pay for
+    the interpreter's start; every query starts the next spare behind it.
+    """
+    spare = _spawn_worker()
+    kept = _ready(spare)
+    with _running_lock:
+        kept = kept and len(_spares) < _MAX_SPARES
+        if kept:
+            _spares.append(spare)
+    if not kept:
+        spare.kill()
+        spare.wait()
+
+
+def _take_worker() -> tuple[subprocess.Popen[bytes], bool]:
+    """A worker and whether it is ready: a spare when there is one, else a new one.
+
+    A new spare is started behind it.
+    """
     with _running_lock:
         while _spares:
-            worker = _spares.pop()
+            worker, ready = _spares.pop(), True
             if worker.poll() is None:
                 break
         else:
-            worker = _spawn_worker()
-
-    def refill() -> None:
-        spare = _spawn_worker()
-        with _running_lock:
-            _spares.append(spare)
-
-    threading.Thread(target=refill, daemon=True).start()
-    return worker
+            worker, ready = _spawn_worker(), False
+    threading.Thread(target=warm_up, daemon=True).start()
+    return worker, ready
 
 
-def _wait(worker: subprocess.Popen[bytes], job: bytes, limits: SqlLimits) -> bytes:
-    """Send the job; poll until the answer is in, the memory budget or the deadline passes."""
-    deadline = time.monotonic() + limits.timeout_s
+#: Longest a query process may take to start (imports), in seconds; not part of the time limit.
+STARTUP_TIMEOUT_S = 60.0
+
+
+def _wait(worker: subprocess.Popen[bytes], ready: bool, job: bytes, limits: SqlLimits) -> bytes:
+    """Send the job once the worker is ready; poll until the answer is in or a limit passes.
+
+    The time limit counts from the moment the job is sent (a new worker's start is not the
+    query's time); the memory budget holds from the start.
+    """
     answer: list[bytes] = []
+    sent: list[float] = []
     cap = 2 * limits.max_response_bytes + 2**20
 
     def read() -> None:
         assert worker.stdin is not None and worker.stdout is not None  # noqa: S101 (PIPEs above)
         try:
+            if not ready and not _ready(worker):
+                return
+            sent.append(time.monotonic())
             worker.stdin.write(job)
             worker.stdin.close()
         except OSError:
@@ -273,6 +305,7 @@ def _wait(worker: subprocess.Popen[bytes], job: bytes, limits: SqlLimits) -> byt
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     watched = psutil.Process(worker.pid)
+    startup_deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while reader.is_alive():
         reader.join(0.01)
         try:
@@ -281,9 +314,13 @@ def _wait(worker: subprocess.Popen[bytes], job: bytes, limits: SqlLimits) -> byt
             rss_mb = 0.0
         if rss_mb > limits.memory_mb:
             raise QueryLimitError(f"query needs more than the {limits.memory_mb} MiB memory limit; stopped")
-        if time.monotonic() > deadline:
+        if sent and time.monotonic() > sent[0] + limits.timeout_s:
             raise QueryTimeoutError(f"query ran past the {limits.timeout_s:g} s limit and was stopped")
+        if not sent and time.monotonic() > startup_deadline:
+            raise QueryBusyError("the query process did not start in time; retry in a moment")
     data = answer[0] if answer else b""
+    if not sent:
+        raise QueryBusyError("the query process did not start; retry in a moment")
     if len(data) > cap:
         raise QueryLimitError(f"result larger than the {limits.max_response_bytes / 2**20:g} MiB response limit")
     if not data:
@@ -322,9 +359,9 @@ def run_in_sandbox(tables_dir: Path, query: str, limits: SqlLimits) -> tuple[lis
     job = json.dumps({"tables_dir": str(tables_dir), "query": query, "limits": asdict(limits),
                       "spill_dir": spill_dir}).encode()
     try:
-        worker = _take_worker()
+        worker, ready = _take_worker()
         try:
-            data = _wait(worker, job, limits)
+            data = _wait(worker, ready, job, limits)
         finally:
             worker.kill()
             worker.wait()

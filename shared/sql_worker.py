@@ -1,8 +1,9 @@
 """The process behind one untrusted query: ``python -m serlens.shared.sql_worker``.
 
-Started ahead of time by ``serlens.shared.sql`` (imports done, waiting on stdin), it reads
-one job as JSON, runs it in the sandboxed DuckDB (``sandbox_connection``), writes ``A`` +
-the truncated flag + an Arrow IPC stream, or ``E`` + a JSON error, to stdout, and exits.
+Started ahead of time by ``serlens.shared.sql``, it writes ``R`` once its imports are done,
+reads one job as JSON on stdin, runs it in the sandboxed DuckDB (``sandbox_connection``),
+writes ``A`` + the truncated flag + an Arrow IPC stream, or ``E`` + a JSON error, to
+stdout, and exits.
 Its parent kills it at the time limit or when it passes its memory budget.
 """
 
@@ -58,6 +59,8 @@ def main() -> None:
     """Wait for one job on stdin; answer on the original stdout (DuckDB's own prints go to stderr)."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    out.write(b"R")  # ready: imports done; the parent starts the clock when it sends the job
+    out.flush()
     raw = sys.stdin.buffer.read()
     if raw:
         run_job(json.loads(raw), out)
