@@ -143,7 +143,9 @@ def _open(source: str | os.PathLike[str] | bytes, label: str) -> sf.SoundFile:
     try:
         return sf.SoundFile(handle)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioDecodeError(f"{label}: not decodable audio ({err})") from err
+        # libsndfile's own words, without soundfile's "Error opening <object at 0x...>" prefix.
+        reason = getattr(err, "error_string", None) or str(err)
+        raise AudioDecodeError(f"{label}: not decodable audio ({reason})") from err
 
 
 def check_header(snd: sf.SoundFile, label: str, limits: AudioLimits) -> int | None:
@@ -235,7 +237,8 @@ def decode(
             try:
                 signal, read = _decode_blocks(snd, label, limits)
             except (sf.LibsndfileError, RuntimeError) as err:
-                raise AudioDecodeError(f"{label}: not decodable audio ({err})") from err
+                reason = getattr(err, "error_string", None) or str(err)
+                raise AudioDecodeError(f"{label}: not decodable audio ({reason})") from err
     except MemoryError as err:
         raise PayloadTooLargeError(f"{label}: too large to decode within the memory budget") from err
     # MP3 and Ogg headers only estimate their length; WAV and FLAC state it exactly.

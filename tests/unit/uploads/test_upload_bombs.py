@@ -135,3 +135,9 @@ def test_embed_and_predict_take_only_model_length_clips():
     with pytest.raises(InvalidAudioError, match="model_max_duration_s") as refused:
         check_model_clip(decoded, name="c.wav", max_duration_s=2.0)
     assert refused.value.http_status == 422
+
+
+def test_refusals_name_the_upload_and_leak_no_address():
+    with pytest.raises(AudioDecodeError) as refused:
+        decode_upload(b"this is a text file, not audio\n" * 10, name="notes.wav", max_duration_s=60)
+    assert str(refused.value).startswith("notes.wav: not decodable audio") and "0x" not in str(refused.value)
