@@ -48,10 +48,14 @@ LABEL org.opencontainers.image.title="serlens" \
       org.opencontainers.image.base.name="docker.io/rayproject/ray:2.52.0-py311-gpu"
 
 # Nothing is downloaded at start: weights come from the volume mounted at /models.
+# On Kubernetes the root filesystem is read-only: only /tmp and ~/.cache (emptyDirs) are
+# writable, so matplotlib's config and Python's bytecode are kept off the rest.
 ENV HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     HF_HUB_DISABLE_TELEMETRY=1 \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Made by `ray` so that the default workdir ./serlens-work can be created in it.

@@ -1,7 +1,9 @@
 """Decoding, resampling and checks of audio; every service sees 16 kHz mono float32.
 
 Decoding goes through libsndfile (``soundfile``: WAV, FLAC, OGG/Vorbis/Opus, MP3) and
-resampling through soxr (VHQ). Checks raise ``InvalidAudioError`` naming the culprit.
+resampling through soxr (VHQ). What a header declares (container, codec, channels, rate,
+length) is checked before any frame is decoded, and decoding runs in blocks under a hard
+frame budget (``AudioLimits``). Checks raise ``InvalidAudioError`` naming the culprit.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from serlens.shared.errors import AudioDecodeError, InvalidAudioError, UnsupportedMediaTypeError
+from serlens.shared.errors import (
+    AudioDecodeError,
+    InvalidAudioError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
 
 #: The sampling rate of every signal past decoding, in Hz.
 TARGET_SAMPLING_RATE = 16_000
@@ -87,21 +95,43 @@ def resample(signal: np.ndarray, sampling_rate: int, target_rate: int = TARGET_S
     return soxr.resample(signal.astype(np.float32, copy=False), sampling_rate, target_rate, quality="VHQ")
 
 
-def decode(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> DecodedAudio:
-    """Decode a file or bytes to 16 kHz mono float32.
+@dataclass(frozen=True)
+class AudioLimits:
+    """What an input may declare and decode to, checked on the header before any decoding.
 
-    Args:
-        source: a path, or the bytes of an upload.
-        name: how to name the input in errors (default: the path).
-
-    Raises:
-        AudioDecodeError: empty, truncated or non-audio input.
-        UnsupportedMediaTypeError: audio in a container other than WAV, FLAC, OGG, MP3.
+    Attributes:
+        max_duration_s: longest accepted audio, in seconds; also the hard decode budget
+            (``max_duration_s`` times the declared rate, in frames), whatever the header says.
+        max_channels: most channels.
+        min_sampling_rate: lowest accepted rate, in Hz (a 1 Hz WAV is refused before resampling).
+        max_sampling_rate: highest accepted rate, in Hz.
+        block_frames: frames decoded (and resampled) at a time.
+        max_decode_s: longest decoding may take, in seconds of wall time.
     """
-    label = name or (str(source) if not isinstance(source, bytes) else "upload")
+
+    max_duration_s: float = 3600.0
+    max_channels: int = 8
+    min_sampling_rate: int = 8_000
+    max_sampling_rate: int = 192_000
+    block_frames: int = 1 << 16
+    max_decode_s: float = 10.0
+
+
+#: The codecs accepted inside an Ogg container.
+OGG_CODECS = frozenset({"VORBIS", "OPUS"})
+
+#: A minimal ID3v2.3 tag (one empty TIT2 frame). libsndfile recognises MP3 bytes without a
+#: file name only behind an ID3 tag, so a bare MPEG frame stream gets this one in front.
+_EMPTY_ID3 = b"ID3\x03\x00\x00\x00\x00\x00\x0b" + b"TIT2\x00\x00\x00\x01\x00\x00\x00"
+
+
+def _open(source: str | os.PathLike[str] | bytes, label: str) -> sf.SoundFile:
+    """Open (parse the header of) a path or upload bytes with libsndfile."""
     if isinstance(source, bytes):
         if not source:
             raise AudioDecodeError(f"{label}: empty upload (0 bytes)")
+        if source[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xe3", b"\xff\xfa", b"\xff\xf2", b"\xff\xe2"):
+            source = _EMPTY_ID3 + source
         handle: io.BytesIO | str = io.BytesIO(source)
     else:
         path = Path(source)
@@ -111,24 +141,113 @@ def decode(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -
             raise AudioDecodeError(f"{label}: empty file (0 bytes)")
         handle = str(path)
     try:
-        with sf.SoundFile(handle) as snd:
-            fmt = snd.format
-            rate = int(snd.samplerate)
-            channels = int(snd.channels)
-            frames = snd.frames
-            data = snd.read(dtype="float32", always_2d=True)
+        return sf.SoundFile(handle)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioDecodeError(f"{label}: not decodable audio ({err})") from err
-    if fmt not in SUPPORTED_FORMATS:
-        accepted = sorted(set(SUPPORTED_FORMATS.values()))
-        raise UnsupportedMediaTypeError(f"{label}: container {fmt} is not one of {accepted}")
-    if frames > 0 and len(data) < frames:
-        raise AudioDecodeError(f"{label}: truncated: header says {frames} frames, file holds {len(data)}")
+        # libsndfile's own words, without soundfile's "Error opening <object at 0x...>" prefix.
+        reason = getattr(err, "error_string", None) or str(err)
+        raise AudioDecodeError(f"{label}: not decodable audio ({reason})") from err
+
+
+def check_header(snd: sf.SoundFile, label: str, limits: AudioLimits) -> int | None:
+    """Check container, codec, channels, rate and declared length before any decoding.
+
+    Returns:
+        The declared number of frames, or None when the header does not know it.
+
+    Raises:
+        UnsupportedMediaTypeError: a container other than WAV, FLAC, OGG (Vorbis, Opus), MP3.
+        InvalidAudioError: too many channels, a rate out of range, declared too long.
+    """
+    accepted = sorted(set(SUPPORTED_FORMATS.values()))
+    if snd.format not in SUPPORTED_FORMATS:
+        raise UnsupportedMediaTypeError(f"{label}: container {snd.format} is not one of {accepted}")
+    if snd.format == "OGG" and snd.subtype not in OGG_CODECS:
+        raise UnsupportedMediaTypeError(f"{label}: Ogg codec {snd.subtype} is not one of {sorted(OGG_CODECS)}")
+    if not 1 <= snd.channels <= limits.max_channels:
+        raise InvalidAudioError(f"{label}: {snd.channels} channels; at most {limits.max_channels} are accepted")
+    if not limits.min_sampling_rate <= snd.samplerate <= limits.max_sampling_rate:
+        raise InvalidAudioError(f"{label}: sampling rate {snd.samplerate} Hz is outside "
+                                f"{limits.min_sampling_rate}-{limits.max_sampling_rate} Hz")
+    frames = int(snd.frames)
+    if not 0 < frames < 2**62:  # libsndfile's "unknown" is 2**63 - 1
+        return None
+    if frames / snd.samplerate > limits.max_duration_s:
+        raise InvalidAudioError(f"{label}: {frames / snd.samplerate:.1f} s is longer than the "
+                                f"{limits.max_duration_s:g} s maximum")
+    return frames
+
+
+def _decode_blocks(snd: sf.SoundFile, label: str, limits: AudioLimits) -> tuple[np.ndarray, int]:
+    """Decode block by block to 16 kHz mono, stopping past the duration budget.
+
+    Returns:
+        ``(signal, frames read)``.
+    """
+    rate = int(snd.samplerate)
+    budget = int(np.ceil(limits.max_duration_s * rate))
+    stream = None if rate == TARGET_SAMPLING_RATE else soxr.ResampleStream(
+        rate, TARGET_SAMPLING_RATE, 1, dtype="float32", quality="VHQ")
+    out: list[np.ndarray] = []
+    read = 0
+    deadline = time.monotonic() + limits.max_decode_s
+    while True:
+        if time.monotonic() > deadline:
+            raise InvalidAudioError(f"{label}: decoding took longer than {limits.max_decode_s:g} s; refused")
+        block = snd.read(frames=limits.block_frames, dtype="float32", always_2d=True)
+        read += len(block)
+        if read > budget:
+            raise InvalidAudioError(f"{label}: longer than the {limits.max_duration_s:g} s maximum "
+                                    "(stopped decoding there)")
+        mono = to_mono(block).astype(np.float32, copy=False)
+        out.append(mono if stream is None else stream.resample_chunk(mono, last=len(block) == 0))
+        if len(block) == 0:
+            break
+    return np.concatenate(out), read
+
+
+def decode(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    name: str | None = None,
+    limits: AudioLimits | None = None,
+) -> DecodedAudio:
+    """Decode a file or bytes to 16 kHz mono float32, deciding on the header first.
+
+    Container, codec, channels, rate and declared length are checked before a single frame
+    is decoded; decoding then runs in blocks (each resampled as it comes) and stops at the
+    ``limits.max_duration_s`` budget whatever the header claimed, so memory and time stay
+    bounded by the limits, never by the input.
+
+    Args:
+        source: a path, or the bytes of an upload.
+        name: how to name the input in errors (default: the path).
+        limits: header and decode limits (default ``AudioLimits()``).
+
+    Raises:
+        AudioDecodeError: empty, truncated or non-audio input.
+        UnsupportedMediaTypeError: a container other than WAV, FLAC, OGG (Vorbis, Opus), MP3.
+        InvalidAudioError: too many channels, a rate out of range, longer than allowed.
+    """
+    limits = limits or AudioLimits()
+    label = name or (str(source) if not isinstance(source, bytes) else "upload")
+    try:
+        with _open(source, label) as snd:
+            frames = check_header(snd, label, limits)
+            fmt, rate, channels = snd.format, int(snd.samplerate), int(snd.channels)
+            try:
+                signal, read = _decode_blocks(snd, label, limits)
+            except (sf.LibsndfileError, RuntimeError) as err:
+                reason = getattr(err, "error_string", None) or str(err)
+                raise AudioDecodeError(f"{label}: not decodable audio ({reason})") from err
+    except MemoryError as err:
+        raise PayloadTooLargeError(f"{label}: too large to decode within the memory budget") from err
+    # MP3 and Ogg headers only estimate their length; WAV and FLAC state it exactly.
+    if frames is not None and read < frames and fmt in ("WAV", "WAVEX", "FLAC"):
+        raise AudioDecodeError(f"{label}: truncated: header says {frames} frames, file holds {read}")
     if fmt in ("WAV", "WAVEX"):
         _check_riff_complete(source if isinstance(source, bytes) else Path(source), label)
-    mono = to_mono(data)
     return DecodedAudio(
-        signal=resample(mono, rate),
+        signal=signal,
         sampling_rate=TARGET_SAMPLING_RATE,
         source_sampling_rate=rate,
         source_num_channels=channels,

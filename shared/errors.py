@@ -147,6 +147,16 @@ class QueryTimeoutError(QueryRejectedError):
     """A SQL query that ran past the time limit and was interrupted."""
 
 
+class QueryLimitError(QueryRejectedError):
+    """A SQL query over its memory, spill or response-size limit; stopped."""
+
+
+class QueryBusyError(ServiceError):
+    """Too many SQL queries at once in this process; retry later."""
+
+    http_status = 503
+
+
 class NotFoundError(ServiceError):
     """A checkpoint, run or table that does not exist."""
 
@@ -157,6 +167,12 @@ class ModelLoadError(ServiceError):
     """A model folder or hub id that cannot be loaded as a speech encoder."""
 
     http_status = 500
+
+
+class ModelOutOfMemoryError(ServiceError):
+    """A clip that ran the model out of memory (CUDA or CPU) even on its own."""
+
+    http_status = 503
 
 
 class StoreError(ServiceError):

@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import os
 import re
-import threading
+import tempfile
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,11 +36,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serlens.shared.errors import QueryRejectedError, QueryTimeoutError, StoreError
+from serlens.shared.errors import QueryRejectedError, StoreError
 from serlens.shared.schema import SCHEMA_VERSION, STAGES, TableSpec, all_tables, table
+from serlens.shared.sql import SqlLimits, check_query, dedupe_sql, run_in_sandbox, sandbox_connection
 
 DB_FILENAME = "serlens.duckdb"
 _SCHEMA_FILE = f"part-00000000-schema-v{SCHEMA_VERSION}.parquet"
+_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 
 
 def utc_now() -> dt.datetime:
@@ -118,7 +120,6 @@ class FeatureStore:
             partition: leading partition values to narrow the files read (a fast path for
                 readers that know them, e.g. one checkpoint's embeddings).
         """
-        keys = ", ".join(f'"{k}"' for k in spec.keys)
         glob = self.table_glob(spec.name)
         if partition:
             if set(partition) != set(spec.partition_by[: len(partition)]):
@@ -128,11 +129,8 @@ class FeatureStore:
             lead = {c: partition[c] for c in spec.partition_by[: len(partition)]}
             folder = "/".join(f"{c}={quote(str(v), safe='')}" for c, v in lead.items())
             glob = str(self.tables_dir / spec.name / folder / "**" / "*.parquet")
-        return (
-            f"SELECT * FROM read_parquet({_sql_string(glob)}, "
-            f"union_by_name = true, hive_partitioning = false) "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY created_at DESC) = 1"
-        )
+        source = f"read_parquet({_sql_string(glob)}, union_by_name = true, hive_partitioning = false)"
+        return dedupe_sql(spec, source)
 
     # ------------------------------------------------------------------ writing
 
@@ -346,81 +344,57 @@ class FeatureStore:
         version, root = meta
         return version == SCHEMA_VERSION and root == str(self.root) and names >= {t.name for t in all_tables()}
 
-    def connect_readonly(self, *, sandboxed: bool = True) -> duckdb.DuckDBPyConnection:
-        """Open the DuckDB file read-only.
+    def connect_readonly(self, *, sandboxed: bool = True,
+                         limits: SqlLimits | None = None) -> duckdb.DuckDBPyConnection:
+        """Open the store's views read-only.
 
         Args:
-            sandboxed: also forbid every file outside the store's tables, extension
-                installs and loads, and lock the configuration (for untrusted SQL).
+            sandboxed: an in-memory DuckDB whose views read the Parquet through Arrow and
+                which can touch no file at all (external access off, configuration locked),
+                for untrusted SQL; False: the DuckDB file, opened read-only.
+            limits: memory, threads and spill limits of the sandbox (default ``SqlLimits()``);
+                it spills into a fresh temporary folder.
 
         Raises:
-            StoreError: when the store has no DuckDB file yet.
+            StoreError: when the store has no DuckDB file (or no tables) yet.
         """
-        if not self.db_path.exists():
+        if not self.db_path.exists() or not self.tables_dir.is_dir():
             raise StoreError(f"no feature store at {self.root} (no {DB_FILENAME}); run `serlens run` first")
-        con = duckdb.connect(str(self.db_path), read_only=True)
         if sandboxed:
-            con.execute("SET allowed_directories = [?]", [str(self.tables_dir) + os.sep])
-            con.execute("SET enable_external_access = false")
-            con.execute("SET autoinstall_known_extensions = false")
-            con.execute("SET autoload_known_extensions = false")
-            con.execute("SET lock_configuration = true")
-        return con
-
-
-_ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+            limits = limits or SqlLimits()
+            return sandbox_connection(self.tables_dir, limits, tempfile.mkdtemp(prefix="serlens-sql-",
+                                                                                 dir=limits.temp_dir))
+        return duckdb.connect(str(self.db_path), read_only=True)
 
 
 def run_readonly_query(
     store: FeatureStore,
     query: str,
     *,
-    max_rows: int = 10_000,
-    timeout_s: float = 10.0,
+    limits: SqlLimits | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]], bool]:
-    """Run one untrusted SELECT against the store's views.
+    """Run one untrusted SELECT against the store's views, sandboxed (``serlens.shared.sql``).
 
-    Defence in depth: the DuckDB file is opened read-only; file access is limited to the
-    store's tables and extensions cannot be installed or loaded (configuration locked);
-    exactly one statement is accepted and it must be a SELECT (or EXPLAIN); at most
-    ``max_rows`` rows are fetched; a query past ``timeout_s`` is interrupted.
+    Args:
+        store: the feature store.
+        query: the caller's SQL text.
+        limits: rows, time, memory, threads, spill, response bytes, concurrency (default:
+            ``SqlLimits()``).
 
     Returns:
         ``(column_names, rows, truncated)``.
 
     Raises:
-        QueryRejectedError: for anything but a single read-only statement, or a query DuckDB
-            refuses (a forbidden file, a syntax error).
-        QueryTimeoutError: when the query ran past ``timeout_s``.
+        QueryRejectedError: anything but a single read-only SELECT, or a query DuckDB refuses.
+        QueryTimeoutError: past the time limit.
+        QueryLimitError: over the memory, spill or response-size limit.
+        QueryBusyError: too many queries at once in this process (503).
+        StoreError: the store has no tables yet (503).
     """
+    limits = limits or SqlLimits()
     if not query or not _COMMENT.sub("", query).strip().strip(";").strip():
         raise QueryRejectedError("empty query")
-    if len(query) > 100_000:
-        raise QueryRejectedError("query longer than 100,000 characters")
-    try:
-        statements = duckdb.extract_statements(query)
-    except duckdb.Error as err:
-        raise QueryRejectedError(f"cannot parse query: {err}") from err
-    if len(statements) != 1:
-        raise QueryRejectedError(f"exactly one statement per request, got {len(statements)}")
-    statement = statements[0]
-    if statement.type not in _ALLOWED_STATEMENTS:
-        raise QueryRejectedError(f"only SELECT is allowed, got {statement.type.name}")
-    con = store.connect_readonly(sandboxed=True)
-    timer = threading.Timer(timeout_s, con.interrupt)
-    timer.start()
-    try:
-        cursor = con.execute(statement.query)
-        columns = [d[0] for d in (cursor.description or [])]
-        rows = cursor.fetchmany(max_rows + 1)
-    except duckdb.InterruptException as err:
-        raise QueryTimeoutError(f"query ran past the {timeout_s:g} s limit and was stopped") from err
-    except duckdb.Error as err:
-        if not timer.is_alive():
-            raise QueryTimeoutError(f"query ran past the {timeout_s:g} s limit and was stopped") from err
-        raise QueryRejectedError(f"{type(err).__name__}: {str(err).splitlines()[0][:300]}") from err
-    finally:
-        timer.cancel()
-        con.close()
-    return columns, rows[:max_rows], len(rows) > max_rows
+    checked = check_query(query, max_chars=limits.max_query_chars)
+    if not store.tables_dir.is_dir():
+        raise StoreError("the feature store has no tables yet; run `serlens run` first")
+    return run_in_sandbox(store.tables_dir, checked, limits)

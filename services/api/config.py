@@ -12,6 +12,7 @@ from serlens.embed.config import EmbedArgs
 from serlens.normalize.config import NormalizeArgs
 from serlens.predict.config import PredictArgs
 from serlens.shared.settings import default_workdir
+from serlens.shared.sql import SqlLimits
 from serlens.shared.workdir import Workdir
 
 
@@ -33,6 +34,10 @@ class ApiConfig:
         egemaps: eGeMAPS settings (the Egemaps deployment, and lineage).
         embed: embedding settings (the Embed deployment, and lineage).
         predict: classifier settings (the Predict deployment).
+        sql_limits: every limit of a ``/sql`` query (rows, time, memory, threads, spill,
+            response bytes, concurrency).
+        model_max_duration_s: longest clip ``/embed`` and ``/predict`` accept, in seconds
+            (the encoder's memory grows with the square of the length).
     """
 
     workdir: Path
@@ -47,6 +52,8 @@ class ApiConfig:
     egemaps: EgemapsArgs
     embed: EmbedArgs
     predict: PredictArgs
+    sql_limits: SqlLimits
+    model_max_duration_s: float
 
     @property
     def paths(self) -> Workdir:
@@ -76,6 +83,14 @@ class ApiArgs(BaseModel):
     egemaps: EgemapsArgs = Field(default_factory=EgemapsArgs)
     embed: EmbedArgs = Field(default_factory=EmbedArgs)
     predict: PredictArgs = Field(default_factory=PredictArgs)
+    # Hostile callers: the /sql sandbox's limits (serlens.shared.sql.SqlLimits) and the longest
+    # clip the encoder sees (its memory grows with the square of the clip length).
+    sql_memory_mb: int = Field(1024, ge=128)  # resident memory of one query's process, MiB
+    sql_threads: int = Field(1, ge=1)  # DuckDB threads per query
+    sql_spill_mb: int = Field(1024, ge=1)  # DuckDB spill per query, MiB
+    sql_max_response_mb: float = Field(32, gt=0)  # largest /sql result, MiB
+    sql_max_concurrent: int = Field(2, ge=1)  # /sql queries at once per replica; more: 503
+    model_max_duration_s: float = Field(60, gt=0)  # longest clip /embed and /predict accept, s
 
     def to_config(self) -> ApiConfig:
         """The validated settings as a frozen ``ApiConfig`` (the workdir made absolute)."""
@@ -93,4 +108,10 @@ class ApiArgs(BaseModel):
             egemaps=self.egemaps,
             embed=self.embed,
             predict=self.predict,
+            sql_limits=SqlLimits(
+                max_rows=self.sql_max_rows, timeout_s=self.sql_timeout_s, memory_mb=self.sql_memory_mb,
+                threads=self.sql_threads, spill_mb=self.sql_spill_mb, max_concurrent=self.sql_max_concurrent,
+                max_response_bytes=int(self.sql_max_response_mb * 2**20),
+            ),
+            model_max_duration_s=self.model_max_duration_s,
         )

@@ -25,7 +25,7 @@ from serlens.api.config import ApiConfig
 from serlens.api.encoding import jsonable, rows_to_csv
 from serlens.api.jobs import TrainJobs, TrainRequest, prepare_config
 from serlens.api.records import CheckpointIndex, Lineage, StoreWriter, Upload, read_results
-from serlens.api.uploads import BodySizeLimit, decode_upload, read_upload
+from serlens.api.uploads import BodySizeLimit, check_model_clip, decode_upload, read_upload
 from serlens.shared.audio import sha256_bytes, wav_bytes
 from serlens.shared.errors import InvalidRequestError, NotFoundError, ServiceError
 from serlens.shared.schema import CKA, PROBES
@@ -168,12 +168,14 @@ def create_app(state: IngressState) -> FastAPI:
     app.add_exception_handler(ServiceError, on_error)
     app.add_exception_handler(RayError, on_error)
 
-    async def receive(file: UploadFile) -> Upload:
+    async def receive(file: UploadFile, *, for_model: bool = False) -> Upload:
         name = file.filename or "upload"
         data = await read_upload(file, config.max_upload_bytes)
         decoded = await asyncio.to_thread(
             decode_upload, data, name=name, max_duration_s=config.max_duration_s
         )
+        if for_model:
+            check_model_clip(decoded, name=name, max_duration_s=config.model_max_duration_s)
         normalized, record = await state.normalize.process_signal.remote(
             decoded.signal, decoded.sampling_rate, name
         )
@@ -272,7 +274,7 @@ def create_app(state: IngressState) -> FastAPI:
     ) -> dict[str, Any]:
         wanted = parse_layers(layers)
         ref = await asyncio.to_thread(state.checkpoints.resolve, checkpoint)
-        upload = await receive(file)
+        upload = await receive(file, for_model=True)
         info = await state.embed.info.remote(ref.local_path)
         chosen = wanted if wanted is not None else list(range(info["num_hidden_states"]))
         vectors = await state.embed.embed_signal.remote(
@@ -301,7 +303,7 @@ def create_app(state: IngressState) -> FastAPI:
         file: AudioFile, checkpoint: int | None = Query(None, ge=0), store: bool = False
     ) -> dict[str, Any]:
         ref = await asyncio.to_thread(state.checkpoints.resolve, checkpoint)
-        upload = await receive(file)
+        upload = await receive(file, for_model=True)
         probabilities = await state.predict.process_signal.remote(
             upload.normalized, 16_000, ref.local_path, upload.name
         )
@@ -378,8 +380,7 @@ def create_app(state: IngressState) -> FastAPI:
             run_readonly_query,
             state.store,
             request.query,
-            max_rows=config.sql_max_rows,
-            timeout_s=config.sql_timeout_s,
+            limits=config.sql_limits,
         )
         if request.format == "csv":
             return Response(

@@ -13,8 +13,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serlens.shared.audio import DecodedAudio, check_signal, decode
-from serlens.shared.errors import PayloadTooLargeError
+from serlens.shared.audio import AudioLimits, DecodedAudio, check_signal, decode
+from serlens.shared.errors import InvalidAudioError, PayloadTooLargeError
 
 #: Room for the multipart boundaries and part headers around the file, in bytes.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -107,20 +107,25 @@ async def read_upload(upload: Any, limit_bytes: int) -> bytes:
 def decode_upload(data: bytes, *, name: str, max_duration_s: float) -> DecodedAudio:
     """Decode an upload to 16 kHz mono float32 and check it is usable audio.
 
-    Silence passes here (the loudness normalisation has a policy for it); the services
-    that cannot use silence refuse it themselves.
+    The header is checked first (container, codec, at most 8 channels, 8-192 kHz, declared
+    length): nothing is decoded for a file that declares too much. Decoding then runs in
+    blocks under a hard budget of ``max_duration_s`` (and 10 s of wall time), whatever the
+    header said. Silence passes here (the loudness normalisation has a policy for it); the
+    services that cannot use silence refuse it themselves.
 
     Args:
-        data: the uploaded bytes (WAV, FLAC, MP3 or OGG, any rate, any channel count).
+        data: the uploaded bytes: WAV, FLAC, OGG (Vorbis or Opus) or MP3; 8-192 kHz; 1-8 channels.
         name: the upload's file name, used in errors.
         max_duration_s: longest accepted audio, in seconds.
 
     Raises:
         AudioDecodeError: empty, truncated or not audio (422).
-        UnsupportedMediaTypeError: audio in another container (415).
-        InvalidAudioError: 0 s, under the 400 ms minimum, NaN/inf, over ``max_duration_s`` (422).
+        UnsupportedMediaTypeError: audio in another container or codec (415).
+        InvalidAudioError: too many channels, a rate out of range, 0 s, under the 400 ms
+            minimum, NaN/inf, over ``max_duration_s`` (422).
+        PayloadTooLargeError: the decoded audio does not fit in memory (413).
     """
-    decoded = decode(data, name=name)
+    decoded = decode(data, name=name, limits=AudioLimits(max_duration_s=max_duration_s))
     check_signal(
         decoded.signal,
         decoded.sampling_rate,
@@ -129,3 +134,20 @@ def decode_upload(data: bytes, *, name: str, max_duration_s: float) -> DecodedAu
         allow_silence=True,
     )
     return decoded
+
+
+def check_model_clip(decoded: DecodedAudio, *, name: str, max_duration_s: float) -> None:
+    """Refuse a clip too long for the speech encoder (``/embed``, ``/predict``).
+
+    The encoder's attention needs memory that grows with the square of the clip length, so
+    these endpoints take at most ``model_max_duration_s`` (ApiArgs), far less than the
+    other endpoints' ``max_duration_s``.
+
+    Raises:
+        InvalidAudioError: the clip is longer than ``max_duration_s`` (422).
+    """
+    if decoded.duration_s > max_duration_s:
+        raise InvalidAudioError(
+            f"{name}: {decoded.duration_s:.1f} s is longer than the {max_duration_s:g} s that "
+            "/embed and /predict accept (model_max_duration_s); cut it into shorter clips"
+        )

@@ -15,15 +15,56 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from ray import serve
 from ray.serve import Application
 
 from serlens.embed import core
 from serlens.embed.config import EmbedArgs
 from serlens.embed.service import EmbedService
-from serlens.shared.errors import ServiceError
+from serlens.shared.errors import ModelOutOfMemoryError, ServiceError
 
 logger = logging.getLogger("ray.serve")
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """A CUDA or CPU allocation failure (torch reports the CPU one as a RuntimeError)."""
+    if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def embed_batch_or_each(
+    service: EmbedService, signals: list[np.ndarray], sampling_rate: int
+) -> list[np.ndarray | ServiceError]:
+    """Every hidden state of each clip: one batch, or clip by clip when the batch fails.
+
+    A bad clip or an out-of-memory error (CUDA or CPU) fails only its own request: the batch
+    is retried one clip at a time, and a clip that still runs out of memory alone gets a
+    ``ModelOutOfMemoryError`` (503) while the others get their vectors.
+    """
+    try:
+        return list(service.process_batch(signals, sampling_rate, layers=None))
+    except (ServiceError, torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as err:
+        if not isinstance(err, ServiceError) and not _out_of_memory(err):
+            raise
+        logger.warning("Embed: batch of %d failed (%s); retrying clip by clip", len(signals), type(err).__name__)
+    results: list[np.ndarray | ServiceError] = []
+    for i, signal in enumerate(signals):
+        try:
+            results.append(service.process_signal(signal, sampling_rate, layers=None))
+        except ServiceError as err:
+            results.append(err)
+        except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as err:
+            if not _out_of_memory(err):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            results.append(ModelOutOfMemoryError(
+                f"signals[{i}]: {len(signal) / sampling_rate:.1f} s ran the encoder out of memory; "
+                "send a shorter clip or retry later"))
+    return results
 
 
 @serve.deployment(name="Embed", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16)
@@ -123,18 +164,9 @@ class EmbedDeployment:
         for i, key in enumerate(zip(models, sampling_rates, strict=True)):
             groups.setdefault(key, []).append(i)
         for (model, rate), indices in groups.items():
-            service = self._service(model)
-            try:
-                pooled = service.process_batch([signals[i] for i in indices], rate, layers=None)
-                for row, i in enumerate(indices):
-                    results[i] = pooled[row]
-            except ServiceError:
-                # Some clip is bad: run them one by one so that only that caller gets the error.
-                for i in indices:
-                    try:
-                        results[i] = service.process_signal(signals[i], rate, layers=None)
-                    except ServiceError as err:
-                        results[i] = err
+            pooled = embed_batch_or_each(self._service(model), [signals[i] for i in indices], rate)
+            for row, i in enumerate(indices):
+                results[i] = pooled[row]
         return results
 
     def check_health(self) -> None:

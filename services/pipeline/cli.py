@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", help="one SELECT statement")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--max-rows", type=int, default=1000)
+    p.add_argument("--timeout-s", type=float, default=60.0, help="stop the query after this many seconds")
+    p.add_argument("--memory-mb", type=int, default=2048, help="memory of the query's process, MiB")
+    p.add_argument("--threads", type=int, default=2, help="DuckDB threads")
     _common(p)
     p = sub.add_parser("report", help="rebuild the figures and report.html from the store")
     _common(p)
@@ -113,11 +116,13 @@ try:
 def _sql(args: argparse.Namespace, workdir: Path) -> int:
     import pandas as pd
 
+    from serlens.shared.sql import SqlLimits
     from serlens.shared.store import run_readonly_query
     from serlens.shared.workdir import Workdir
 
-    columns, rows, truncated = run_readonly_query(Workdir(workdir).store, args.query,
-                                                  max_rows=args.max_rows)
+    limits = SqlLimits(max_rows=args.max_rows, timeout_s=args.timeout_s, memory_mb=args.memory_mb,
+                       threads=args.threads, max_response_bytes=256 * 2**20)
+    columns, rows, truncated = run_readonly_query(Workdir(workdir).store, args.query, limits=limits)
     frame = pd.DataFrame.from_records(rows, columns=columns).convert_dtypes()
     if args.format == "csv":
         sys.stdout.write(frame.to_csv(index=False))

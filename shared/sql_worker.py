@@ -1,0 +1,71 @@
+"""The process behind one untrusted query: ``python -m serlens.shared.sql_worker``.
+
+Started ahead of time by ``serlens.shared.sql``, it writes ``R`` once its imports are done,
+reads one job as JSON on stdin, runs it in the sandboxed DuckDB (``sandbox_connection``),
+writes ``A`` + the truncated flag + an Arrow IPC stream, or ``E`` + a JSON error, to
+stdout, and exits.
+Its parent kills it at the time limit or when it passes its memory budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import duckdb
+import pyarrow as pa
+
+from serlens.shared.errors import QueryLimitError, ServiceError
+from serlens.shared.sql import SqlLimits, fetch_table, sandbox_connection, sanitize
+
+
+def _cap_address_space(limits: SqlLimits) -> None:
+    """A backstop behind the parent's RSS watch: address space = now + twice the budget."""
+    with open("/proc/self/status") as status:
+        vm_kib = next((int(line.split()[1]) for line in status if line.startswith("VmSize:")), 0)
+    if vm_kib:
+        cap = vm_kib * 1024 + 2 * limits.memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def run_job(job: dict[str, Any], out: BinaryIO) -> None:
+    """Run one job and write its answer to ``out``."""
+    limits = SqlLimits(**job["limits"])
+    over_memory = {"error": QueryLimitError.__name__,
+                   "detail": f"query needs more than the {limits.memory_mb} MiB memory limit (or the spill limit)"}
+    try:
+        con = sandbox_connection(Path(job["tables_dir"]), limits, job["spill_dir"])
+        _cap_address_space(limits)
+        table, truncated = fetch_table(con, job["query"], limits)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        out.write(b"A" + (b"1" if truncated else b"0") + sink.getvalue().to_pybytes())
+        return
+    except ServiceError as err:
+        error: dict[str, str] = {"error": type(err).__name__, "detail": str(err)}
+    except (duckdb.OutOfMemoryException, MemoryError, pa.ArrowMemoryError):
+        error = over_memory
+    except (duckdb.Error, pa.ArrowException, OSError, ValueError) as err:
+        error = {"error": "QueryRejectedError", "detail": f"{type(err).__name__}: {sanitize(str(err))}"}
+    out.write(b"E" + json.dumps(error).encode())
+
+
+def main() -> None:
+    """Wait for one job on stdin; answer on the original stdout (DuckDB's own prints go to stderr)."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    out.write(b"R")  # ready: imports done; the parent starts the clock when it sends the job
+    out.flush()
+    raw = sys.stdin.buffer.read()
+    if raw:
+        run_job(json.loads(raw), out)
+    out.close()
+
+
+if __name__ == "__main__":
+    main()
