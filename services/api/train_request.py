@@ -22,19 +22,19 @@ class TrainHyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_size: int | None = Field(None, ge=1, le=64)
-    grad_accum_steps: int | None = Field(None, ge=1, le=64)
-    lr: float | None = Field(None, gt=0, le=1e-2)
-    weight_decay: float | None = Field(None, ge=0, le=1)
-    max_epochs: int | None = Field(None, ge=1, le=100)
-    max_steps: int | None = Field(None, ge=1, le=100_000)
-    eval_every_steps: int | None = Field(None, ge=1, le=10_000)
-    checkpoint_every_steps: int | None = Field(None, ge=1, le=100_000)
-    early_stopping_patience: int | None = Field(None, ge=1, le=100)
-    early_stopping_min_delta: float | None = Field(None, ge=0, le=10)
+    batch_size: int | None = Field(default=None, ge=1, le=64)
+    grad_accum_steps: int | None = Field(default=None, ge=1, le=64)
+    lr: float | None = Field(default=None, gt=0, le=1e-2)
+    weight_decay: float | None = Field(default=None, ge=0, le=1)
+    max_epochs: int | None = Field(default=None, ge=1, le=100)
+    max_steps: int | None = Field(default=None, ge=1, le=100_000)
+    eval_every_steps: int | None = Field(default=None, ge=1, le=10_000)
+    checkpoint_every_steps: int | None = Field(default=None, ge=1, le=100_000)
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=100)
+    early_stopping_min_delta: float | None = Field(default=None, ge=0, le=10)
     freeze_feature_encoder: bool | None = None
     length_bucketing: bool | None = None
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class TrainRequest(BaseModel):

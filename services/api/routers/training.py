@@ -33,7 +33,7 @@ class PromoteRequest(BaseModel):
 
     train_key: str = Field(pattern=r"^[0-9A-Za-z_-]{1,64}$")
     checkpoint_step: int = Field(ge=0, le=10_000_000)
-    note: str | None = Field(None, max_length=500)
+    note: str | None = Field(default=None, max_length=500)
 
 
 def training_router(state: IngressState) -> APIRouter:
