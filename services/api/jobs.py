@@ -67,10 +67,14 @@ class TrainJobs:
             JobBackendError: no job service (Ray started without its dashboard, or unreachable).
         """
         if self._client is None:
+            import ray
             from ray.job_submission import JobSubmissionClient
 
+            # The job service of the cluster this replica runs in (found through its GCS), not
+            # whichever Ray instance auto-detection finds first on a shared machine.
+            address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
             try:
-                self._client = JobSubmissionClient()
+                self._client = JobSubmissionClient(address)
             except (ConnectionError, RuntimeError, ValueError) as err:
                 raise JobBackendError(f"the Ray job service is not reachable: {err}") from err
         return self._client
