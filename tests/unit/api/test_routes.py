@@ -83,7 +83,8 @@ def test_promotion_is_explicit_scoped_and_checked(app_client, as_caller, state):
     assert app_client.post("/models/promote", json=body, headers=as_caller("reader")).status_code == 403
     missing = app_client.post("/models/promote", json={**body, "checkpoint_step": 5}, headers=as_caller("trainer"))
     assert missing.status_code == 404
-    assert app_client.post("/models/promote", json={**body, "path": "/x"}, headers=as_caller("trainer")).status_code == 422
+    extra = app_client.post("/models/promote", json={**body, "path": "/x"}, headers=as_caller("trainer"))
+    assert extra.status_code == 422
     done = app_client.post("/models/promote", json=body, headers=as_caller("trainer"))
     assert done.status_code == 200 and done.json()["promotion"]["promoted_by"] == "trainer"
     state.checkpoints.ttl_s = 0
