@@ -331,7 +331,7 @@ def test_embed_batched_equals_one_by_one(client, api):
     alone = [np.asarray(client.post("/embed", files=upload(d)).json()["embeddings"]) for d in datas]
 
     async def together():
-        async with httpx.AsyncClient(base_url=api, timeout=180) as ac:
+        async with httpx.AsyncClient(base_url=api, timeout=180, headers=client.headers) as ac:
             return await asyncio.gather(*(ac.post("/embed", files=upload(d)) for d in datas))
 
     for response, expected in zip(asyncio.run(together()), alone, strict=True):
@@ -421,13 +421,13 @@ def test_store_true_on_normalize_and_predict_writes_the_clip(client, store, rout
     assert len(rows) == 1 and rows[0]["loudness_policy"] and rows[0]["normalized_sha256"]
 
 
-def test_fifty_concurrent_requests_all_answer_and_leave_no_duplicates(api, store):
+def test_fifty_concurrent_requests_all_answer_and_leave_no_duplicates(api, client, store):
     datas = [encode(clip(30 + i), 16_000) for i in range(5)]
     requests = [("/egemaps", {"store": "true"}, datas[i % 5]) for i in range(25)]
     requests += [("/embed", {"store": "true", "layers": "0,2"}, datas[i % 5]) for i in range(25)]
 
     async def fire():
-        async with httpx.AsyncClient(base_url=api, timeout=240) as ac:
+        async with httpx.AsyncClient(base_url=api, timeout=240, headers=client.headers) as ac:
             return await asyncio.gather(
                 *(ac.post(path, params=params, files=upload(d)) for path, params, d in requests)
             )
