@@ -61,23 +61,30 @@ def source(upload: Upload) -> dict[str, Any]:
     }
 
 
+async def receive(state: IngressState, file: UploadFile) -> Upload:
+    """Read, decode (at the ingress, once) and normalise (``Normalize`` deployment) one upload.
+
+    Raises:
+        PayloadTooLargeError: the file is over ``max_upload_mb``.
+        AudioDecodeError, UnsupportedMediaTypeError, InvalidAudioError: unusable audio.
+    """
+    config = state.config
+    name = (file.filename or "upload")[:255]
+    data = await read_upload(file, config.max_upload_bytes)
+    decoded = await asyncio.to_thread(decode_upload, data, name=name, max_duration_s=config.max_duration_s)
+    normalized, record = await state.normalize.process_signal.remote(decoded.signal, decoded.sampling_rate, name)
+    return Upload(name=name, audio_sha256=sha256_bytes(data), decoded=decoded, normalized=normalized,
+                  loudness=record)
+
+
+async def write_clip(state: IngressState, upload: Upload, store: bool) -> list[dict[str, Any]]:
+    """Write the clip to the store when ``store`` is set; what was written."""
+    return [await asyncio.to_thread(state.writer.write_clip, upload)] if store else []
+
+
 def audio_router(state: IngressState) -> APIRouter:
     """The audio routes over the deployments and store helpers of ``state``."""
-    config = state.config
     router = APIRouter(tags=["audio"], dependencies=[Depends(require("predict"))])
-
-    async def receive(file: UploadFile) -> Upload:
-        name = (file.filename or "upload")[:255]
-        data = await read_upload(file, config.max_upload_bytes)
-        decoded = await asyncio.to_thread(decode_upload, data, name=name, max_duration_s=config.max_duration_s)
-        normalized, record = await state.normalize.process_signal.remote(
-            decoded.signal, decoded.sampling_rate, name
-        )
-        return Upload(name=name, audio_sha256=sha256_bytes(data), decoded=decoded,
-                      normalized=normalized, loudness=record)
-
-    async def write_clip(upload: Upload, store: bool) -> list[dict[str, Any]]:
-        return [await asyncio.to_thread(state.writer.write_clip, upload)] if store else []
 
     @router.post(
         "/normalize",
@@ -87,8 +94,8 @@ def audio_router(state: IngressState) -> APIRouter:
         "`format=json`: `{audio_wav_base64, loudness, source}`.",
     )
     async def normalize(file: AudioFile, format: Literal["wav", "json"] = "wav", store: bool = False) -> Response:
-        upload = await receive(file)
-        stored = await write_clip(upload, store)
+        upload = await receive(state, file)
+        stored = await write_clip(state, upload, store)
         audio = wav_bytes(upload.normalized, SAMPLING_RATE, subtype="FLOAT")
         if format == "json":
             return JSONResponse({
@@ -104,10 +111,10 @@ def audio_router(state: IngressState) -> APIRouter:
 
     @router.post("/egemaps", summary="The 88 eGeMAPSv02 functionals of the normalised clip")
     async def egemaps(file: AudioFile, store: bool = False) -> dict[str, Any]:
-        upload = await receive(file)
+        upload = await receive(state, file)
         features = await state.egemaps.process_signal.remote(upload.normalized, SAMPLING_RATE, upload.name)
         info = await state.egemaps_info()
-        stored = await write_clip(upload, store)
+        stored = await write_clip(state, upload, store)
         if store:
             stored.append(await asyncio.to_thread(
                 state.writer.write_egemaps, upload, features, info["extractor_version"]))
@@ -129,11 +136,11 @@ def audio_router(state: IngressState) -> APIRouter:
     ) -> dict[str, Any]:
         wanted = parse_layers(layers)
         ref = await asyncio.to_thread(state.checkpoints.resolve, checkpoint)
-        upload = await receive(file)
+        upload = await receive(state, file)
         info = await state.embed.info.remote(ref.local_path)
         chosen = wanted if wanted is not None else list(range(info["num_hidden_states"]))
         vectors = await state.embed.embed_signal.remote(upload.normalized, SAMPLING_RATE, ref.local_path, chosen)
-        stored = await write_clip(upload, store)
+        stored = await write_clip(state, upload, store)
         if store:
             stored.append(await asyncio.to_thread(state.writer.write_embeddings, upload, ref, chosen, vectors))
         return jsonable({"checkpoint": ref.to_dict(), "model": info["identity"], "pooling": "mean",
@@ -144,11 +151,11 @@ def audio_router(state: IngressState) -> APIRouter:
         file: AudioFile, checkpoint: int | None = Query(None, ge=0, le=10_000_000), store: bool = False
     ) -> dict[str, Any]:
         ref = await asyncio.to_thread(state.checkpoints.resolve, checkpoint)
-        upload = await receive(file)
+        upload = await receive(state, file)
         probabilities = await state.predict.process_signal.remote(
             upload.normalized, SAMPLING_RATE, ref.local_path, upload.name
         )
-        stored = await write_clip(upload, store)
+        stored = await write_clip(state, upload, store)
         return jsonable({"checkpoint": ref.to_dict(), "probabilities": probabilities,
                          "label": max(probabilities, key=probabilities.get),
                          "source": source(upload), "stored": stored})
