@@ -96,10 +96,6 @@ class CheckpointIndex:
                 self._read_at = time.monotonic()
             return self._promotion, list(self._rows)
 
-    def promoted(self) -> dict[str, Any] | None:
-        """The current promotion (``train_key``, ``checkpoint_step``, who, when), or None."""
-        return self._refresh()[0]
-
     def resolve(self, step: int | None) -> CheckpointRef:
         """The model a request means: the configured model, or the promoted run's checkpoint.
 

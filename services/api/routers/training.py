@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serlens.api.auth import require
 from serlens.api.encoding import jsonable
-from serlens.api.promotions import promote
+from serlens.api.promotions import current_promotion, promote
 from serlens.api.tokens import Caller
 from serlens.api.train_request import TrainRequest, prepare_config
 
@@ -64,7 +64,7 @@ def training_router(state: IngressState) -> APIRouter:
 
     @router.get("/models", summary="The model /embed and /predict serve by default")
     async def served(caller: Caller = read) -> dict[str, Any]:
-        promotion = await asyncio.to_thread(state.checkpoints.promoted)
+        promotion = await asyncio.to_thread(current_promotion, state.store)
         return jsonable({"configured_model": config.model, "promotion": promotion})
 
     @router.post("/models/promote", summary="Serve a stored checkpoint by default from now on")
