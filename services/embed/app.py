@@ -8,7 +8,6 @@ request returns the same vectors whether it was batched or not (the service mask
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,8 +20,6 @@ from serlens.embed.config import EmbedArgs
 from serlens.embed.service import EmbedService, ModelCache
 from serlens.shared.errors import ServiceError
 from serlens.shared.serving import health_clip, merge_options
-
-logger = logging.getLogger("ray.serve")
 
 #: Serve options of the deployment; ``build_app`` overrides and a Serve config's entry win.
 DEPLOYMENT_OPTIONS: dict[str, Any] = {
@@ -56,12 +53,7 @@ class EmbedDeployment:
         self.models = ModelCache(lambda model: EmbedService(config=config, model=model), size=cache_size)
         batch = serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)
         self._batched: Any = batch(self._embed_batch)  # type: ignore[arg-type]
-        if preload:
-            try:
-                self.models.get(preload)
-            except ServiceError as err:
-                # Best effort: the first request for that model reports the problem.
-                logger.warning("Embed: could not preload %s: %s", preload, err)
+        self.models.preload(preload)
 
     async def info(self, model: str) -> dict[str, Any]:
         """The identity of a model folder (loading it if needed): ``ModelBundle`` fields."""
@@ -128,13 +120,13 @@ class EmbedDeployment:
         Raises:
             RuntimeError: the forward pass failed or gave non-finite values.
         """
-        recent = self.models.most_recent()
-        if recent is None:
-            return  # nothing loaded yet: the first request loads (and reports) its model
-        name, service = recent
-        vectors = await asyncio.to_thread(service.process_signal, health_clip(), 16_000, name="health")
-        if not np.isfinite(vectors).all():
-            raise RuntimeError(f"Embed: model {name} gives non-finite vectors for the health clip")
+        await asyncio.to_thread(self.models.check_most_recent, _check_embedding)
+
+
+def _check_embedding(name: str, service: EmbedService) -> None:
+    vectors = service.process_signal(health_clip(), 16_000, name="health")
+    if not np.isfinite(vectors).all():
+        raise RuntimeError(f"Embed: model {name} gives non-finite vectors for the health clip")
 
 
 def build_app(

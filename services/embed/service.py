@@ -7,6 +7,7 @@ same cache the ``Predict`` deployment uses); nothing here imports Ray.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ import torch
 
 from serlens.embed import core
 from serlens.embed.config import EmbedConfig
-from serlens.shared.errors import InvalidConfigError
+from serlens.shared.errors import InvalidConfigError, ServiceError
 from serlens.shared.models import (
     check_encoder_input,
     load_encoder,
@@ -27,6 +28,8 @@ from serlens.shared.models import (
 )
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 class ModelCache(Generic[T]):
@@ -59,6 +62,20 @@ class ModelCache(Generic[T]):
                     self._models.popitem(last=False)
             self._models.move_to_end(name)
             return self._models[name]
+
+    def preload(self, name: str | None) -> None:
+        """Load ``name`` now if given; a failure is logged, and reported to its first request."""
+        if name:
+            try:
+                self.get(name)
+            except ServiceError as err:
+                logger.warning("could not preload %s: %s", name, err)
+
+    def check_most_recent(self, check: Callable[[str, T], None]) -> None:
+        """Run ``check(name, model)`` on the most recently used model (nothing when none is loaded)."""
+        recent = self.most_recent()
+        if recent is not None:
+            check(*recent)
 
     def most_recent(self) -> tuple[str, T] | None:
         """The most recently used model and its name, or None when none is loaded."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from typing import Any
 
@@ -14,10 +13,7 @@ from ray.serve import Application
 from serlens.embed.service import ModelCache
 from serlens.predict.config import PredictArgs
 from serlens.predict.service import PredictService
-from serlens.shared.errors import ServiceError
 from serlens.shared.serving import health_clip, merge_options
-
-logger = logging.getLogger("ray.serve")
 
 #: Serve options of the deployment; ``build_app`` overrides and a Serve config's entry win.
 DEPLOYMENT_OPTIONS: dict[str, Any] = {
@@ -39,12 +35,7 @@ class PredictDeployment:
     def __init__(self, args: dict[str, Any], *, preload: str | None = None, cache_size: int = 2) -> None:
         config = PredictArgs.model_validate(args).to_config()
         self.models = ModelCache(lambda folder: PredictService(config=config, checkpoint=folder), size=cache_size)
-        if preload:
-            try:
-                self.models.get(preload)
-            except ServiceError as err:
-                # Best effort: the first request for that checkpoint reports the problem.
-                logger.warning("Predict: could not preload %s: %s", preload, err)
+        self.models.preload(preload)
 
     def _predict(self, signal: np.ndarray, sampling_rate: int, checkpoint: str, name: str) -> dict[str, float]:
         return self.models.get(checkpoint).process_signal(signal, sampling_rate, name=name)
@@ -66,14 +57,13 @@ class PredictDeployment:
         Raises:
             RuntimeError: the forward pass failed or gave something that is not a distribution.
         """
-        recent = self.models.most_recent()
-        if recent is None:
-            return  # nothing loaded yet: the first request loads (and reports) its checkpoint
-        name, service = recent
-        probabilities = await asyncio.to_thread(service.process_signal, health_clip(), 16_000, name="health")
-        total = sum(probabilities.values())
-        if not math.isclose(total, 1.0, abs_tol=1e-4):
-            raise RuntimeError(f"Predict: checkpoint {name} gives probabilities summing to {total}")
+        await asyncio.to_thread(self.models.check_most_recent, _check_probabilities)
+
+
+def _check_probabilities(name: str, service: PredictService) -> None:
+    total = sum(service.process_signal(health_clip(), 16_000, name="health").values())
+    if not math.isclose(total, 1.0, abs_tol=1e-4):
+        raise RuntimeError(f"Predict: checkpoint {name} gives probabilities summing to {total}")
 
 
 def build_app(
