@@ -199,6 +199,17 @@ def start_app(
     return f"http://{host}:{port}"
 
 
+def first_token(config: ApiConfig) -> str | None:
+    """Create the token file with one all-scopes token for this OS user if there is none yet.
+
+    Returns:
+        The new token (shown once; only its digest is kept), or None when the file existed.
+    """
+    if config.tokens_file.exists():
+        return None
+    return add_token(config.tokens_file, name=getpass.getuser(), scopes=["read", "predict", "train"])
+
+
 def serve_locally(workdir: str, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None) -> None:
     """Run the application on ``host:port`` and block until Ctrl-C (``serlens serve``).
 
@@ -211,10 +222,9 @@ def serve_locally(workdir: str, *, host: str = "127.0.0.1", port: int = 8000, ad
     import time
 
     args = {"workdir": workdir}
-    tokens_file = ApiArgs.model_validate(args).to_config().tokens_file
-    if not tokens_file.exists():
-        token = add_token(tokens_file, name=getpass.getuser(), scopes=["read", "predict", "train"])
-        print(f"created {tokens_file} with a token for {getpass.getuser()} (read, predict, train); "
+    token = first_token(ApiArgs.model_validate(args).to_config())
+    if token:
+        print(f"created a token file with a token for {getpass.getuser()} (read, predict, train); "
               f"it is shown only now:\n  export SERLENS_TOKEN={token}", flush=True)
     url = start_app(args, host=host, port=port, address=address)
     print(f"serlens API on {url} (docs: {url}/docs, with 'Authorization: Bearer $SERLENS_TOKEN'); "

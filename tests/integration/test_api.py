@@ -611,6 +611,37 @@ def test_training_changes_the_served_model_only_by_promotion(client, as_caller, 
         status["train_key"],
         2,
     )
-    # The slot is free again: the next submission is admitted.
-    again = client.post("/train", json={"dataset": "tiny-demo", "train": {"seed": 9, "max_steps": 1}})
-    assert again.status_code == 202, again.text
+
+
+def test_submissions_racing_through_two_replicas_admit_one_and_stop_the_other(api_args, store):
+    """Two replicas that both passed the admission check: the later job stops itself (429)."""
+    from ray.job_submission import JobStatus
+
+    from serlens.api.config import ApiArgs
+    from serlens.api.jobs import TrainJobs
+    from serlens.api.train_request import TrainRequest, prepare_config
+    from serlens.shared.errors import TooManyJobsError
+
+    config = ApiArgs.model_validate(api_args).to_config()
+    replicas = [TrainJobs(config, store), TrainJobs(config, store)]
+    assert replicas[0].active() == []  # the fixture's job has finished: one slot is free
+    submitted = []
+    for seed, jobs in zip((11, 12), replicas, strict=True):
+        path, key = prepare_config(TrainRequest(dataset="tiny-demo", train={"seed": seed}), config)
+        job_id = f"serlens-train-{seed:012x}"
+        jobs._submit(job_id, path, request_key=key, owner="trainer", dataset="tiny-demo")
+        submitted.append((job_id, key))
+    admitted = replicas[0]._settle(*submitted[0], "trainer")
+    assert admitted["job_id"] == submitted[0][0] and admitted["joined"] is False
+    with pytest.raises(TooManyJobsError):
+        replicas[1]._settle(*submitted[1], "trainer")
+    client = replicas[0].client()
+    deadline = time.monotonic() + 60
+    while client.get_job_status(submitted[1][0]) != JobStatus.STOPPED:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    # Drivers ask for the resource only workers offer (here the one local node plays both).
+    info = client.get_job_info(submitted[0][0])
+    assert info.entrypoint_resources == {"serlens_train_driver": 1.0}
+    assert info.entrypoint_num_cpus == pytest.approx(0.1)
+    client.stop_job(submitted[0][0])

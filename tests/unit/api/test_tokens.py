@@ -85,3 +85,14 @@ def test_the_command_creates_lists_and_revokes(tmp_path, capsys):
     assert main(["create", "--file", str(path), "--name", "eve", "--scopes", "root"]) == 2
     assert main(["revoke", "--file", str(path), "--name", "dana"]) == 0
     assert TokenRegistry(path).authenticate(token) is None
+
+
+def test_serlens_serve_creates_a_first_token_once(tmp_path):
+    from serlens.api.app import first_token
+    from serlens.api.config import ApiArgs
+
+    config = ApiArgs(workdir=str(tmp_path)).to_config()
+    token = first_token(config)
+    assert token and config.tokens_file == tmp_path / "api-tokens.yaml"
+    assert TokenRegistry(config.tokens_file).authenticate(token).scopes == frozenset({"read", "predict", "train"})
+    assert first_token(config) is None
