@@ -47,6 +47,9 @@ from support.demo_workdir import write_demo_workdir  # noqa: E402  (shared with 
 DEPLOYMENTS = ("Ingress", "Normalize", "Egemaps", "Embed", "Predict")
 
 
+#: The benchmark's API token header (set once the workdir has its token file).
+AUTH: dict[str, str] = {}
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,7 +84,7 @@ async def load(
             latencies.append(time.perf_counter() - started)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits, headers=AUTH) as client:
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(clients)))
         return time.perf_counter() - started, latencies
@@ -153,7 +156,7 @@ async def soak(url: str, payloads: list[bytes], seconds: float, pids: dict[str, 
             await asyncio.sleep(interval)
         samples.append((time.monotonic() - start, rss_mb(pids)))
 
-    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=600, headers=AUTH) as client:
         await asyncio.gather(sampler(), *(driver(client, k) for k in range(4)))
     # Skip the first 10 % (allocators and caches warming up); compare first and last 3 samples.
     kept = [s for t, s in samples if t >= 0.1 * seconds] or [s for _, s in samples]
@@ -216,6 +219,10 @@ def main() -> None:
     workdir = write_demo_workdir(
         args.workdir or Path(tempfile.mkdtemp(prefix="serlens-bench-api-"))
     )
+    from serlens.api.tokens import add_token
+
+    token = add_token(workdir / "api-tokens.yaml", name="bench", scopes=["read", "predict"])
+    AUTH["Authorization"] = f"Bearer {token}"
     payloads = [
         wav(voiced(args.clip_seconds, f0_hz=110 + 7 * (i % 16), seed=i))
         for i in range(args.requests)

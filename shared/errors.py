@@ -185,3 +185,27 @@ class TrackingError(ServiceError):
     """The MLflow tracking server or store could not be reached or refused a call."""
 
     http_status = 503
+
+
+class AuthenticationError(ServiceError):
+    """A request without a valid API token (missing, malformed, unknown or revoked)."""
+
+    http_status = 401
+
+
+class PermissionDeniedError(ServiceError):
+    """A valid API token whose scopes do not include what the endpoint needs."""
+
+    http_status = 403
+
+
+class ConflictError(ServiceError):
+    """A request that clashes with work in progress (the same fit running for another caller)."""
+
+    http_status = 409
+
+
+class TooManyJobsError(ServiceError):
+    """A training submission over the limit of concurrent jobs; retry when one has finished."""
+
+    http_status = 429

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from serlens.shared import settings
-from serlens.shared.errors import ModelLoadError
+from serlens.shared.errors import InvalidConfigError, ModelLoadError
 
 HEAD_FILENAME = "classifier_head.pt"
 LABELS_FILENAME = "labels.json"
@@ -69,6 +69,26 @@ class ModelBundle:
     def identity(self) -> str:
         """A short stable name for tables and MLflow (``name@revision``)."""
         return f"{self.name_or_path}@{self.revision}" if self.revision else self.name_or_path
+
+
+def resolve_device(setting: str) -> torch.device:
+    """The device a ``device`` setting means: ``auto`` (CUDA when visible, else CPU), ``cpu``, ``cuda``.
+
+    Args:
+        setting: ``auto``, ``cpu``, ``cuda`` or ``cuda:<index>``.
+
+    Raises:
+        InvalidConfigError: CUDA asked for where none is visible, or an unknown name.
+    """
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cpu":
+        return torch.device("cpu")
+    if setting == "cuda" or setting.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise InvalidConfigError(f"device {setting!r} requested but no CUDA device is visible")
+        return torch.device(setting)
+    raise InvalidConfigError(f"device {setting!r}; expected 'auto', 'cpu' or 'cuda'")
 
 
 def create_random_encoder(path: str | os.PathLike[str], *, seed: int = 0, **overrides: Any) -> Path:

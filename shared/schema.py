@@ -178,6 +178,19 @@ CHECKPOINTS = TableSpec(
     description="fine-tuning checkpoints (0 = the pretrained model) and their MLflow run",
 )
 
+PROMOTIONS = TableSpec(
+    name="promotions",
+    schema=_schema(
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("train_key", pa.string(), nullable=False),
+        pa.field("checkpoint_step", pa.int32(), nullable=False),
+        pa.field("promoted_by", pa.string(), nullable=False),
+        pa.field("note", pa.string()),
+    ),
+    keys=("target",),
+    description="the checkpoint /embed and /predict serve, set only by an explicit promotion",
+)
+
 TRAIN_METRICS = TableSpec(
     name="train_metrics",
     schema=_schema(
@@ -312,7 +325,8 @@ EMBEDDINGS = TableSpec(
 
 def all_tables() -> tuple[TableSpec, ...]:
     """Every table of the store, in the order views are created."""
-    return (CLIPS, egemaps_spec(), EMBEDDINGS, CHECKPOINTS, TRAIN_METRICS, CKA, PROBES, SKIPPED, RUNS, STAGES)
+    return (CLIPS, egemaps_spec(), EMBEDDINGS, CHECKPOINTS, PROMOTIONS, TRAIN_METRICS, CKA, PROBES, SKIPPED, RUNS,
+            STAGES)
 
 
 def table(name: str) -> TableSpec:

@@ -33,3 +33,9 @@ def reference_folder() -> Path | None:
     """``SERLENS_SHARED`` (the reference material the tests may read), if set."""
     value = os.environ.get("SERLENS_SHARED")
     return Path(value) if value else None
+
+
+def api_tokens_file() -> Path | None:
+    """``SERLENS_API_TOKENS_FILE`` (the API's hashed-token file, e.g. a mounted Secret), if set."""
+    value = os.environ.get("SERLENS_API_TOKENS_FILE")
+    return Path(value) if value else None

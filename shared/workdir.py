@@ -99,6 +99,11 @@ class Workdir:
         return self.root / "train-requests"
 
     @property
+    def api_tokens(self) -> Path:
+        """The API's token file (SHA-256 digests only) when no other is configured."""
+        return self.root / "api-tokens.yaml"
+
+    @property
     def models(self) -> Path:
         """Encoders the demo writes with ``save_pretrained`` (the tiny random WavLM)."""
         return self.root / "models"

@@ -7,6 +7,8 @@ with the ``Normalize``, ``Egemaps``, ``Embed`` and ``Predict`` deployments throu
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import logging
 from typing import Any
 
@@ -16,16 +18,27 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from serlens.api.config import ApiArgs
+from serlens.api.config import TRAIN_DRIVER_RESOURCE, ApiArgs, ApiConfig
 from serlens.api.records import CheckpointIndex
 from serlens.api.routes import IngressState, create_app
+from serlens.api.tokens import add_token
 from serlens.egemaps.app import build_app as build_egemaps
 from serlens.embed.app import build_app as build_embed
 from serlens.normalize.app import build_app as build_normalize
 from serlens.predict.app import build_app as build_predict
 from serlens.shared.errors import ServiceError
+from serlens.shared.schema import CHECKPOINTS
+from serlens.shared.serving import merge_options
 
 logger = logging.getLogger("ray.serve")
+
+#: Serve options of the ingress; ``deployment_options.Ingress`` and a Serve config's entry win.
+#: It only parses, checks and awaits the other deployments, so one replica holds many requests.
+DEPLOYMENT_OPTIONS: dict[str, Any] = {
+    "name": "Ingress",
+    "ray_actor_options": {"num_cpus": 0.1},
+    "max_ongoing_requests": 64,
+}
 
 #: The state of the ingress replica in this process (Serve runs one replica per actor
 #: process). FastAPI apps cannot be pickled, so Serve builds the app inside the replica
@@ -37,12 +50,15 @@ def _asgi_app() -> FastAPI:
     return create_app(_REPLICA["state"])
 
 
-class _Ingress:
-    """The FastAPI ingress: parses and checks requests, awaits the deployments, writes the store.
+class Ingress:
+    """The FastAPI ingress: authenticates, checks requests, awaits the deployments, writes the store.
 
     Args:
         args: the ``ApiArgs`` mapping.
         normalize, egemaps, embed, predict: handles of the composed deployments.
+
+    Raises:
+        InvalidConfigError: invalid args, or no readable token file.
     """
 
     def __init__(
@@ -68,15 +84,13 @@ class _Ingress:
         )
         _REPLICA["state"] = self.state
 
-    def check_health(self) -> None:
-        """Healthy while the store's folder is there."""
-        if not self.state.store.tables_dir.is_dir():
-            raise RuntimeError(f"Ingress: feature store missing at {self.state.store.root}")
+    async def check_health(self) -> None:
+        """Healthy while the store answers a query.
 
-
-Ingress = serve.deployment(
-    name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64
-)(serve.ingress(_asgi_app)(_Ingress))
+        Raises:
+            StoreError: the store's tables cannot be read.
+        """
+        await asyncio.to_thread(self.state.store.read, CHECKPOINTS.name, columns=["train_key"])
 
 
 def _gpus_in_cluster() -> float:
@@ -99,12 +113,9 @@ def _egemaps_replicas() -> int:
     return max(1, min(8, int(cpus)))
 
 
-def _default_model(args: ApiArgs) -> str | None:
-    """The model folder to load at start (None when the store has no checkpoint yet)."""
-    config = args.to_config()
-    index = CheckpointIndex(
-        config.paths.store, config.paths, default_model=config.model
-    )
+def _default_model(config: ApiConfig) -> str | None:
+    """The model folder to load at start: the configured model, the promoted one, or None."""
+    index = CheckpointIndex(config.paths.store, config.paths, default_model=config.model)
     try:
         return index.resolve(None).local_path
     except ServiceError:
@@ -121,23 +132,34 @@ def build_app(args: dict[str, Any]) -> Application:
         pydantic.ValidationError: ``args`` that do not validate.
     """
     api = ApiArgs.model_validate(args or {})
+    config = api.to_config()
+    options = config.deployment_options
     num_gpus = api.model_gpus if api.model_gpus is not None else (0.5 if _gpus_in_cluster() > 0 else 0)
-    preload = _default_model(api)
+    preload = _default_model(config)
     embed_app = build_embed(
         api.embed.model_dump(),
         max_batch_size=api.embed_max_batch_size,
         batch_wait_timeout_s=api.embed_batch_wait_timeout_s,
         preload=preload,
         num_gpus=num_gpus,
+        **options.get("Embed", {}),
     )
     # A configured model may be a plain encoder (no classifier head): Predict loads on demand then.
     predict_app = build_predict(
-        api.predict.model_dump(), preload=preload if api.model is None else None, num_gpus=num_gpus
+        api.predict.model_dump(), preload=preload if api.model is None else None, num_gpus=num_gpus,
+        **options.get("Predict", {}),
     )
-    return Ingress.bind(
+    egemaps_app = build_egemaps(
+        api.egemaps.model_dump(),
+        **merge_options({"num_replicas": api.egemaps_replicas or _egemaps_replicas()}, options.get("Egemaps")),
+    )
+    ingress = serve.deployment(**merge_options(DEPLOYMENT_OPTIONS, options.get("Ingress")))(
+        serve.ingress(_asgi_app)(Ingress)
+    )
+    return ingress.bind(
         api.model_dump(),
-        build_normalize(api.normalize.model_dump()),
-        build_egemaps(api.egemaps.model_dump(), num_replicas=api.egemaps_replicas or _egemaps_replicas()),
+        build_normalize(api.normalize.model_dump(), **options.get("Normalize", {})),
+        egemaps_app,
         embed_app,
         predict_app,
     )
@@ -159,19 +181,33 @@ def start_app(
         host: interface to listen on.
         port: HTTP port.
         address: a Ray cluster to join (default: start a local Ray with a dashboard, which
-            ``POST /train`` submits jobs to).
+            ``POST /train`` submits jobs to; being the only node, it also offers the training
+            drivers' resource, ``max_train_jobs`` of it).
         num_cpus: logical CPUs of a local Ray (default: the machine's).
         dashboard_port: port of a local Ray's dashboard (default: Ray's 8265).
     """
     if address:
         ray.init(address=address)
     else:
+        api = ApiArgs.model_validate(args)
         extra = {"dashboard_port": dashboard_port} if dashboard_port else {}
         ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 resources={TRAIN_DRIVER_RESOURCE: float(api.max_train_jobs)},
                  log_to_driver=False, logging_level="WARNING", **extra)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(args), name="serlens", route_prefix="/", blocking=False)
     return f"http://{host}:{port}"
+
+
+def first_token(config: ApiConfig) -> str | None:
+    """Create the token file with one all-scopes token for this OS user if there is none yet.
+
+    Returns:
+        The new token (shown once; only its digest is kept), or None when the file existed.
+    """
+    if config.tokens_file.exists():
+        return None
+    return add_token(config.tokens_file, name=getpass.getuser(), scopes=["read", "predict", "train"])
 
 
 def serve_locally(workdir: str, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None) -> None:
@@ -185,8 +221,14 @@ def serve_locally(workdir: str, *, host: str = "127.0.0.1", port: int = 8000, ad
     """
     import time
 
-    url = start_app({"workdir": workdir}, host=host, port=port, address=address)
-    print(f"serlens API on {url}  (docs: {url}/docs); Ctrl-C stops", flush=True)
+    args = {"workdir": workdir}
+    token = first_token(ApiArgs.model_validate(args).to_config())
+    if token:
+        print(f"created a token file with a token for {getpass.getuser()} (read, predict, train); "
+              f"it is shown only now:\n  export SERLENS_TOKEN={token}", flush=True)
+    url = start_app(args, host=host, port=port, address=address)
+    print(f"serlens API on {url} (docs: {url}/docs, with 'Authorization: Bearer $SERLENS_TOKEN'); "
+          "Ctrl-C stops", flush=True)
     try:
         while True:
             time.sleep(3600)

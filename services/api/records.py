@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from serlens.api.config import ApiConfig
+from serlens.api.promotions import current_promotion
 from serlens.shared.audio import DecodedAudio, store_normalized
 from serlens.shared.errors import NotFoundError
 from serlens.shared.keys import egemaps_key, embed_key, normalize_key
@@ -55,12 +56,12 @@ class CheckpointRef:
 
 
 class CheckpointIndex:
-    """The store's ``checkpoints`` table, re-read at most every ``ttl_s`` seconds.
+    """The promoted checkpoint and the ``checkpoints`` table, re-read at most every ``ttl_s`` seconds.
 
     Args:
         store: the feature store.
         paths: the workdir layout (its checkpoint folder is used when a row's ``local_path`` moved).
-        default_model: the API's ``model`` setting (None: the latest checkpoint).
+        default_model: the API's ``model`` setting (None: the promoted checkpoint).
         ttl_s: how long a read is reused, in seconds.
     """
 
@@ -76,58 +77,54 @@ class CheckpointIndex:
         self.paths = paths
         self.default_model = default_model
         self.ttl_s = ttl_s
+        self._promotion: dict[str, Any] | None = None
         self._rows: list[dict[str, Any]] = []
         self._read_at = -float("inf")
         self._lock = threading.Lock()
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every checkpoint row (newest per key), at most ``ttl_s`` old."""
+    def _refresh(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         with self._lock:
             if time.monotonic() - self._read_at > self.ttl_s:
-                self._rows = self.store.read(CHECKPOINTS.name).to_pylist()
+                self._promotion = current_promotion(self.store)
+                self._rows = (
+                    self.store.read(
+                        CHECKPOINTS.name, filters={"train_key": self._promotion["train_key"]}
+                    ).to_pylist()
+                    if self._promotion
+                    else []
+                )
                 self._read_at = time.monotonic()
-            return list(self._rows)
-
-    def latest_train_key(self) -> str | None:
-        """The train key with the most recently written checkpoint, or None."""
-        rows = self.rows()
-        if not rows:
-            return None
-        return max(rows, key=lambda r: (r["created_at"], r["checkpoint_step"]))["train_key"]
+            return self._promotion, list(self._rows)
 
     def resolve(self, step: int | None) -> CheckpointRef:
-        """The model a request means: ``step`` of the latest run, or the default.
+        """The model a request means: the configured model, or the promoted run's checkpoint.
 
         Args:
-            step: a checkpoint step of the latest fine-tuning run; None: the configured
-                ``model``, else the latest run's highest step.
+            step: a checkpoint step of the promoted fine-tuning run; None: the configured
+                ``model``, else the promoted checkpoint.
 
         Raises:
-            NotFoundError: the store holds no checkpoint, or not that step, or its folder is gone.
+            NotFoundError: nothing promoted, no such step in the promoted run, or its folder is gone.
         """
         if step is None and self.default_model:
             return CheckpointRef(EXTERNAL_TRAIN_KEY, 0, self.default_model, self.default_model)
-        train_key = self.latest_train_key()
-        if train_key is None:
+        promotion, rows = self._refresh()
+        if promotion is None:
             raise NotFoundError(
-                f"no fine-tuned checkpoint in the feature store at {self.store.root}: "
-                "run `serlens train` "
-                "(or POST /train) first, or start the API with a model"
+                f"no model is promoted in the feature store at {self.store.root}: promote a "
+                "checkpoint with POST /models/promote (train scope) or `python -m "
+                "serlens.api.promotions --workdir W promote --train-key K --step N`, "
+                "or start the API with a model"
             )
-        rows = sorted(
-            (r for r in self.rows() if r["train_key"] == train_key),
-            key=lambda r: r["checkpoint_step"],
-        )
-        if step is None:
-            row = rows[-1]
-        else:
-            matches = [r for r in rows if r["checkpoint_step"] == step]
-            if not matches:
-                raise NotFoundError(
-                    f"checkpoint {step} does not exist in fine-tuning run {train_key}; "
-                    f"steps: {[r['checkpoint_step'] for r in rows]}"
-                )
-            row = matches[0]
+        train_key = promotion["train_key"]
+        wanted = promotion["checkpoint_step"] if step is None else step
+        matches = [r for r in rows if r["checkpoint_step"] == wanted]
+        if not matches:
+            raise NotFoundError(
+                f"checkpoint {wanted} does not exist in the promoted fine-tuning run {train_key}; "
+                f"steps: {sorted(r['checkpoint_step'] for r in rows)}"
+            )
+        row = matches[0]
         return CheckpointRef(
             train_key,
             int(row["checkpoint_step"]),
@@ -277,24 +274,3 @@ class StoreWriter:
         self.store.write(EMBEDDINGS.name, rows, config_hash=embed_hash)
         return {"table": EMBEDDINGS.name, "config_hash": embed_hash, "rows": len(rows)}
 
-
-def read_results(
-    store: FeatureStore, name: str, filters: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """Rows of a results table (``cka``, ``probes``), filtered by equality on the given columns.
-
-    Args:
-        store: the feature store.
-        name: the table.
-        filters: ``{column: value}``; a None value does not filter.
-    """
-    used = {column: value for column, value in filters.items() if value is not None}
-    order = [c for c in ("train_key", "checkpoint_step", "layer") if c in store_columns(name)]
-    return store.read(name, filters=used, order_by=order).to_pylist()
-
-
-def store_columns(name: str) -> list[str]:
-    """The columns of a table (from ``serlens.shared.schema``)."""
-    from serlens.shared.schema import table
-
-    return table(name).schema.names

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from typing import Any
 
 import numpy as np
@@ -10,12 +12,19 @@ from ray.serve import Application
 
 from serlens.egemaps.config import EgemapsArgs
 from serlens.egemaps.service import EgemapsService
+from serlens.shared.serving import health_clip, merge_options
+
+#: Serve options of the deployment; ``build_app`` overrides and a Serve config's entry win.
+#: An extractor is one thread. Half a logical CPU per replica lets the API run one replica per
+#: core beside the light deployments (ingress, normalize), which is what keeps /egemaps close to
+#: calling openSMILE directly.
+DEPLOYMENT_OPTIONS: dict[str, Any] = {
+    "name": "Egemaps",
+    "ray_actor_options": {"num_cpus": 0.5},
+    "max_ongoing_requests": 8,
+}
 
 
-# An extractor is one thread. Half a logical CPU per replica lets build_app run one replica per
-# core beside the light deployments (ingress, normalize), which is what keeps /egemaps close to
-# calling openSMILE directly.
-@serve.deployment(name="Egemaps", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
 class EgemapsDeployment:
     """eGeMAPSv02 functionals of normalised 16 kHz signals; one openSMILE extractor per replica.
 
@@ -26,9 +35,7 @@ class EgemapsDeployment:
     def __init__(self, args: dict[str, Any]) -> None:
         self.service = EgemapsService(config=EgemapsArgs.model_validate(args).to_config())
 
-    def process_signal(
-        self, signal: np.ndarray, sampling_rate: int, name: str = "signal"
-    ) -> dict[str, float]:
+    def process_signal(self, signal: np.ndarray, sampling_rate: int, name: str = "signal") -> dict[str, float]:
         """The 88 functionals of one clip (see ``EgemapsService.process_signal``)."""
         return self.service.process_signal(signal, sampling_rate, name=name)
 
@@ -39,19 +46,24 @@ class EgemapsDeployment:
             "feature_names": list(self.service.feature_names),
         }
 
-    def check_health(self) -> None:
-        """Healthy while the extractor reports its 88 features."""
-        if len(self.service.feature_names) != 88:
-            raise RuntimeError(
-                f"Egemaps: extractor reports {len(self.service.feature_names)} features, not 88"
-            )
+    async def check_health(self) -> None:
+        """Healthy while the extractor turns a short clip into 88 finite functionals.
+
+        Raises:
+            RuntimeError: the extractor failed, or returned another count or non-finite values.
+        """
+        features = await asyncio.to_thread(self.service.process_signal, health_clip(), 16_000, name="health")
+        bad = [k for k, v in features.items() if not math.isfinite(v)]
+        if len(features) != 88 or bad:
+            raise RuntimeError(f"Egemaps: {len(features)} functionals, non-finite: {bad[:5]}")
 
 
-def build_app(args: dict[str, Any] | None = None, *, num_replicas: int = 1) -> Application:
-    """The ``Egemaps`` deployment bound to its settings (an ``EgemapsArgs`` mapping).
+def build_app(args: dict[str, Any] | None = None, **options: Any) -> Application:
+    """The ``Egemaps`` deployment bound to its settings.
 
     Args:
         args: an ``EgemapsArgs`` mapping.
-        num_replicas: extractor replicas (a Serve config's autoscaling settings replace it).
+        options: Serve deployment options over ``DEPLOYMENT_OPTIONS`` (e.g. ``num_replicas``).
     """
-    return EgemapsDeployment.options(num_replicas=num_replicas).bind(dict(args or {}))
+    deployment = serve.deployment(**merge_options(DEPLOYMENT_OPTIONS, options))(EgemapsDeployment)
+    return deployment.bind(dict(args or {}))

@@ -1,16 +1,14 @@
-"""The ``Embed`` Ray Serve deployment: ``EmbedService`` behind ``@serve.batch``.
+"""The ``Embed`` Ray Serve deployment: ``EmbedService`` models in a ``ModelCache``, batched requests.
 
-Concurrent requests are gathered into one ``EmbedService.process_batch`` call per model
-(every hidden state is computed, then each request's layers are picked), so a request
-returns the same vectors whether it was batched or not (the service masks padding).
+Concurrent requests are gathered (``serve.batch``) into one ``EmbedService.process_batch`` call
+per model (every hidden state is computed, then each request's layers are picked), so a
+request returns the same vectors whether it was batched or not (the service masks padding).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,10 +19,18 @@ from ray.serve import Application
 
 from serlens.embed import core
 from serlens.embed.config import EmbedArgs
-from serlens.embed.service import EmbedService
+from serlens.embed.service import EmbedService, ModelCache
 from serlens.shared.errors import ModelOutOfMemoryError, ServiceError
+from serlens.shared.serving import health_clip, merge_options
 
 logger = logging.getLogger("ray.serve")
+
+#: Serve options of the deployment; ``build_app`` overrides and a Serve config's entry win.
+DEPLOYMENT_OPTIONS: dict[str, Any] = {
+    "name": "Embed",
+    "ray_actor_options": {"num_cpus": 0.1},
+    "max_ongoing_requests": 16,
+}
 
 
 def _out_of_memory(err: BaseException) -> bool:
@@ -67,7 +73,6 @@ def embed_batch_or_each(
     return results
 
 
-@serve.deployment(name="Embed", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16)
 class EmbedDeployment:
     """Pooled hidden states of 16 kHz signals, for any checkpoint folder (a few kept loaded).
 
@@ -88,32 +93,15 @@ class EmbedDeployment:
         preload: str | None = None,
         cache_size: int = 2,
     ) -> None:
-        self.config = EmbedArgs.model_validate(args).to_config()
-        self.cache_size = max(1, cache_size)
-        self._models: OrderedDict[str, EmbedService] = OrderedDict()
-        self._lock = threading.Lock()
-        self.embed_batch.set_max_batch_size(max_batch_size)
-        self.embed_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        if preload:
-            try:
-                self._service(preload)
-            except ServiceError as err:
-                # Best effort: the first request for that model reports the problem.
-                logger.warning("Embed: could not preload %s: %s", preload, err)
-
-    def _service(self, model: str) -> EmbedService:
-        # One lock: two requests for a model not yet loaded load it once.
-        with self._lock:
-            if model not in self._models:
-                self._models[model] = EmbedService(config=self.config, model=model)
-                while len(self._models) > self.cache_size:
-                    self._models.popitem(last=False)
-            self._models.move_to_end(model)
-            return self._models[model]
+        config = EmbedArgs.model_validate(args).to_config()
+        self.models = ModelCache(lambda model: EmbedService(config=config, model=model), size=cache_size)
+        batch = serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)
+        self._batched: Any = batch(self._embed_batch)  # type: ignore[arg-type]
+        self.models.preload(preload)
 
     async def info(self, model: str) -> dict[str, Any]:
         """The identity of a model folder (loading it if needed): ``ModelBundle`` fields."""
-        service = await asyncio.to_thread(self._service, model)
+        service = await asyncio.to_thread(self.models.get, model)
         return {
             **service.bundle.__dict__,
             "identity": service.bundle.identity,
@@ -121,11 +109,7 @@ class EmbedDeployment:
         }
 
     async def embed_signal(
-        self,
-        signal: np.ndarray,
-        sampling_rate: int,
-        model: str,
-        layers: Sequence[int] | None = None,
+        self, signal: np.ndarray, sampling_rate: int, model: str, layers: Sequence[int] | None = None
     ) -> np.ndarray:
         """Pooled hidden states of one clip, shape ``(len(layers), hidden_size)`` (float32).
 
@@ -139,21 +123,17 @@ class EmbedDeployment:
             InvalidConfigError: a layer index out of range.
             InvalidAudioError: a clip the encoder cannot take.
         """
-        service = await asyncio.to_thread(self._service, model)
+        service = await asyncio.to_thread(self.models.get, model)
         chosen = core.select_layers(layers, service.bundle.num_hidden_states)
-        result = await self.embed_batch(signal, sampling_rate, model)
+        result = await self._batched(signal, sampling_rate, model)
         if isinstance(result, Exception):
             raise result
         return result[list(chosen)]
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def embed_batch(
+    async def _embed_batch(
         self, signals: list[np.ndarray], sampling_rates: list[int], models: list[str]
     ) -> list[np.ndarray | ServiceError]:
-        """Every hidden state of each queued clip; one ``process_batch`` call per model.
-
-        A clip the encoder refuses gets its error back instead of failing the whole batch.
-        """
+        # A clip the encoder refuses gets its error back instead of failing the whole batch.
         return await asyncio.to_thread(self._run_batch, signals, sampling_rates, models)
 
     def _run_batch(
@@ -164,17 +144,24 @@ class EmbedDeployment:
         for i, key in enumerate(zip(models, sampling_rates, strict=True)):
             groups.setdefault(key, []).append(i)
         for (model, rate), indices in groups.items():
-            pooled = embed_batch_or_each(self._service(model), [signals[i] for i in indices], rate)
+            pooled = embed_batch_or_each(self.models.get(model), [signals[i] for i in indices], rate)
             for row, i in enumerate(indices):
                 results[i] = pooled[row]
         return results
 
-    def check_health(self) -> None:
-        """Healthy while every loaded model still has its weights."""
-        with self._lock:
-            for name, service in self._models.items():
-                if service.model is None:
-                    raise RuntimeError(f"Embed: model {name} lost its weights")
+    async def check_health(self) -> None:
+        """Healthy while the most recently used model embeds a short clip into finite vectors.
+
+        Raises:
+            RuntimeError: the forward pass failed or gave non-finite values.
+        """
+        await asyncio.to_thread(self.models.check_most_recent, _check_embedding)
+
+
+def _check_embedding(name: str, service: EmbedService) -> None:
+    vectors = service.process_signal(health_clip(), 16_000, name="health")
+    if not np.isfinite(vectors).all():
+        raise RuntimeError(f"Embed: model {name} gives non-finite vectors for the health clip")
 
 
 def build_app(
@@ -184,6 +171,7 @@ def build_app(
     batch_wait_timeout_s: float = 0.05,
     preload: str | None = None,
     num_gpus: float = 0,
+    **options: Any,
 ) -> Application:
     """The ``Embed`` deployment bound to its settings.
 
@@ -193,14 +181,12 @@ def build_app(
         batch_wait_timeout_s: longest wait for a batch to fill, in seconds.
         preload: a model folder to load at start.
         num_gpus: GPU share of each replica (0 on a CPU-only cluster).
+        options: Serve deployment options over ``DEPLOYMENT_OPTIONS``.
     """
-    deployment = EmbedDeployment.options(
-        ray_actor_options={"num_cpus": 0.1, "num_gpus": num_gpus},
-        max_ongoing_requests=max(16, 2 * max_batch_size),
-    )
+    # Twice a batch in flight lets the next batch fill while one runs.
+    defaults = merge_options(DEPLOYMENT_OPTIONS, {
+        "ray_actor_options": {"num_gpus": num_gpus}, "max_ongoing_requests": max(16, 2 * max_batch_size)})
+    deployment = serve.deployment(**merge_options(defaults, options))(EmbedDeployment)
     return deployment.bind(
-        dict(args or {}),
-        max_batch_size=max_batch_size,
-        batch_wait_timeout_s=batch_wait_timeout_s,
-        preload=preload,
+        dict(args or {}), max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s, preload=preload
     )

@@ -1,19 +1,91 @@
 """``EmbedService``: one speech encoder, loaded once, turning clips into pooled hidden states.
 
-A plain class: under Ray each replica builds its own service; nothing here imports Ray.
+Plain classes: under Ray each replica builds its own services, kept in a ``ModelCache`` (the
+same cache the ``Predict`` deployment uses); nothing here imports Ray.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 
 from serlens.embed import core
 from serlens.embed.config import EmbedConfig
-from serlens.shared.models import check_encoder_input, load_encoder, pooled_hidden_states, prepare_batch
+from serlens.shared.errors import InvalidConfigError, ServiceError
+from serlens.shared.models import (
+    check_encoder_input,
+    load_encoder,
+    pooled_hidden_states,
+    prepare_batch,
+    resolve_device,
+)
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+
+class ModelCache(Generic[T]):
+    """Loaded models by folder, at most ``size`` at once (the least recently used is dropped).
+
+    Thread-safe: concurrent requests for a model not yet loaded load it once.
+
+    Args:
+        load: builds the model (a service) from its folder or hub id.
+        size: models kept loaded at once.
+
+    Raises:
+        InvalidConfigError: ``size`` under 1.
+    """
+
+    def __init__(self, load: Callable[[str], T], *, size: int = 2) -> None:
+        if size < 1:
+            raise InvalidConfigError(f"model cache size {size}; expected at least 1")
+        self._load = load
+        self.size = size
+        self._models: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> T:
+        """The model loaded from ``name`` (loaded now if it is not cached)."""
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = self._load(name)
+                while len(self._models) > self.size:
+                    self._models.popitem(last=False)
+            self._models.move_to_end(name)
+            return self._models[name]
+
+    def preload(self, name: str | None) -> None:
+        """Load ``name`` now if given; a failure is logged, and reported to its first request."""
+        if name:
+            try:
+                self.get(name)
+            except ServiceError as err:
+                logger.warning("could not preload %s: %s", name, err)
+
+    def check_most_recent(self, check: Callable[[str, T], None]) -> None:
+        """Run ``check(name, model)`` on the most recently used model (nothing when none is loaded)."""
+        recent = self.most_recent()
+        if recent is not None:
+            check(*recent)
+
+    def most_recent(self) -> tuple[str, T] | None:
+        """The most recently used model and its name, or None when none is loaded."""
+        with self._lock:
+            return next(reversed(self._models.items()), None)
+
+    def names(self) -> list[str]:
+        """Names of the loaded models, least recently used first."""
+        with self._lock:
+            return list(self._models)
 
 
 class EmbedService:
@@ -26,7 +98,7 @@ class EmbedService:
 
     Attributes:
         bundle: the encoder's identity (sampling rate, layer count, hidden size...).
-        device: ``cpu`` or ``cuda``, as resolved from ``config.device``.
+        device: where the model runs, as resolved from ``config.device``.
         layers: the hidden states kept by default (``config.layers``, validated).
 
     Raises:
@@ -36,8 +108,8 @@ class EmbedService:
 
     def __init__(self, *, config: EmbedConfig, model: str, revision: str | None = None) -> None:
         self.config = config
-        self.device = core.resolve_device(config.device, torch.cuda.is_available())
-        if self.device == "cuda" and config.precision == "fp32":
+        self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and config.precision == "fp32":
             # fp32 means fp32: cuDNN's TF32 convolutions make a clip's vector depend on the
             # batch it is padded into by ~1e-3 (measured on an H200 with WavLM-large's shapes).
             torch.backends.cudnn.allow_tf32 = False
@@ -125,7 +197,7 @@ class EmbedService:
         )
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
-            if core.uses_autocast(self.config.precision, self.device)
+            if core.uses_autocast(self.config.precision, self.device.type)
             else contextlib.nullcontext()
         )
         pooled_batches = []

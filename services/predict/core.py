@@ -1,12 +1,10 @@
-"""Pure helpers of the predict service: softmax, label mapping, device choice."""
+"""Pure helpers of the predict service: softmax and label mapping."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-
-from serlens.shared.errors import InvalidConfigError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -34,18 +32,3 @@ def probabilities_by_label(probabilities: np.ndarray, labels: Sequence[str]) -> 
     if row.size != len(labels):
         raise ValueError(f"{row.size} probabilities for {len(labels)} labels {list(labels)}")
     return {label: float(p) for label, p in zip(labels, row, strict=True)}
-
-
-def resolve_device(requested: str, cuda_available: bool) -> str:
-    """``cpu`` or ``cuda`` from a requested ``auto``/``cpu``/``cuda``.
-
-    Raises:
-        InvalidConfigError: ``cuda`` requested on a machine without one, or an unknown name.
-    """
-    if requested == "auto":
-        return "cuda" if cuda_available else "cpu"
-    if requested == "cuda" and not cuda_available:
-        raise InvalidConfigError("predict.device: 'cuda' requested but no CUDA device is visible")
-    if requested not in ("cpu", "cuda"):
-        raise InvalidConfigError(f"predict.device: {requested!r}; expected 'auto', 'cpu' or 'cuda'")
-    return requested

@@ -15,7 +15,13 @@ import torch
 from serlens.embed.core import receptive_field_samples
 from serlens.predict import core
 from serlens.predict.config import PredictConfig
-from serlens.shared.models import SpeechClassifier, check_encoder_input, length_groups, prepare_batch
+from serlens.shared.models import (
+    SpeechClassifier,
+    check_encoder_input,
+    length_groups,
+    prepare_batch,
+    resolve_device,
+)
 
 
 class PredictService:
@@ -28,7 +34,7 @@ class PredictService:
     Attributes:
         labels: class names, in the order of every probability vector returned.
         bundle: the encoder's identity.
-        device: ``cpu`` or ``cuda``.
+        device: where the model runs.
 
     Raises:
         ModelLoadError: the folder is not a fine-tuned checkpoint.
@@ -38,7 +44,7 @@ class PredictService:
     def __init__(self, *, config: PredictConfig, checkpoint: str | os.PathLike[str]) -> None:
         self.config = config
         self.checkpoint = str(checkpoint)
-        self.device = core.resolve_device(config.device, torch.cuda.is_available())
+        self.device = resolve_device(config.device)
         self.model = SpeechClassifier.load(self.checkpoint, device=self.device)
         self.labels: tuple[str, ...] = tuple(self.model.labels)
         self.bundle = self.model.bundle

@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from serlens.api.records import CheckpointIndex
 from serlens.embed import EmbedArgs, EmbedService
 from serlens.predict import PredictArgs, PredictService
 from serlens.shared.audio import decode
-from serlens.shared.errors import NotFoundError
 from serlens.shared.schema import EMOTIONS, egemaps_feature_names
 from serlens.shared.store import FeatureStore
 from serlens.shared.testing import voiced
@@ -48,10 +46,35 @@ def upload(data: bytes, name: str = "clip.wav") -> dict:
     return {"file": (name, data, "application/octet-stream")}
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest.fixture(scope="module")
-def client(api: str):
-    with httpx.Client(base_url=api, timeout=180) as c:
+def client(api: str, tokens):
+    """A caller with every scope."""
+    with httpx.Client(base_url=api, timeout=180, headers=bearer(tokens["trainer"])) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def anonymous(api: str):
+    with httpx.Client(base_url=api, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def as_caller(api: str, tokens):
+    """``as_caller(name)``: a client with that caller's token."""
+    clients: list[httpx.Client] = []
+
+    def make(name: str) -> httpx.Client:
+        clients.append(httpx.Client(base_url=api, timeout=60, headers=bearer(tokens[name])))
+        return clients[-1]
+
+    yield make
+    for c in clients:
+        c.close()
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +85,10 @@ def store(workdir) -> FeatureStore:
 @pytest.fixture(scope="module")
 def train_job(client, workdir) -> str:
     """A tiny fine-tuning run (12 demo speakers x 6 emotions, 2 optimizer steps), submitted once."""
-    config = {
-        "dataset": {"kind": "demo", "demo_speakers": 12, "demo_sentences_per_emotion": 1},
-        "train": {
-            "batch_size": 8,
-            "grad_accum_steps": 1,
-            "lr": 5e-4,
-            "max_steps": 2,
-            "eval_every_steps": 1,
-            "checkpoint_every_steps": 1,
-            "log_checkpoints_to_mlflow": False,
-        },
-    }
-    response = client.post("/train", json={"config": config})
+    response = client.post("/train", json={"dataset": "tiny-demo", "train": {"seed": 7}})
     assert response.status_code == 202, response.text
     body = response.json()
-    assert body["job_id"].startswith("serlens-train-")
-    assert " train --config " in body["entrypoint"] and str(workdir) in body["entrypoint"]
+    assert body["job_id"].startswith("serlens-train-") and body["joined"] is False
     return body["job_id"]
 
 
@@ -98,8 +108,72 @@ def test_train_job_is_submitted_first_so_it_runs_while_the_rest_is_tested(train_
     assert train_job
 
 
-def test_healthz_and_docs(client):
-    assert client.get("/healthz").json()["status"] == "ok"
+# -------------------------------------------------------------------- who is calling (while the job runs)
+
+
+def test_train_without_token_401_with_read_token_403(anonymous, as_caller):
+    body = {"dataset": "tiny-demo"}
+    response = anonymous.post("/train", json=body)
+    assert response.status_code == 401 and response.headers["www-authenticate"].startswith("Bearer")
+    assert anonymous.post("/train", json=body, headers=bearer("serlens_not-a-token")).status_code == 401
+    denied = as_caller("reader").post("/train", json=body)
+    assert denied.status_code == 403 and denied.json()["error"] == "PermissionDeniedError"
+    assert as_caller("listener").post("/train", json=body).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataset": "tiny-demo", "tracking": {"uri": "http://collector.example"}},
+        {"dataset": "tiny-demo", "model": {"name": "/etc"}},
+        {"dataset": "tiny-demo", "train": {"device": "cuda"}},
+        {"dataset": "tiny-demo", "train": {"max_steps": 10**9}},
+        {"dataset": "tiny-demo", "config": {"dataset": {"path": "/"}}},
+        {"dataset": "../../etc/passwd"},
+        {"dataset": "crema-d"},
+    ],
+)
+def test_train_with_a_forbidden_key_or_value_is_422(client, body):
+    response = client.post("/train", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] in ("RequestValidationError", "InvalidInputError")
+
+
+def test_a_second_concurrent_job_is_429_and_an_identical_one_joins(client, as_caller, train_job):
+    other = client.post("/train", json={"dataset": "tiny-demo", "train": {"seed": 8}})
+    assert other.status_code == 429, other.text
+    assert other.json()["error"] == "TooManyJobsError"
+    same = client.post("/train", json={"dataset": "tiny-demo", "train": {"seed": 7}})
+    assert same.status_code == 202 and same.json() == {**same.json(), "job_id": train_job, "joined": True}
+    clash = as_caller("other-trainer").post("/train", json={"dataset": "tiny-demo", "train": {"seed": 7}})
+    assert clash.status_code == 409, clash.text
+
+
+def test_a_job_is_visible_only_to_its_owner(client, as_caller, train_job):
+    assert client.get(f"/train/{train_job}").status_code == 200
+    assert [j["job_id"] for j in client.get("/train").json()["jobs"]] == [train_job]
+    stranger = as_caller("other-trainer")
+    assert stranger.get(f"/train/{train_job}").status_code == 404
+    assert stranger.get("/train").json()["jobs"] == []
+
+
+def test_every_endpoint_but_healthz_needs_a_token(client, anonymous):
+    paths = client.get("/openapi.json").json()["paths"]
+    checked = 0
+    for path, methods in paths.items():
+        url = path.replace("{job_id}", "serlens-train-000000000000").replace("{name}", "cka")
+        for method in methods:
+            response = anonymous.request(method.upper(), url)
+            expected = 200 if path == "/healthz" else 401
+            assert response.status_code == expected, (method, path, response.text)
+            checked += 1
+    assert checked >= 15
+    for unlisted in ("/openapi.json", "/docs", "/no-such-path"):
+        assert anonymous.get(unlisted).status_code == 401
+
+
+def test_healthz_and_docs(client, anonymous):
+    assert anonymous.get("/healthz").json() == {"status": "ok"}
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     for route in (
@@ -109,6 +183,11 @@ def test_healthz_and_docs(client):
         "/predict",
         "/train",
         "/train/{job_id}",
+        "/train/datasets",
+        "/models",
+        "/models/promote",
+        "/results",
+        "/results/{name}",
         "/cka",
         "/probes",
         "/sql",
@@ -123,6 +202,50 @@ def test_deployments_are_named_and_running(api):
     status = serve.status().applications["serlens"]
     assert status.status == "RUNNING"
     assert set(status.deployments) == {"Ingress", "Normalize", "Egemaps", "Embed", "Predict"}
+
+
+# -------------------------------------------------------------------- the deployments, by handle
+
+
+def handle(name: str):
+    from ray import serve
+
+    return serve.get_deployment_handle(name, app_name="serlens")
+
+
+def test_normalize_and_egemaps_handles_answer_like_the_services(client):
+    from serlens.egemaps.config import EgemapsArgs
+    from serlens.egemaps.service import EgemapsService
+    from serlens.normalize.config import NormalizeArgs
+    from serlens.normalize.service import NormalizeService
+
+    signal = clip(60)
+    normalized, record = handle("Normalize").process_signal.remote(signal, 16_000, "h.wav").result()
+    expected, expected_record = NormalizeService(config=NormalizeArgs().to_config()).process_signal(signal, 16_000)
+    np.testing.assert_allclose(normalized, expected, atol=1e-6)
+    assert record.lufs_after == pytest.approx(expected_record.lufs_after, abs=1e-6)
+    features = handle("Egemaps").process_signal.remote(normalized, 16_000, "h.wav").result()
+    reference = EgemapsService(config=EgemapsArgs().to_config()).process_signal(normalized, 16_000)
+    assert list(features) == list(reference)
+    for name, value in reference.items():
+        assert features[name] == pytest.approx(value, rel=1e-5, abs=1e-6)
+    with pytest.raises(Exception, match="InvalidAudioError|sampling rate"):
+        handle("Egemaps").process_signal.remote(normalized, 8_000, "h.wav").result()
+
+
+def test_embed_and_predict_handles_answer_like_the_services_and_pass_their_health_check(workdir):
+    folder = str(Workdir(workdir).checkpoint_dir(TRAIN_KEY, 0))
+    signal = clip(61)
+    vectors = handle("Embed").embed_signal.remote(signal, 16_000, folder, [0, 2]).result()
+    service = EmbedService(config=EmbedArgs(device="cpu").to_config(), model=folder)
+    np.testing.assert_allclose(vectors, service.process_signal(signal, 16_000, layers=[0, 2]), atol=1e-4)
+    probabilities = handle("Predict").process_signal.remote(signal, 16_000, folder, "h").result()
+    expected = PredictService(config=PredictArgs(device="cpu").to_config(), checkpoint=folder)
+    for label, value in expected.process_signal(signal, 16_000).items():
+        assert probabilities[label] == pytest.approx(value, abs=1e-5)
+    # The health checks run a forward pass of the model just used: they pass here.
+    for name in ("Embed", "Predict", "Normalize", "Egemaps", "Ingress"):
+        assert handle(name).check_health.remote().result() is None
 
 
 # -------------------------------------------------------------------- audio routes
@@ -208,7 +331,7 @@ def test_embed_batched_equals_one_by_one(client, api):
     alone = [np.asarray(client.post("/embed", files=upload(d)).json()["embeddings"]) for d in datas]
 
     async def together():
-        async with httpx.AsyncClient(base_url=api, timeout=180) as ac:
+        async with httpx.AsyncClient(base_url=api, timeout=180, headers=client.headers) as ac:
             return await asyncio.gather(*(ac.post("/embed", files=upload(d)) for d in datas))
 
     for response, expected in zip(asyncio.run(together()), alone, strict=True):
@@ -298,26 +421,13 @@ def test_store_true_on_normalize_and_predict_writes_the_clip(client, store, rout
     assert len(rows) == 1 and rows[0]["loudness_policy"] and rows[0]["normalized_sha256"]
 
 
-def test_no_checkpoint_in_the_store_is_a_clear_404(tmp_path):
-    index = CheckpointIndex(
-        FeatureStore(tmp_path / "store").init(), Workdir(tmp_path), default_model=None
-    )
-    with pytest.raises(NotFoundError, match="no fine-tuned checkpoint"):
-        index.resolve(None)
-    # A configured model needs no checkpoint in the store.
-    external = CheckpointIndex(
-        FeatureStore(tmp_path / "store"), Workdir(tmp_path), default_model="/models/x"
-    )
-    assert external.resolve(None).local_path == "/models/x"
-
-
-def test_fifty_concurrent_requests_all_answer_and_leave_no_duplicates(api, store):
+def test_fifty_concurrent_requests_all_answer_and_leave_no_duplicates(api, client, store):
     datas = [encode(clip(30 + i), 16_000) for i in range(5)]
     requests = [("/egemaps", {"store": "true"}, datas[i % 5]) for i in range(25)]
     requests += [("/embed", {"store": "true", "layers": "0,2"}, datas[i % 5]) for i in range(25)]
 
     async def fire():
-        async with httpx.AsyncClient(base_url=api, timeout=240) as ac:
+        async with httpx.AsyncClient(base_url=api, timeout=240, headers=client.headers) as ac:
             return await asyncio.gather(
                 *(ac.post(path, params=params, files=upload(d)) for path, params, d in requests)
             )
@@ -465,16 +575,12 @@ def test_hostile_sql_is_400_and_the_api_stays_up(client, query, error):
 # -------------------------------------------------------------------- training jobs
 
 
-def test_train_refuses_bad_configs_and_unknown_jobs(client):
-    invalid = client.post("/train", json={"config": {"train": {"lr": -1}}})
-    assert invalid.status_code == 400 and "train.lr" in invalid.json()["detail"]
-    outside = client.post("/train", json={"config": "../../etc/passwd"})
-    assert outside.status_code == 400
-    assert client.post("/train", json={"config": "missing.yaml"}).status_code == 404
+def test_unknown_jobs_are_404(client):
     assert client.get("/train/serlens-train-000000000000").status_code == 404
+    assert client.get("/train/not-a-job-id").status_code == 422
 
 
-def test_train_job_finishes_with_checkpoints_metrics_and_mlflow_run(client, train_job, store):
+def test_training_changes_the_served_model_only_by_promotion(client, as_caller, train_job, store):
     deadline = time.monotonic() + 240
     while True:
         status = client.get(f"/train/{train_job}").json()
@@ -483,13 +589,74 @@ def test_train_job_finishes_with_checkpoints_metrics_and_mlflow_run(client, trai
         assert time.monotonic() < deadline, status
         time.sleep(2)
     assert status["state"] == "SUCCEEDED", status["logs_tail"]
-    assert status["train_key"] and status["mlflow_run_id"]
+    assert status["train_key"] and status["mlflow_run_id"] and status["dataset"] == "tiny-demo"
     assert [c["checkpoint_step"] for c in status["checkpoints"]] == [0, 1, 2]
     assert {m["name"] for m in status["metrics"]} >= {"train_loss", "val_loss"}
     assert any("fine-tuned" in line for line in status["logs_tail"])
-    # The new run is now the latest: /predict uses its last checkpoint by default.
-    body = client.post("/predict", files=upload(encode(clip(50), 16_000))).json()
+    data = encode(clip(50), 16_000)
+    # Trained, not promoted: /predict still serves the promoted checkpoint.
+    served = client.post("/predict", files=upload(data)).json()["checkpoint"]
+    assert (served["train_key"], served["checkpoint_step"]) == (TRAIN_KEY, max(STEPS))
+    promotion = {"train_key": status["train_key"], "checkpoint_step": 2, "note": "test"}
+    assert as_caller("reader").post("/models/promote", json=promotion).status_code == 403
+    missing = client.post("/models/promote", json={**promotion, "checkpoint_step": 99})
+    assert missing.status_code == 404
+    promoted = client.post("/models/promote", json=promotion)
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["promotion"]["promoted_by"] == "trainer"
+    assert as_caller("reader").get("/models").json()["promotion"]["train_key"] == status["train_key"]
+    time.sleep(2.5)  # the ingress re-reads the promotion at most every 2 s
+    body = client.post("/predict", files=upload(data)).json()
     assert (body["checkpoint"]["train_key"], body["checkpoint"]["checkpoint_step"]) == (
         status["train_key"],
         2,
     )
+
+
+def test_submissions_racing_through_two_replicas_admit_one_and_stop_the_other(api, api_args, store):
+    """Two replicas that both passed the admission check: the later job stops itself (429)."""
+    from ray.job_submission import JobStatus
+
+    from serlens.api.config import ApiArgs
+    from serlens.api.jobs import TrainJobs
+    from serlens.api.train_request import TrainRequest, prepare_config
+    from serlens.shared.errors import JobBackendError, TooManyJobsError
+
+    config = ApiArgs.model_validate(api_args).to_config()
+    replicas = [TrainJobs(config, store), TrainJobs(config, store)]
+    assert replicas[0].active() == []  # the fixture's job has finished: one slot is free
+    submitted = []
+    for seed, jobs in zip((11, 12), replicas, strict=True):
+        path, key = prepare_config(TrainRequest(dataset="tiny-demo", train={"seed": seed}), config)
+        job_id = f"serlens-train-{seed:012x}"
+        deadline = time.monotonic() + 90
+        while True:  # the job agent may still be starting when this test runs first
+            try:
+                jobs._submit(job_id, path, request_key=key, owner="trainer", dataset="tiny-demo")
+                break
+            except JobBackendError:
+                assert time.monotonic() < deadline
+                time.sleep(2)
+        submitted.append((job_id, key))
+    admitted = replicas[0]._settle(*submitted[0], "trainer")
+    assert admitted["job_id"] == submitted[0][0] and admitted["joined"] is False
+    with pytest.raises(TooManyJobsError):
+        replicas[1]._settle(*submitted[1], "trainer")
+    client = replicas[0].client()
+    # Drivers ask for the resource only workers offer (here the one local node plays both).
+    import ray
+    from ray.util.state import list_actors
+
+    supervisors = list_actors(address=ray.get_runtime_context().gcs_address,
+                              filters=[("class_name", "=", "JobSupervisor")], detail=True)
+    (driver,) = [a for a in supervisors if submitted[0][0] in (a.name or "")]
+    assert driver.required_resources.get("serlens_train_driver") == 1.0
+    assert driver.required_resources.get("CPU") == pytest.approx(0.1)
+    # The stopped job waits for that resource (1 locally) before it can stop: free it.
+    client.stop_job(submitted[0][0])
+    deadline = time.monotonic() + 120
+    while replicas[0].active():
+        assert time.monotonic() < deadline, [(j.submission_id, j.status) for j in replicas[0].active()]
+        time.sleep(1)
+    for job_id, _ in submitted:
+        assert client.get_job_status(job_id) in (JobStatus.STOPPED, JobStatus.FAILED)

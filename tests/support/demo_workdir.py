@@ -27,6 +27,7 @@ def write_demo_workdir(
     train_key: str = "demo-train-key",
     steps: Sequence[int] = (0, 10),
     with_results: bool = True,
+    promote: bool = True,
 ) -> Path:
     """Write checkpoints (one random tiny WavLM + head per step) and their store rows.
 
@@ -36,6 +37,7 @@ def write_demo_workdir(
         steps: checkpoint steps; step ``i`` of the list uses encoder seed ``i``.
         with_results: also write ``cka`` rows (layers 0..4, both estimators) and ``probes``
             rows (embeddings per layer and seed 0..1, and eGeMAPS).
+        promote: promote the last step (what ``/embed`` and ``/predict`` then serve).
 
     Returns:
         ``root`` as a path.
@@ -66,6 +68,10 @@ def write_demo_workdir(
             }
         )
     store.write("checkpoints", rows, config_hash=train_key)
+    if promote:
+        from serlens.api.promotions import promote as promote_checkpoint
+
+        promote_checkpoint(paths, train_key=train_key, checkpoint_step=steps[-1], promoted_by="demo")
     if with_results:
         layers = range(bundle.num_hidden_states)
         store.write(

@@ -22,6 +22,12 @@ APP_ARGS = {
     "sql_timeout_s",
     "embed_max_batch_size",
     "embed_batch_wait_timeout_s",
+    "tokens_file",
+    "max_train_jobs",
+    "train_datasets",
+    "train_driver_num_cpus",
+    "train_driver_resources",
+    "deployment_options",
 }
 
 schema = pytest.importorskip("ray.serve.schema", reason="ray[serve] is not installed")

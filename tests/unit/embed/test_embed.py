@@ -39,7 +39,7 @@ def service(model, **args):
 
 def test_shape_identity_and_default_layers(layer_norm_model):
     svc = service(layer_norm_model)
-    assert svc.device == "cpu"
+    assert svc.device.type == "cpu"
     assert svc.bundle.num_layers == 4 and svc.bundle.hidden_size == 64
     assert svc.layers == (0, 1, 2, 3, 4)
     out = svc.process_batch(clips(LENGTHS[:3]))
