@@ -13,8 +13,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from serlens.api.config import DATASET_NAME_PATTERN, ApiConfig
-from serlens.pipeline.config import config_hash, load_study_args
+from serlens.pipeline.config import load_study_args
 from serlens.shared.errors import InvalidInputError
+from serlens.shared.keys import config_hash
 
 
 class TrainHyperparameters(BaseModel):

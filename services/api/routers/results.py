@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from serlens.api.auth import require
 from serlens.api.encoding import jsonable, rows_to_csv
 from serlens.shared.errors import InvalidRequestError, NotFoundError, ServiceError
+from serlens.shared.runs import latest_run
 from serlens.shared.schema import CKA, PROBES, table
 from serlens.shared.store import FeatureStore
 
@@ -91,12 +92,19 @@ def parse_filters(name: str, params: Mapping[str, str]) -> dict[str, Any]:
     return filters
 
 
-def one_run(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of the run written last (a figure shows one fine-tuning run)."""
-    if not rows or "train_key" not in rows[0]:
+def one_run(store: FeatureStore, rows: list[dict[str, Any]], filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows a figure shows: one run's.
+
+    The caller's ``config_hash`` or ``train_key`` filter names the run; without one, the latest
+    finished run (``serlens.shared.runs.latest_run``, the meaning the report uses too).
+    """
+    if not rows or {"config_hash", "train_key"} & set(filters):
         return rows
-    newest = max(rows, key=lambda r: r["created_at"])["train_key"]
-    return [r for r in rows if r["train_key"] == newest]
+    try:
+        run = latest_run(store)
+    except NotFoundError:
+        return rows
+    return [r for r in rows if r.get("config_hash") == run["analysis_key"]]
 
 
 def render_png(figure: tuple[str, str], rows: list[dict[str, Any]], **options: Any) -> bytes:
@@ -142,7 +150,7 @@ def results_router(store: FeatureStore) -> APIRouter:
             if spec.figure is None:
                 raise InvalidRequestError(f"{name} has no figure; use format=json or csv")
             options = {k: filters[k] for k in spec.figure_options if k in filters}
-            png = await asyncio.to_thread(render_png, spec.figure, one_run(rows), **options)
+            png = await asyncio.to_thread(render_png, spec.figure, one_run(store, rows, filters), **options)
             return Response(png, media_type="image/png")
         if form == "csv":
             columns = list(rows[0]) if rows else table(name).schema.names
