@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=int, default=2048, help="memory of the query's process, MiB")
     p.add_argument("--threads", type=int, default=2, help="DuckDB threads")
     _common(p)
+    p = sub.add_parser("promote", help="serve a checkpoint from /embed and /predict (default: the latest "
+                                       "run's last checkpoint)")
+    p.add_argument("--train-key", default=None, help="the fine-tuning run (default: the latest finished run's)")
+    p.add_argument("--step", type=int, default=None, help="its checkpoint (default: the last one)")
+    p.add_argument("--note", default=None, help="why, for the record")
+    _common(p)
     p = sub.add_parser("report", help="rebuild the figures and report.html from the store")
     _common(p)
     p = sub.add_parser("serve", help="serve the HTTP API on this machine (Ray Serve, port 8000)")
@@ -107,6 +113,8 @@ serlens: study finished in {seconds:.0f} s{reused}
   checkpoints    {root / 'checkpoints' / result.train_key}
 try:
   serlens sql --workdir {root} "{EXAMPLE_QUERY}"
+serve it (the API serves only a promoted checkpoint):
+  serlens promote --workdir {root} && serlens serve --workdir {root}
 """)
     for warning in result.warnings:
         print(f"warning: {warning}")
@@ -136,6 +144,26 @@ def _sql(args: argparse.Namespace, workdir: Path) -> int:
     return 0
 
 
+def _promote(args: argparse.Namespace, workdir: Path) -> int:
+    import getpass
+
+    from serlens.api.promotions import promote
+    from serlens.shared.runs import latest_run
+    from serlens.shared.workdir import Workdir
+
+    paths = Workdir(workdir)
+    train_key = args.train_key or latest_run(paths.store)["train_key"]
+    step = args.step
+    if step is None:
+        steps = paths.store.read("checkpoints", columns=["checkpoint_step"], filters={"train_key": train_key})
+        step = max(steps.column("checkpoint_step").to_pylist(), default=0)
+    row = promote(paths, train_key=train_key, checkpoint_step=step, promoted_by=f"cli:{getpass.getuser()}",
+                  note=args.note)
+    print(f"serving checkpoint {row['checkpoint_step']} of fine-tuning run {row['train_key']} "
+          "from /embed and /predict (a running API picks it up within seconds)")
+    return 0
+
+
 def _serve(args: argparse.Namespace, workdir: Path) -> int:
     from serlens.api.app import serve_locally
 
@@ -152,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, workdir)
         if args.command == "sql":
             return _sql(args, workdir)
+        if args.command == "promote":
+            return _promote(args, workdir)
         if args.command == "config":
             from serlens.pipeline.config import load_study_args
 
