@@ -3,7 +3,8 @@
 Per batch the host only copies each clip's samples into a reused (pinned, on CUDA) buffer and
 writes one length per clip; everything else happens on the device: the padding mask is built
 from the lengths, and per-clip standardisation (``do_normalize``) runs there as a few batched
-kernels. On CUDA a background thread fills batch k+1's host buffer while batch k computes,
+kernels (on a CPU-only run, where the host is the device, it is done per clip while copying,
+when the clip is in cache). On CUDA a background thread fills batch k+1's host buffer while batch k computes,
 with two buffers that take turns; a buffer is refilled only after its copy to the device has
 finished (a CUDA event). On the CPU there is nothing to overlap with: by default batches are
 prepared in turn, into fresh buffers.
@@ -40,8 +41,14 @@ class DeviceBatch:
     padded: bool
 
 
-def fill_host(signals: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+def fill_host(signals: Sequence[np.ndarray], out: np.ndarray, *, normalize: bool = False) -> np.ndarray:
     """Right-pad float32 clips into ``out`` (clips, longest): one copy per clip, zeros only past its end.
+
+    Args:
+        signals: float32 mono clips.
+        out: a (reused) buffer of at least (len(signals), longest clip) float32.
+        normalize: standardise each clip while copying it (the CPU-only path, where a clip is
+            still in cache; with a GPU this is left to ``normalize_on_device``).
 
     Returns:
         the real length of each clip, int64.
@@ -49,7 +56,11 @@ def fill_host(signals: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
     lengths = np.empty(len(signals), dtype=np.int64)
     for i, signal in enumerate(signals):
         n = len(signal)
-        out[i, :n] = signal
+        if normalize:
+            np.subtract(signal, signal.mean(), out=out[i, :n])
+            out[i, :n] /= np.sqrt(signal.var() + NORMALIZE_EPS)
+        else:
+            out[i, :n] = signal
         out[i, n:] = 0.0
         lengths[i] = n
     return lengths
@@ -110,6 +121,8 @@ class Feed:
         self.do_normalize = do_normalize
         cuda = self.device.type == "cuda"
         self.overlap = cuda if overlap is None else overlap
+        # On the CPU the device is the host: standardise while copying, a clip at a time.
+        self._normalize_on_host = do_normalize and not cuda
         self._slots = [_Slot(pin=cuda), _Slot(pin=cuda)] if self.overlap else []
         self._lock = threading.Lock()
 
@@ -139,11 +152,12 @@ class Feed:
 
     def _host(self, chosen: list[np.ndarray], slot: _Slot | None) -> tuple[torch.Tensor, torch.Tensor]:
         longest = max(len(s) for s in chosen)
+        normalize = self._normalize_on_host
         if slot is None:
             values = torch.empty(len(chosen), longest)
-            return values, torch.from_numpy(fill_host(chosen, values.numpy()))
+            return values, torch.from_numpy(fill_host(chosen, values.numpy(), normalize=normalize))
         values, lengths = slot.views(len(chosen), longest)
-        lengths.numpy()[:] = fill_host(chosen, values.numpy())
+        lengths.numpy()[:] = fill_host(chosen, values.numpy(), normalize=normalize)
         return values, lengths
 
     def _to_device(self, indices: list[int], values: torch.Tensor, lengths: torch.Tensor,
@@ -155,6 +169,6 @@ class Feed:
         if slot is not None and slot.pin:
             slot.copied = torch.cuda.Event()
             slot.copied.record()
-        if self.do_normalize:
+        if self.do_normalize and not self._normalize_on_host:
             values_d = normalize_on_device(values_d, lengths_d)
         return DeviceBatch(indices=list(indices), values=values_d, lengths=lengths_d, padded=padded)
