@@ -74,7 +74,7 @@ def _cached(cache: _Cache, name: Any, stamp: Any, sources: Sequence[torch.Tensor
     return held[1]
 
 
-def _attention(attention: nn.Module, hidden: torch.Tensor, bias: torch.Tensor,
+def _attention(attention: Any, hidden: torch.Tensor, bias: torch.Tensor,
                key_padding: torch.Tensor | None, qkv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """``WavLMAttention.forward`` (gated relative-position bias) with fused QKV and SDPA."""
     batch, steps, width = hidden.shape
@@ -94,7 +94,7 @@ def _attention(attention: nn.Module, hidden: torch.Tensor, bias: torch.Tensor,
     return attention.out_proj(out.transpose(1, 2).reshape(batch, steps, width))
 
 
-def _layer(layer: nn.Module, hidden: torch.Tensor, bias: torch.Tensor, key_padding: torch.Tensor | None,
+def _layer(layer: Any, hidden: torch.Tensor, bias: torch.Tensor, key_padding: torch.Tensor | None,
            qkv: tuple[torch.Tensor, torch.Tensor], stable: bool) -> torch.Tensor:
     """One encoder layer, in either of Hugging Face's two orders of layer norms."""
     if stable:  # WavLMEncoderLayerStableLayerNorm: pre-norm
@@ -119,7 +119,7 @@ class FastWavLM:
     """
 
     def __init__(self, model: nn.Module, *, compile_layers: bool = False) -> None:
-        self.model = model
+        self.model: Any = model  # Hugging Face's submodules, typed loosely there
         self.fallback = fallback_reason(model)
         self._caches: _Cache = {}
         self._bias_steps = 0
@@ -128,7 +128,7 @@ class FastWavLM:
     @property
     def num_hidden_states(self) -> int:
         """The CNN projection plus every transformer layer."""
-        return int(self.model.config.num_hidden_layers) + 1  # type: ignore[union-attr]
+        return int(self.model.config.num_hidden_layers) + 1
 
     def hidden_states(self, input_values: torch.Tensor, sample_lengths: torch.Tensor | None = None, *,
                       layers: Sequence[int] | None = None) -> list[torch.Tensor]:
@@ -177,15 +177,15 @@ class FastWavLM:
 
     def _run(self, input_values: torch.Tensor, sample_lengths: torch.Tensor | None, *, deepest: int,
              final_norm: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
-        model, encoder = self.model, self.model.encoder  # type: ignore[union-attr]
-        stable = bool(model.config.do_stable_layer_norm)  # type: ignore[union-attr]
-        features = model.feature_extractor(input_values).transpose(1, 2)  # type: ignore[operator]
+        model, encoder = self.model, self.model.encoder
+        stable = bool(model.config.do_stable_layer_norm)
+        features = model.feature_extractor(input_values).transpose(1, 2)
         valid = None
         if sample_lengths is not None:
             steps = torch.arange(features.shape[1], device=features.device)
             valid = steps[None, :] < frame_lengths(model, sample_lengths)[:, None]
-        hidden, _ = model.feature_projection(features)  # type: ignore[operator]
-        hidden = model._mask_hidden_states(hidden, attention_mask=valid)  # type: ignore[operator]
+        hidden, _ = model.feature_projection(features)
+        hidden = model._mask_hidden_states(hidden, attention_mask=valid)
         if valid is not None:
             hidden = hidden.masked_fill(~valid[..., None], 0.0)  # as the encoder zeroes padded frames
         hidden = hidden + encoder.pos_conv_embed(hidden)
@@ -195,7 +195,7 @@ class FastWavLM:
         states = [hidden]
         bias = self._position_bias(hidden.shape[1])
         key_padding = None if valid is None else ~valid
-        layerdrop = float(model.config.layerdrop) if model.training else 0.0  # type: ignore[union-attr]
+        layerdrop = float(model.config.layerdrop) if model.training else 0.0
         for index, layer in enumerate(encoder.layers[:deepest]):
             # LayerDrop as Hugging Face draws it (one torch.rand per layer after the first).
             if index > 0 and layerdrop > 0.0 and bool(torch.rand([]) < layerdrop):
@@ -212,14 +212,14 @@ class FastWavLM:
         The bias depends only on the offset between positions, so the one built for the longest
         sequence so far serves every shorter one as its top-left corner.
         """
-        first = self.model.encoder.layers[0].attention  # type: ignore[union-attr]
+        first = self.model.encoder.layers[0].attention
         self._bias_steps = max(steps, self._bias_steps)
         size = self._bias_steps
         (bias,) = _cached(self._caches, "bias", size, [first.rel_attn_embed.weight],
                           lambda: (first.compute_bias(size, size).unsqueeze(0),))
         return bias[:, :, :steps, :steps]
 
-    def _qkv(self, attention: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    def _qkv(self, attention: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The fused (3 x width, width) projection, built from q, k, v as they are now.
 
         Under autocast (and without autograd) the cached copy is already in autocast's dtype,

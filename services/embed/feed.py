@@ -143,12 +143,12 @@ class Feed:
                 for k, indices in enumerate(plan):
                     if pending is None:
                         pending = pool.submit(self._host, [signals[i] for i in indices], self._slots[k % 2])
-                    host = pending.result()
+                    values, lengths = pending.result()
                     pending = None
                     if k + 1 < len(plan):  # fill the other buffer while this batch computes
                         chosen = [signals[i] for i in plan[k + 1]]
                         pending = pool.submit(self._host, chosen, self._slots[(k + 1) % 2])
-                    yield self._to_device(indices, *host, slot=self._slots[k % 2])
+                    yield self._to_device(indices, values, lengths, slot=self._slots[k % 2])
 
     def _host(self, chosen: list[np.ndarray], slot: _Slot | None) -> tuple[torch.Tensor, torch.Tensor]:
         longest = max(len(s) for s in chosen)
