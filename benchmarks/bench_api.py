@@ -92,10 +92,13 @@ async def load(
 
 def replica_pids() -> dict[str, list[int]]:
     """Process ids of the live Serve replicas by deployment, and of the HTTP proxy."""
+    import ray
     from ray.util.state import list_actors
 
+    # This Ray's address: another local Ray on the machine would make the default ambiguous.
+    address = ray.get_runtime_context().gcs_address
     pids: dict[str, list[int]] = {name: [] for name in (*DEPLOYMENTS, "Proxy")}
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+    for actor in list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000):
         name = actor.class_name.rsplit(":", 1)[-1]
         if actor.class_name == "ProxyActor":
             pids["Proxy"].append(actor.pid)
