@@ -67,6 +67,8 @@ def _cached(cache: _Cache, name: Any, stamp: Any, sources: Sequence[torch.Tensor
     """``build()``, reused while ``stamp`` and ``sources`` are unchanged; never cached under autograd."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
         return build()  # gradients must flow into the parameters: build it in the graph
+    if any(t.is_inference() for t in sources):
+        return build()  # weights made under inference_mode have no version counter to key on
     full_stamp = (stamp, _versions(*sources))
     held = cache.get(name)
     if held is None or held[0] != full_stamp:

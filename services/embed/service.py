@@ -145,11 +145,13 @@ class EmbedService:
         # Results stay on the device until every batch is queued: no host sync per batch.
         with torch.inference_mode(), autocast:
             if self.fast is not None and self.feed is not None:
-                pooled_batches = [
-                    core.pooled_states(self.fast, batch.values, batch.lengths, layers=layers,
-                                       mask_padding=batch.padded and self.bundle.supports_padding_mask)
-                    for batch in self.feed.batches(signals, plan)
-                ]
+                # Closed on any exit: the feed's buffers are free again even if a forward raises.
+                with contextlib.closing(self.feed.batches(signals, plan)) as batches:
+                    pooled_batches = [
+                        core.pooled_states(self.fast, batch.values, batch.lengths, layers=layers,
+                                           mask_padding=batch.padded and self.bundle.supports_padding_mask)
+                        for batch in batches
+                    ]
             else:
                 pooled_batches = [self._pooled_hf([signals[i] for i in batch], layers) for batch in plan]
         for batch, pooled in zip(plan, pooled_batches, strict=True):

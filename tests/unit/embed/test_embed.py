@@ -192,6 +192,9 @@ def test_device_and_precision_rules():
 def test_args_validation_and_config():
     config = EmbedArgs(batch_size=4, layers=[0, 3], precision="bf16").to_config()
     assert config == EmbedConfig(batch_size=4, layers=(0, 3), precision="bf16")
+    defaults = EmbedArgs().to_config()
+    assert defaults.batch_size is None and defaults.fast and not defaults.compile_layers
+    assert EmbedArgs(fast=False, compile_layers=True).to_config() == EmbedConfig(fast=False, compile_layers=True)
     for bad in (
         {"batch_size": 0},
         {"max_batch_audio_s": 0},
@@ -202,6 +205,7 @@ def test_args_validation_and_config():
         {"device": "tpu"},
         {"precision": "fp16"},
         {"batchsize": 4},
+        {"fast": "maybe"},
     ):
         with pytest.raises(pydantic.ValidationError):
             EmbedArgs(**bad)

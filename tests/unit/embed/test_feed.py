@@ -1,5 +1,7 @@
 """The embedding feed path against the previous host-side one, and the service's two paths."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -77,3 +79,12 @@ def test_fast_service_equals_the_previous_path(tmp_path, variant):
     np.testing.assert_allclose(fast.process_batch(signals), previous.process_batch(signals), atol=1e-5, rtol=0)
     np.testing.assert_allclose(fast.process_batch(signals, layers=[1]), previous.process_batch(signals)[:, [1]],
                                atol=1e-5, rtol=0)
+
+
+def test_feed_is_free_again_after_an_abandoned_pass():
+    signals = clips()
+    plan = [[0, 1], [2, 3], [4]]
+    feed = Feed(device="cpu", do_normalize=True, overlap=True)
+    with contextlib.closing(feed.batches(signals, plan)) as batches:
+        next(batches)  # a forward that raised would leave the pass here
+    assert [b.indices for b in feed.batches(signals, plan)] == plan
