@@ -93,7 +93,10 @@ def _attention(attention: Any, hidden: torch.Tensor, bias: torch.Tensor,
         mask = mask.masked_fill(key_padding[:, None, None, :], float("-inf"))
     dropout = attention.dropout if attention.training else 0.0
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-    return attention.out_proj(out.transpose(1, 2).reshape(batch, steps, width))
+    # (steps, batch, width) in memory, as F.multi_head_attention_forward leaves it: the dropout
+    # that follows then draws the same mask for the same seed as Hugging Face's forward.
+    out = attention.out_proj(out.permute(2, 0, 1, 3).reshape(steps, batch, width))
+    return out.transpose(0, 1)
 
 
 def _layer(layer: Any, hidden: torch.Tensor, bias: torch.Tensor, key_padding: torch.Tensor | None,

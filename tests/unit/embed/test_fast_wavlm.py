@@ -1,5 +1,6 @@
 """FastWavLM against Hugging Face's own WavLM forward, on tiny random models (fp32, CPU)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -170,3 +171,28 @@ def test_compiled_layers_match_eager(encoder):
         compiled = FastWavLM(model, compile_layers=True).hidden_states(values, mask_lengths)
     for index, (a, b) in enumerate(zip(eager, compiled, strict=True)):
         assert max_diff(a, b) <= TOLERANCE, f"hidden state {index}"
+
+
+@pytest.mark.parametrize("variant", ["large-like", "base-like"])
+def test_training_mode_draws_the_same_dropout_layerdrop_and_masks_as_hugging_face(tmp_path, variant):
+    # Every random choice but attention dropout (SDPA draws its own mask) is made in the same
+    # order on tensors of the same layout, so one seed gives the same forward.
+    noisy = dict(hidden_dropout=0.1, activation_dropout=0.1, feat_proj_dropout=0.1, attention_dropout=0.0,
+                 layerdrop=0.3, mask_time_prob=0.2, mask_time_length=2, num_hidden_layers=6)
+    folder = create_random_encoder(tmp_path / "m", seed=6, **VARIANTS[variant], **noisy)
+    model, bundle = load_encoder(str(folder))
+    model.train()
+    values, lengths = batch((16_000, 9_000)) if bundle.supports_padding_mask else batch((9_000, 9_000))
+    mask_lengths = lengths if bundle.supports_padding_mask else None
+    mask = None if mask_lengths is None else (torch.arange(values.shape[1])[None] < lengths[:, None]).long()
+    outputs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        np.random.seed(seed)  # SpecAugment's spans come from numpy
+        reference = model(values, attention_mask=mask).last_hidden_state
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        ours = FastWavLM(model).last_hidden_state(values, mask_lengths)
+        assert max_diff(ours, reference) <= TOLERANCE, f"seed {seed}"
+        outputs.append(ours)
+    assert max_diff(outputs[0], outputs[1]) > 1e-2  # the noise is really there
