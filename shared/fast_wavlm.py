@@ -16,6 +16,10 @@ computes the same numbers from the same modules:
 - it stops after the deepest hidden state asked for;
 - optionally each encoder layer runs under ``torch.compile``.
 
+In training mode it draws dropout, LayerDrop and SpecAugment in Hugging Face's order on tensors
+of the same memory layout, so one seed gives the same forward; only attention dropout differs
+(SDPA draws its own mask). Gradients reach the same parameters (nothing is cached under autograd).
+
 Nothing is copied: the wrapper holds the model, so ``save_pretrained`` and every loader are
 unaffected, and caches are keyed on the parameters' version counters so an optimizer step or
 ``load_state_dict`` invalidates them. Models it does not cover (another ``model_type``, an
