@@ -196,3 +196,30 @@ def test_training_mode_draws_the_same_dropout_layerdrop_and_masks_as_hugging_fac
         assert max_diff(ours, reference) <= TOLERANCE, f"seed {seed}"
         outputs.append(ours)
     assert max_diff(outputs[0], outputs[1]) > 1e-2  # the noise is really there
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_error_is_no_worse_than_hugging_faces_own(tmp_path):
+    folder = create_random_encoder(tmp_path / "m", seed=7)
+    model, _ = load_encoder(str(folder), device="cuda")
+    values, lengths = batch((48_000, 30_000, 20_800, 48_000))
+    values, lengths = values.cuda(), lengths.cuda()
+    mask = (torch.arange(values.shape[1], device="cuda")[None] < lengths[:, None]).long()
+    saved, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False  # an fp32 reference
+    try:
+        with torch.inference_mode():
+            reference = model(values, attention_mask=mask, output_hidden_states=True).hidden_states
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                theirs = model(values, attention_mask=mask, output_hidden_states=True).hidden_states
+                ours = FastWavLM(model).hidden_states(values, lengths)
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+    frames = model._get_feat_extract_output_lengths(lengths)
+    valid = torch.arange(reference[0].shape[1], device="cuda")[None] < frames[:, None]
+    for index, (r, t, o) in enumerate(zip(reference, theirs, ours, strict=True)):
+        r, t, o = r[valid].float(), t[valid].float(), o[valid].float()
+        their_error, our_error = float((t - r).norm() / r.norm()), float((o - r).norm() / r.norm())
+        cosine = float(torch.nn.functional.cosine_similarity(o.flatten(), r.flatten(), dim=0))
+        assert our_error <= 1.25 * their_error + 1e-6, f"hidden state {index}: {our_error} vs {their_error}"
+        assert cosine >= 0.9995, f"hidden state {index}: cosine {cosine}"

@@ -88,3 +88,34 @@ def test_feed_is_free_again_after_an_abandoned_pass():
     with contextlib.closing(feed.batches(signals, plan)) as batches:
         next(batches)  # a forward that raised would leave the pass here
     assert [b.indices for b in feed.batches(signals, plan)] == plan
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("do_normalize", [False, True])
+def test_cuda_feed_with_pinned_buffers_and_overlap_equals_the_host_path(bundle, do_normalize):
+    signals = clips(LENGTHS * 3)
+    plan = [[0, 3, 5], [1, 4], [2], [6, 7, 8, 9], [10, 11, 12, 13, 14]]
+    host_bundle = bundle.__class__(**{**bundle.__dict__, "do_normalize": do_normalize})
+    feed = Feed(device="cuda", do_normalize=do_normalize)
+    assert feed.overlap
+    for _ in range(2):  # the second pass reuses the pinned buffers
+        for indices, batch in zip(plan, feed.batches(signals, plan), strict=True):
+            reference, mask = prepare_batch([signals[i] for i in indices], host_bundle)
+            assert batch.values.is_cuda and batch.lengths.is_cuda
+            assert torch.equal(batch.lengths.cpu(), mask.sum(1))
+            torch.testing.assert_close(batch.values.cpu(), reference, atol=2e-6, rtol=0)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_fast_service_equals_the_previous_path_and_the_cpu(tmp_path):
+    model = str(create_random_encoder(tmp_path / "m"))
+    signals = clips(LENGTHS * 2)
+    on_cpu = EmbedService(config=EmbedArgs(device="cpu").to_config(), model=model).process_batch(signals)
+    for args in (dict(), dict(fast=False), dict(compile_layers=True)):
+        service = EmbedService(config=EmbedArgs(device="cuda", batch_size=4, **args).to_config(), model=model)
+        np.testing.assert_allclose(service.process_batch(signals), on_cpu, atol=1e-4, rtol=0, err_msg=str(args))
