@@ -160,7 +160,7 @@ class FastWavLM:
             states = self.model(input_values, attention_mask=self._sample_mask(input_values, sample_lengths),
                                 output_hidden_states=True).hidden_states
             return [states[i] for i in chosen]
-        states, _ = self._run(input_values, sample_lengths, deepest=max(chosen), final_norm=False)
+        states, _ = self._run(input_values, sample_lengths, keep=set(chosen), final_norm=False)
         return [states[i] for i in chosen]
 
     def last_hidden_state(self, input_values: torch.Tensor,
@@ -174,7 +174,7 @@ class FastWavLM:
         if self.fallback is not None:
             mask = self._sample_mask(input_values, sample_lengths)
             return self.model(input_values, attention_mask=mask).last_hidden_state
-        _, last = self._run(input_values, sample_lengths, deepest=self.num_hidden_states - 1, final_norm=True)
+        _, last = self._run(input_values, sample_lengths, keep={self.num_hidden_states - 1}, final_norm=True)
         return last
 
     @staticmethod
@@ -184,8 +184,9 @@ class FastWavLM:
         steps = torch.arange(input_values.shape[1], device=input_values.device)
         return (steps[None, :] < sample_lengths[:, None]).to(torch.long)
 
-    def _run(self, input_values: torch.Tensor, sample_lengths: torch.Tensor | None, *, deepest: int,
-             final_norm: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _run(self, input_values: torch.Tensor, sample_lengths: torch.Tensor | None, *, keep: set[int],
+             final_norm: bool) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """Hidden states ``keep`` (only those are held) and the last one computed (final norm if asked)."""
         model, encoder = self.model, self.model.encoder
         stable = bool(model.config.do_stable_layer_norm)
         features = model.feature_extractor(input_values).transpose(1, 2)
@@ -201,17 +202,17 @@ class FastWavLM:
         if not stable:
             hidden = encoder.layer_norm(hidden)
         hidden = encoder.dropout(hidden)
-        states = [hidden]
+        states = {0: hidden} if 0 in keep else {}
         bias = self._position_bias(hidden.shape[1])
         key_padding = None if valid is None else ~valid
         layerdrop = float(model.config.layerdrop) if model.training else 0.0
-        for index, layer in enumerate(encoder.layers[:deepest]):
+        for index, layer in enumerate(encoder.layers[: max(keep)]):
             # LayerDrop as Hugging Face draws it (one torch.rand per layer after the first).
-            if index > 0 and layerdrop > 0.0 and bool(torch.rand([]) < layerdrop):
-                states.append(hidden)
-                continue
-            hidden = self._layer(layer, hidden, bias, key_padding, self._qkv(layer.attention), stable)
-            states.append(hidden)
+            skipped = index > 0 and layerdrop > 0.0 and bool(torch.rand([]) < layerdrop)
+            if not skipped:
+                hidden = self._layer(layer, hidden, bias, key_padding, self._qkv(layer.attention), stable)
+            if index + 1 in keep:
+                states[index + 1] = hidden
         last = encoder.layer_norm(hidden) if final_norm and stable else hidden
         return states, last
 
