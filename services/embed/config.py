@@ -13,22 +13,30 @@ class EmbedConfig:
     """How clips are batched, which hidden states are kept, and where the model runs.
 
     Attributes:
-        batch_size: most clips per forward pass.
-        max_batch_audio_s: most padded audio per forward pass, in seconds
-            (clips x longest clip), to bound memory.
+        batch_size: most clips per forward pass; None: as many as ``max_batch_audio_s`` holds.
+        max_batch_audio_s: most padded audio per forward pass, in seconds (clips x longest
+            clip), to bound memory; batches are planned by the encoder frames this amounts to.
         layers: hidden-state indices to keep (0 = CNN projection, i = transformer layer i);
             None keeps all of them.
         pooling: how frames are reduced to one vector (``mean`` over valid frames).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         precision: ``fp32``, or ``bf16`` autocast (CUDA only; CPU always runs fp32).
+        fast: the fast path: ``FastWavLM`` (fused attention; Hugging Face's own forward for
+            models it does not cover) fed by ``serlens.embed.feed`` (lengths, not masks; per-clip
+            standardisation on the device; pinned buffers and overlap on CUDA). False: the
+            previous path (Hugging Face forward, masks and standardisation built on the host).
+        compile_layers: run each encoder layer under ``torch.compile`` (fast path only; costs
+            tens of seconds of warm-up per new input shape family).
     """
 
-    batch_size: int = 16
+    batch_size: int | None = None
     max_batch_audio_s: float = 240.0
     layers: tuple[int, ...] | None = None
     pooling: str = "mean"
     device: str = "auto"
     precision: str = "fp32"
+    fast: bool = True
+    compile_layers: bool = False
 
 
 class EmbedArgs(BaseModel):
@@ -36,12 +44,14 @@ class EmbedArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
     max_batch_audio_s: float = Field(default=240.0, gt=0)
     layers: list[int] | None = None
     pooling: Literal["mean"] = "mean"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+    fast: bool = True
+    compile_layers: bool = False
 
     @field_validator("layers")
     @classmethod
@@ -67,4 +77,6 @@ class EmbedArgs(BaseModel):
             pooling=self.pooling,
             device=self.device,
             precision=self.precision,
+            fast=self.fast,
+            compile_layers=self.compile_layers,
         )

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from numbers import Integral
 
+import torch
+
 from serlens.shared.errors import InvalidConfigError
-from serlens.shared.models import ModelBundle, length_groups
+from serlens.shared.fast_wavlm import FastWavLM, frame_lengths
+from serlens.shared.models import ModelBundle, length_groups, masked_mean
 
 
 def select_layers(layers: Sequence[int] | None, num_hidden_states: int) -> tuple[int, ...]:
@@ -41,36 +44,75 @@ def select_layers(layers: Sequence[int] | None, num_hidden_states: int) -> tuple
     return chosen
 
 
+def num_frames(samples: int, conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
+    """Output frames of a wav2vec2-style CNN for a clip of ``samples`` samples (0 if too short).
+
+    The same arithmetic as transformers' ``_get_feat_extract_output_lengths``.
+    """
+    for kernel, stride in zip(conv_kernel, conv_stride, strict=True):
+        samples = max((samples - kernel) // stride + 1, 0)
+    return samples
+
+
 def plan_batches(
-    lengths: Sequence[int], bundle: ModelBundle, *, batch_size: int, max_batch_samples: int
+    lengths: Sequence[int],
+    bundle: ModelBundle,
+    *,
+    frames: Sequence[int],
+    max_batch_frames: int,
+    batch_size: int | None = None,
 ) -> list[list[int]]:
-    """Clip indices grouped into forward passes.
+    """Clip indices grouped into forward passes by a budget of padded frames.
 
     Groups come from ``serlens.shared.models.length_groups`` (longest first; equal lengths only for
     encoders without a padding mask), then are split so that no batch holds more than
-    ``max_batch_samples`` padded samples (clips x longest clip). A clip longer than the cap
-    still gets a batch of its own.
+    ``max_batch_frames`` padded frames (clips x the longest clip's frames): the work of a pass,
+    not its number of clips, is what is bounded. A clip longer than the budget still gets a
+    batch of its own.
 
     Args:
-        lengths: number of samples of each clip.
+        lengths: number of samples of each clip (what equal-length grouping compares).
         bundle: the encoder's identity.
-        batch_size: most clips per batch.
-        max_batch_samples: most padded samples per batch.
+        frames: output frames of each clip (``num_frames``).
+        max_batch_frames: most padded frames per batch.
+        batch_size: most clips per batch, or None for no cap besides the budget.
 
     Returns:
         every index exactly once, in batches.
     """
+    cap = len(lengths) if batch_size is None else batch_size
     batches: list[list[int]] = []
-    for group in length_groups(lengths, bundle, batch_size):
+    for group in length_groups(lengths, bundle, max(cap, 1)):
         current: list[int] = []
+        longest = 0
         for i in group:
-            longest = max(lengths[j] for j in (*current, i))
-            if current and (len(current) + 1) * longest > max_batch_samples:
+            widest = max(longest, frames[i])
+            if current and (len(current) + 1) * widest > max_batch_frames:
                 batches.append(current)
-                current = []
+                current, widest = [], frames[i]
             current.append(i)
+            longest = widest
         batches.append(current)
     return batches
+
+
+def pooled_states(
+    encoder: FastWavLM, values: torch.Tensor, lengths: torch.Tensor, *, layers: Sequence[int], mask_padding: bool
+) -> torch.Tensor:
+    """Mean over each clip's valid frames of the hidden states ``layers``: (clips, len(layers), dim), float32.
+
+    Args:
+        encoder: the fast forward of the encoder.
+        values: (clips, samples), ready for the encoder (standardised if it wants it).
+        lengths: (clips,) real samples of each clip, on the same device.
+        layers: hidden-state indices.
+        mask_padding: pass the lengths to the encoder as a padding mask (a padded batch of a
+            layer-norm encoder); equal-length batches skip it, for the same numbers.
+    """
+    states = encoder.hidden_states(values, lengths if mask_padding else None, layers=layers)
+    steps = torch.arange(states[0].shape[1], device=values.device)
+    valid = steps[None, :] < frame_lengths(encoder.model, lengths)[:, None]
+    return torch.stack([masked_mean(h.float(), valid) for h in states], dim=1)
 
 
 def receptive_field_samples(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
@@ -89,23 +131,6 @@ def receptive_field_samples(conv_kernel: Sequence[int], conv_stride: Sequence[in
         field += (kernel - 1) * hop
         hop *= stride
     return field
-
-
-def resolve_device(requested: str, cuda_available: bool) -> str:
-    """Where the model runs: ``auto`` picks CUDA when there is one.
-
-    Raises:
-        InvalidConfigError: ``cuda`` requested where there is none, or an unknown device.
-    """
-    if requested == "auto":
-        return "cuda" if cuda_available else "cpu"
-    if requested == "cuda" and not cuda_available:
-        raise InvalidConfigError(
-            "embed.device: 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'"
-        )
-    if requested not in ("cpu", "cuda"):
-        raise InvalidConfigError(f"embed.device: {requested!r}; expected 'auto', 'cpu' or 'cuda'")
-    return requested
 
 
 def uses_autocast(precision: str, device: str) -> bool:

@@ -18,7 +18,9 @@ import torch
 
 from serlens.embed import core
 from serlens.embed.config import EmbedConfig
+from serlens.embed.feed import Feed
 from serlens.shared.errors import InvalidConfigError, ServiceError
+from serlens.shared.fast_wavlm import FastWavLM
 from serlens.shared.models import (
     check_encoder_input,
     load_encoder,
@@ -120,6 +122,12 @@ class EmbedService:
         self.min_samples = core.receptive_field_samples(
             model_config.conv_kernel, model_config.conv_stride
         )
+        # The fast path (config.fast): wraps the same model, nothing is copied.
+        self.fast: FastWavLM | None = None
+        self.feed: Feed | None = None
+        if config.fast:
+            self.fast = FastWavLM(self.model, compile_layers=config.compile_layers)
+            self.feed = Feed(device=self.device, do_normalize=self.bundle.do_normalize)
 
     def _check(self, signal: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
         return check_encoder_input(signal, sampling_rate, self.bundle, min_samples=self.min_samples, name=name)
@@ -187,31 +195,43 @@ class EmbedService:
         checked = [self._check(s, sampling_rate, f"signals[{i}]") for i, s in enumerate(signals)]
         return self._embed(checked, chosen)
 
-    def _embed(self, signals: list[np.ndarray], layers: tuple[int, ...]) -> np.ndarray:
-        out = np.empty((len(signals), len(layers), self.bundle.hidden_size), dtype=np.float32)
-        plan = core.plan_batches(
+    def _plan(self, signals: list[np.ndarray]) -> list[list[int]]:
+        kernel, stride = self.model.config.conv_kernel, self.model.config.conv_stride
+        budget = int(self.config.max_batch_audio_s * self.bundle.sampling_rate)
+        return core.plan_batches(
             [len(s) for s in signals],
             self.bundle,
+            frames=[core.num_frames(len(s), kernel, stride) for s in signals],
+            max_batch_frames=max(core.num_frames(budget, kernel, stride), 1),
             batch_size=self.config.batch_size,
-            max_batch_samples=int(self.config.max_batch_audio_s * self.bundle.sampling_rate),
         )
+
+    def _embed(self, signals: list[np.ndarray], layers: tuple[int, ...]) -> np.ndarray:
+        out = np.empty((len(signals), len(layers), self.bundle.hidden_size), dtype=np.float32)
+        plan = self._plan(signals)
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if core.uses_autocast(self.config.precision, self.device.type)
             else contextlib.nullcontext()
         )
-        pooled_batches = []
+        # Results stay on the device until every batch is queued: no host sync per batch.
         with torch.inference_mode(), autocast:
-            for batch in plan:
-                chosen = [signals[i] for i in batch]
-                values, mask = prepare_batch(chosen, self.bundle, device=self.device)
-                padded = len({len(s) for s in chosen}) > 1
-                # Results stay on the device until every batch is queued: no host sync per batch.
-                pooled_batches.append(
-                    pooled_hidden_states(
-                        self.model, values, mask, self.bundle, layers=layers, padded=padded
-                    )
-                )
+            if self.fast is not None and self.feed is not None:
+                # Closed on any exit: the feed's buffers are free again even if a forward raises.
+                with contextlib.closing(self.feed.batches(signals, plan)) as batches:
+                    pooled_batches = [
+                        core.pooled_states(self.fast, batch.values, batch.lengths, layers=layers,
+                                           mask_padding=batch.padded and self.bundle.supports_padding_mask)
+                        for batch in batches
+                    ]
+            else:
+                pooled_batches = [self._pooled_hf([signals[i] for i in batch], layers) for batch in plan]
         for batch, pooled in zip(plan, pooled_batches, strict=True):
             out[batch] = pooled.float().cpu().numpy()
         return out
+
+    def _pooled_hf(self, chosen: list[np.ndarray], layers: tuple[int, ...]) -> torch.Tensor:
+        """The previous path (``config.fast`` off): host-built masks, Hugging Face's forward."""
+        values, mask = prepare_batch(chosen, self.bundle, device=self.device)
+        padded = len({len(s) for s in chosen}) > 1
+        return pooled_hidden_states(self.model, values, mask, self.bundle, layers=layers, padded=padded)

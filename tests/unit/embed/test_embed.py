@@ -77,16 +77,29 @@ def test_plan_batches_respects_size_cap_and_mask_support(layer_norm_model, group
     _, layer_bundle = load_encoder(layer_norm_model)
     _, group_bundle = load_encoder(group_norm_model)
     lengths = [16_000, 3_000, 8_000, 8_000, 40_000, 5_000, 8_000, 1_000]
-    plan = core.plan_batches(lengths, layer_bundle, batch_size=3, max_batch_samples=20_000)
+    frames = [core.num_frames(n, (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)) for n in lengths]
+    plan = core.plan_batches(lengths, layer_bundle, frames=frames, batch_size=3, max_batch_frames=60)
     assert sorted(i for b in plan for i in b) == list(range(len(lengths)))
-    assert [4] in plan  # longer than the cap alone: a batch of its own
+    assert [4] in plan  # longer than the budget alone: a batch of its own
     for batch in plan:
         assert len(batch) <= 3
-        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 20_000
-    group_plan = core.plan_batches(lengths, group_bundle, batch_size=8, max_batch_samples=10**9)
+        assert len(batch) == 1 or len(batch) * max(frames[i] for i in batch) <= 60
+    # No clip cap: the frame budget alone decides, so short clips share a batch.
+    budget_only = core.plan_batches(lengths, layer_bundle, frames=frames, max_batch_frames=130)
+    # frames: 124 | 49, 24 (2 x 49 = 98) | 24, 24, 15, 9, 2 (5 x 24 = 120 <= 130)
+    assert budget_only == [[4], [0, 2], [3, 6, 5, 1, 7]]
+    group_plan = core.plan_batches(lengths, group_bundle, frames=frames, batch_size=8, max_batch_frames=10**9)
     assert sorted(i for b in group_plan for i in b) == list(range(len(lengths)))
     assert all(len({lengths[i] for i in b}) == 1 for b in group_plan)
     assert [2, 3, 6] in group_plan
+
+
+def test_num_frames_matches_the_model(layer_norm_model):
+    encoder, _ = load_encoder(layer_norm_model)
+    config = encoder.config
+    samples = [0, 399, 400, 719, 720, 16_000, 48_000, 123_457]
+    expected = encoder._get_feat_extract_output_lengths(torch.tensor(samples)).clamp_min(0).tolist()
+    assert [core.num_frames(n, config.conv_kernel, config.conv_stride) for n in samples] == expected
 
 
 def test_layer_selection(layer_norm_model):
@@ -168,10 +181,15 @@ def test_receptive_field_matches_the_model(layer_norm_model):
 
 
 def test_device_and_precision_rules():
-    assert core.resolve_device("auto", cuda_available=False) == "cpu"
-    assert core.resolve_device("auto", cuda_available=True) == "cuda"
-    with pytest.raises(InvalidConfigError, match="'cuda' requested but no CUDA device"):
-        core.resolve_device("cuda", cuda_available=False)
+    from serlens.shared.models import resolve_device
+
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidConfigError, match="'cuda' requested but no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(InvalidConfigError, match="expected 'auto', 'cpu' or 'cuda'"):
+        resolve_device("tpu")
     assert core.uses_autocast("bf16", "cuda") and not core.uses_autocast("bf16", "cpu")
     assert not core.uses_autocast("fp32", "cuda")
 
@@ -179,6 +197,9 @@ def test_device_and_precision_rules():
 def test_args_validation_and_config():
     config = EmbedArgs(batch_size=4, layers=[0, 3], precision="bf16").to_config()
     assert config == EmbedConfig(batch_size=4, layers=(0, 3), precision="bf16")
+    defaults = EmbedArgs().to_config()
+    assert defaults.batch_size is None and defaults.fast and not defaults.compile_layers
+    assert EmbedArgs(fast=False, compile_layers=True).to_config() == EmbedConfig(fast=False, compile_layers=True)
     for bad in (
         {"batch_size": 0},
         {"max_batch_audio_s": 0},
@@ -189,6 +210,7 @@ def test_args_validation_and_config():
         {"device": "tpu"},
         {"precision": "fp16"},
         {"batchsize": 4},
+        {"fast": "maybe"},
     ):
         with pytest.raises(pydantic.ValidationError):
             EmbedArgs(**bad)

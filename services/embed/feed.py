@@ -1,0 +1,174 @@
+"""The embedding feed path: clips to device tensors with as little host work as possible.
+
+Per batch the host only copies each clip's samples into a reused (pinned, on CUDA) buffer and
+writes one length per clip; everything else happens on the device: the padding mask is built
+from the lengths, and per-clip standardisation (``do_normalize``) runs there as a few batched
+kernels (on a CPU-only run, where the host is the device, it is done per clip while copying,
+when the clip is in cache). On CUDA a background thread fills batch k+1's host buffer while batch k computes,
+with two buffers that take turns; a buffer is refilled only after its copy to the device has
+finished (a CUDA event). On the CPU there is nothing to overlap with: by default batches are
+prepared in turn, into fresh buffers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: Added to the variance before the square root, as ``Wav2Vec2FeatureExtractor`` does.
+NORMALIZE_EPS = 1e-7
+
+
+@dataclass
+class DeviceBatch:
+    """One forward pass's input on the device.
+
+    Attributes:
+        indices: positions of its clips in the caller's list.
+        values: (clips, longest) float32, standardised per clip if asked, zero past each clip.
+        lengths: (clips,) int64, real samples of each clip.
+        padded: whether the clips differ in length (otherwise no mask is needed).
+    """
+
+    indices: list[int]
+    values: torch.Tensor
+    lengths: torch.Tensor
+    padded: bool
+
+
+def fill_host(signals: Sequence[np.ndarray], out: np.ndarray, *, normalize: bool = False) -> np.ndarray:
+    """Right-pad float32 clips into ``out`` (clips, longest): one copy per clip, zeros only past its end.
+
+    Args:
+        signals: float32 mono clips.
+        out: a (reused) buffer of at least (len(signals), longest clip) float32.
+        normalize: standardise each clip while copying it (the CPU-only path, where a clip is
+            still in cache; with a GPU this is left to ``normalize_on_device``).
+
+    Returns:
+        the real length of each clip, int64.
+    """
+    lengths = np.empty(len(signals), dtype=np.int64)
+    for i, signal in enumerate(signals):
+        n = len(signal)
+        if normalize:
+            np.subtract(signal, signal.mean(), out=out[i, :n])
+            out[i, :n] /= np.sqrt(signal.var() + NORMALIZE_EPS)
+        else:
+            out[i, :n] = signal
+        out[i, n:] = 0.0
+        lengths[i] = n
+    return lengths
+
+
+def normalize_on_device(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Standardise each row over its first ``lengths[i]`` samples; padding stays 0.
+
+    The same arithmetic as ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm`` (population
+    variance, ``NORMALIZE_EPS``), batched on whatever device ``values`` is on.
+
+    Args:
+        values: (clips, samples) float32, zero past each clip's end.
+        lengths: (clips,) int64, on the same device.
+    """
+    valid = torch.arange(values.shape[1], device=values.device)[None, :] < lengths[:, None]
+    count = lengths.to(values.dtype)[:, None]
+    centred = (values - values.sum(1, keepdim=True) / count).masked_fill_(~valid, 0.0)
+    scale = torch.rsqrt(centred.square().sum(1, keepdim=True) / count + NORMALIZE_EPS)
+    return centred.mul_(scale)
+
+
+class _Slot:
+    """A reusable host buffer (pinned on CUDA) and the event marking the end of its last copy."""
+
+    def __init__(self, *, pin: bool) -> None:
+        self.pin = pin
+        self.buffer = torch.empty(0, dtype=torch.float32)
+        self.lengths = torch.empty(0, dtype=torch.int64)
+        self.copied: torch.cuda.Event | None = None
+
+    def views(self, clips: int, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clips, longest) samples and (clips,) lengths, free to overwrite."""
+        if self.copied is not None:
+            self.copied.synchronize()  # the device has finished reading the previous batch
+        if self.buffer.numel() < clips * longest:
+            self.buffer = torch.empty(clips * longest, dtype=torch.float32, pin_memory=self.pin)
+        if self.lengths.numel() < clips:
+            self.lengths = torch.empty(max(clips, 256), dtype=torch.int64, pin_memory=self.pin)
+        return self.buffer[: clips * longest].view(clips, longest), self.lengths[:clips]
+
+
+class Feed:
+    """Turns planned batches of clips into ``DeviceBatch`` objects, overlapping on CUDA.
+
+    Args:
+        device: where the model runs (``cpu`` or ``cuda``).
+        do_normalize: standardise each clip over its own samples (the encoder's setting).
+        overlap: prepare the next batch in a background thread into two reused buffers
+            (default: on CUDA only). On the CPU it is correct too, since a batch's compute has
+            finished when the next is asked for, but it only competes with the compute threads.
+
+    One feed serves one caller at a time (a lock guards the reused buffers).
+    """
+
+    def __init__(self, *, device: str | torch.device, do_normalize: bool, overlap: bool | None = None) -> None:
+        self.device = torch.device(device)
+        self.do_normalize = do_normalize
+        cuda = self.device.type == "cuda"
+        self.overlap = cuda if overlap is None else overlap
+        # On the CPU the device is the host: standardise while copying, a clip at a time.
+        self._normalize_on_host = do_normalize and not cuda
+        self._slots = [_Slot(pin=cuda), _Slot(pin=cuda)] if self.overlap else []
+        self._lock = threading.Lock()
+
+    def batches(self, signals: Sequence[np.ndarray], plan: Sequence[list[int]]) -> Iterator[DeviceBatch]:
+        """Yield each planned batch on the device, in plan order.
+
+        Args:
+            signals: float32 mono clips.
+            plan: lists of indices into ``signals`` (e.g. from ``core.plan_batches``).
+        """
+        with self._lock:
+            if not self.overlap:
+                for indices in plan:
+                    yield self._to_device(indices, *self._host([signals[i] for i in indices], None))
+                return
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-feed") as pool:
+                pending: Future | None = None
+                for k, indices in enumerate(plan):
+                    if pending is None:
+                        pending = pool.submit(self._host, [signals[i] for i in indices], self._slots[k % 2])
+                    values, lengths = pending.result()
+                    pending = None
+                    if k + 1 < len(plan):  # fill the other buffer while this batch computes
+                        chosen = [signals[i] for i in plan[k + 1]]
+                        pending = pool.submit(self._host, chosen, self._slots[(k + 1) % 2])
+                    yield self._to_device(indices, values, lengths, slot=self._slots[k % 2])
+
+    def _host(self, chosen: list[np.ndarray], slot: _Slot | None) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = max(len(s) for s in chosen)
+        normalize = self._normalize_on_host
+        if slot is None:
+            values = torch.empty(len(chosen), longest)
+            return values, torch.from_numpy(fill_host(chosen, values.numpy(), normalize=normalize))
+        values, lengths = slot.views(len(chosen), longest)
+        lengths.numpy()[:] = fill_host(chosen, values.numpy(), normalize=normalize)
+        return values, lengths
+
+    def _to_device(self, indices: list[int], values: torch.Tensor, lengths: torch.Tensor,
+                   slot: _Slot | None = None) -> DeviceBatch:
+        padded = bool(lengths.min() != lengths.max())  # host tensors: no device sync
+        # From pinned memory both copies are asynchronous: the host goes on to queue kernels.
+        values_d = values.to(self.device, non_blocking=True)
+        lengths_d = lengths.to(self.device, non_blocking=True)
+        if slot is not None and slot.pin:
+            slot.copied = torch.cuda.Event()
+            slot.copied.record()
+        if self.do_normalize and not self._normalize_on_host:
+            values_d = normalize_on_device(values_d, lengths_d)
+        return DeviceBatch(indices=list(indices), values=values_d, lengths=lengths_d, padded=padded)
