@@ -42,6 +42,11 @@ def egemaps_key(norm_key: str, egemaps: Any) -> str:
     return config_hash("egemaps", norm_key, egemaps)
 
 
+#: Embedding settings that decide how fast, not what: the vectors agree within 1e-5 whatever they are
+#: (tests/unit/embed), so changing them reuses what the store holds.
+EMBED_EXECUTION_FIELDS = frozenset({"batch_size", "max_batch_audio_s", "fast", "compile_layers"})
+
+
 def embed_key(train_key: str, embed: Any, scope: Any) -> str:
     """Key of embedding rows: the fine-tuning run, the embedding settings and which clips.
 
@@ -50,4 +55,6 @@ def embed_key(train_key: str, embed: Any, scope: Any) -> str:
         embed: the embedding settings.
         scope: what selects the clips: the run's analysis settings, or the API's dataset name.
     """
+    if isinstance(embed, BaseModel):
+        embed = {k: v for k, v in embed.model_dump(mode="json").items() if k not in EMBED_EXECUTION_FIELDS}
     return config_hash("embed", train_key, embed, scope)

@@ -44,3 +44,11 @@ def test_the_api_builds_the_pipelines_keys():
 def test_config_hash_is_stable_and_order_free():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash("x") != config_hash("y") and len(config_hash("x")) == 16
+
+
+def test_execution_settings_do_not_change_the_embedding_key():
+    base = StageKeys.for_study(load_study_args(), _clips())
+    faster = StageKeys.for_study(load_study_args(overrides=["embed.batch_size=4", "embed.fast=false"]), _clips())
+    assert faster.embed == base.embed
+    other = StageKeys.for_study(load_study_args(overrides=["embed.precision=bf16"]), _clips())
+    assert other.embed != base.embed
