@@ -16,8 +16,6 @@ import pytest
 
 from serlens.shared.models import create_random_encoder
 
-pytest.importorskip("ray.serve")
-
 CHILD = textwrap.dedent(
     """
     import json, resource, sys
