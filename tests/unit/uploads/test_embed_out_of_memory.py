@@ -12,8 +12,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from serlens.shared.models import create_random_encoder
 
 CHILD = textwrap.dedent(
