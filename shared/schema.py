@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The six CREMA-D emotion codes, in the order used for class indices everywhere.
 EMOTIONS: tuple[str, ...] = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
@@ -298,10 +298,13 @@ EMBEDDINGS = TableSpec(
         pa.field("layer", pa.int16(), nullable=False),
         pa.field("pooling", pa.string(), nullable=False),
         pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+        # Nullable only until every writer (the API too) fills it; see shared.models.transformers_version.
+        pa.field("transformers_version", pa.string()),
     ),
     keys=("dataset", "clip_id", "audio_sha256", "model", "train_key", "checkpoint_step", "layer", "pooling"),
     partition_by=("train_key", "checkpoint_step"),
-    description="pooled hidden states per clip, checkpoint and layer (0 = CNN projection)",
+    description="pooled hidden states per clip, checkpoint and hidden state (0 = CNN feature projection"
+    " + positional convolution; i = output of transformer layer i before any final LayerNorm)",
 )
 
 

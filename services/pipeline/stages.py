@@ -146,24 +146,46 @@ class EmbedWorker:
 
     def process(self, items: Sequence[dict[str, Any]], *, model: str, train_key: str, step: int,
                 config_hash: str) -> int:
-        """Embed each clip at every hidden state and append the rows."""
+        """Embed each clip at every kept hidden state and append the rows."""
         signals = [read_wav(item["normalized_path"])[0] for item in items]
         pooled = self.service.process_batch(signals, 16_000)  # (n, layers, dim)
-        n, num_layers, dim = pooled.shape
-        flat = pa.array(pooled.reshape(-1).astype(np.float32), pa.float32())
-        offsets = pa.array(np.arange(0, n * num_layers * dim + 1, dim, dtype=np.int32))
-        self.store.write("embeddings", pa.table({
-            "clip_id": [i["clip_id"] for i in items for _ in range(num_layers)],
-            "dataset": [i["dataset"] for i in items for _ in range(num_layers)],
-            "audio_sha256": [i["audio_sha256"] for i in items for _ in range(num_layers)],
-            "model": [model] * (n * num_layers),
-            "train_key": [train_key] * (n * num_layers),
-            "checkpoint_step": pa.array([step] * (n * num_layers), pa.int32()),
-            "layer": pa.array(list(range(num_layers)) * n, pa.int16()),
-            "pooling": ["mean"] * (n * num_layers),
-            "embedding": pa.ListArray.from_arrays(offsets, flat),
-        }), config_hash=config_hash)
-        return n
+        self.store.write("embeddings", embedding_table(items, pooled, layers=self.service.layers, model=model,
+                                                       train_key=train_key, step=step), config_hash=config_hash)
+        return len(items)
+
+
+def embedding_table(items: Sequence[dict[str, Any]], pooled: np.ndarray, *, layers: Sequence[int], model: str,
+                    train_key: str, step: int) -> pa.Table:
+    """The ``embeddings`` rows of ``pooled`` (clips x kept hidden states x dim).
+
+    ``layers`` are the hidden-state indices the service kept, in ``pooled``'s order: a row's
+    ``layer`` is the hidden-state index, never its position in ``embed.layers``.
+
+    Raises:
+        InvalidInputError: ``layers`` does not have one index per pooled hidden state.
+    """
+    from serlens.shared.errors import InvalidInputError
+    from serlens.shared.models import transformers_version
+
+    n, num_layers, dim = pooled.shape
+    if len(layers) != num_layers:
+        raise InvalidInputError([("layers", f"{len(layers)} indices {list(layers)}; pooled has {num_layers}")],
+                                source="embeddings table")
+    flat = pa.array(pooled.reshape(-1).astype(np.float32), pa.float32())
+    offsets = pa.array(np.arange(0, n * num_layers * dim + 1, dim, dtype=np.int32))
+    count = n * num_layers
+    return pa.table({
+        "clip_id": [i["clip_id"] for i in items for _ in range(num_layers)],
+        "dataset": [i["dataset"] for i in items for _ in range(num_layers)],
+        "audio_sha256": [i["audio_sha256"] for i in items for _ in range(num_layers)],
+        "model": [model] * count,
+        "train_key": [train_key] * count,
+        "checkpoint_step": pa.array([step] * count, pa.int32()),
+        "layer": pa.array([int(i) for i in layers] * n, pa.int16()),
+        "pooling": ["mean"] * count,
+        "embedding": pa.ListArray.from_arrays(offsets, flat),
+        "transformers_version": [transformers_version()] * count,
+    })
 
 
 @ray.remote
