@@ -140,6 +140,7 @@ CLIPS = TableSpec(
         pa.field("speaker", pa.string()),
         pa.field("gender", pa.string()),
         pa.field("label", pa.string()),
+        pa.field("sentence", pa.string()),
         pa.field("subset", pa.int8()),
         pa.field("duration_s", pa.float64()),
         pa.field("sampling_rate", pa.int32()),
@@ -202,9 +203,80 @@ CKA = TableSpec(
         pa.field("estimator", pa.string(), nullable=False),
         pa.field("value", pa.float64()),
         pa.field("n_clips", pa.int32()),
+        pa.field("effective_rank", pa.float64()),
+        pa.field("effective_rank_reference", pa.float64()),
+        pa.field("null_mean", pa.float64()),
+        pa.field("null_mean_permuted", pa.float64()),
+        pa.field("permutation_scheme", pa.string()),
+        pa.field("permutations", pa.int32()),
+        pa.field("p_value", pa.float64()),
+        pa.field("q_value", pa.float64()),
+        pa.field("n_speakers", pa.int32()),
+        pa.field("std_error", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("partial_value", pa.float64()),
+        pa.field("confounds", pa.string()),
     ),
     keys=("config_hash", "checkpoint_step", "layer", "reference", "estimator"),
-    description="CKA of each (checkpoint, layer) with a reference (eGeMAPS); linear and debiased",
+    description="CKA of each (checkpoint, layer) with a reference (eGeMAPS), linear and debiased: effective"
+    " ranks (tr K)^2/||K||_F^2, the analytic permutation-null mean (linear: sqrt(bx by)/(n-1); debiased: 0) and"
+    " the mean under the scheme's permutations, p = (b+1)/(m+1), BH q over the checkpoint x layer grid,"
+    " delete-one-speaker jackknife SE and CI, partial CKA with the confounds regressed out of both views",
+)
+
+CKA_CHANGES = TableSpec(
+    name="cka_changes",
+    schema=_schema(
+        pa.field("train_key", pa.string()),
+        pa.field("checkpoint_step", pa.int32(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("estimator", pa.string(), nullable=False),
+        pa.field("baseline", pa.string(), nullable=False),
+        pa.field("baseline_step", pa.int32(), nullable=False),
+        pa.field("difference", pa.float64()),
+        pa.field("std_error", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("p_value", pa.float64()),
+        pa.field("q_value", pa.float64()),
+        pa.field("n_clips", pa.int32()),
+    ),
+    keys=("config_hash", "checkpoint_step", "layer", "estimator", "baseline"),
+    description="change in CKA with eGeMAPS of checkpoint k against checkpoint 0 (baseline step0) or the previous"
+    " checkpoint, per layer: difference, paired speaker-jackknife SE/CI, t-test p (speakers - 1 df), BH q",
+)
+
+CKA_DRIFT = TableSpec(
+    name="cka_drift",
+    schema=_schema(
+        pa.field("train_key", pa.string()),
+        pa.field("checkpoint_step", pa.int32(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("estimator", pa.string(), nullable=False),
+        pa.field("against", pa.string(), nullable=False),
+        pa.field("against_step", pa.int32(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("n_clips", pa.int32()),
+    ),
+    keys=("config_hash", "checkpoint_step", "layer", "estimator", "against"),
+    description="CKA of each (checkpoint, layer) embedding with the same layer at checkpoint 0 (against step0) or"
+    " the previous checkpoint (previous); against reembed: checkpoint 0 re-embedded in other batches (noise floor)",
+)
+
+CKA_LAYERS = TableSpec(
+    name="cka_layers",
+    schema=_schema(
+        pa.field("train_key", pa.string()),
+        pa.field("checkpoint_step", pa.int32(), nullable=False),
+        pa.field("layer_a", pa.int16(), nullable=False),
+        pa.field("layer_b", pa.int16(), nullable=False),
+        pa.field("estimator", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("n_clips", pa.int32()),
+    ),
+    keys=("config_hash", "checkpoint_step", "layer_a", "layer_b", "estimator"),
+    description="layer x layer CKA of the embeddings within each checkpoint (every hidden state)",
 )
 
 PROBES = TableSpec(
@@ -310,7 +382,8 @@ EMBEDDINGS = TableSpec(
 
 def all_tables() -> tuple[TableSpec, ...]:
     """Every table of the store, in the order views are created."""
-    return (CLIPS, egemaps_spec(), EMBEDDINGS, CHECKPOINTS, TRAIN_METRICS, CKA, PROBES, SKIPPED, RUNS, STAGES)
+    return (CLIPS, egemaps_spec(), EMBEDDINGS, CHECKPOINTS, TRAIN_METRICS, CKA, CKA_CHANGES, CKA_DRIFT, CKA_LAYERS,
+            PROBES, SKIPPED, RUNS, STAGES)
 
 
 def table(name: str) -> TableSpec:

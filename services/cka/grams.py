@@ -99,11 +99,21 @@ def draw_permutations(num_clips: int, count: int, *, groups: np.ndarray | None, 
     return out
 
 
+def _root_weights(n: int) -> np.ndarray:
+    """n x n: 1 on the diagonal, sqrt(2) off it (so triangles' dot products are ``<K, L>``)."""
+    weights = np.full((n, n), np.sqrt(2.0))
+    np.fill_diagonal(weights, 1.0)
+    return weights
+
+
 def triangle_stack(grams: Sequence[np.ndarray], *, dtype: type[np.floating]) -> np.ndarray:
-    """Upper triangles of the Grams (cells x n(n+1)/2), off-diagonal entries doubled."""
+    """Upper triangles of the Grams (cells x n(n+1)/2), off-diagonal entries times sqrt(2).
+
+    The dot product of two rows is then ``<K_a, K_b>``.
+    """
     n = grams[0].shape[0]
     rows, cols = np.triu_indices(n)
-    weights = np.where(rows == cols, 1.0, 2.0)
+    weights = _root_weights(n)[rows, cols]
     out = np.empty((len(grams), rows.size), dtype=dtype)
     for i, gram in enumerate(grams):
         out[i] = gram[rows, cols] * weights
@@ -122,7 +132,9 @@ def permuted_inner(stack: np.ndarray, gram_y: np.ndarray, perms: np.ndarray, *, 
     n = gram_y.shape[0]
     rows, cols = np.triu_indices(n)
     flat_rows = rows.astype(np.int64) * n
-    flat = np.ascontiguousarray(gram_y, dtype=stack.dtype).ravel()
+    # A permutation maps diagonal entries to diagonal entries, so weighting L before the
+    # gather weights each permuted entry as its position in K's triangle requires.
+    flat = np.ascontiguousarray(gram_y * _root_weights(n), dtype=stack.dtype).ravel()
     out = np.empty((stack.shape[0], len(perms)), dtype=np.float64)
     buffer = np.empty((min(chunk, len(perms)), rows.size), dtype=stack.dtype)
     for start in range(0, len(perms), chunk):
