@@ -43,13 +43,15 @@ class _Grid:
     """Per-cell summaries (index i follows ``keys``) gathered in one pass over the cells."""
 
     keys: list[Cell]
+    layout: grams.StripLayout
     observed: np.ndarray  # cells x estimators
     self_terms: np.ndarray  # cells x estimators
     ranks: np.ndarray  # cells
     partial: np.ndarray  # cells x estimators (NaN without confounds)
     leave_out: np.ndarray | None  # cells x groups x estimators
-    stack: np.ndarray  # cells x n(n+1)/2
+    stack: np.ndarray  # cells x layout.size
     diagonals: np.ndarray  # cells x n
+    self_inner: np.ndarray  # cells: <K, K>
 
 
 def scheme_of(config: CkaConfig, speakers: np.ndarray | None) -> str:
@@ -65,24 +67,24 @@ def _summaries(keys: Sequence[Cell], reps: Sequence[np.ndarray], gram_y: np.ndar
     ky = np.diag(gram_y)
     self_y = {e: float(grams.hsic(e, np.vdot(gram_y, gram_y), ky @ ky, ky.sum(), ky.sum(), n)) for e in names}
     dtype = np.float32 if config.gram_dtype == "float32" else np.float64
-    rows, cols = np.triu_indices(n)
-    weights = np.where(rows == cols, 1.0, np.sqrt(2.0))
+    layout = grams.StripLayout(n)
     count = len(keys)
-    grid = _Grid(list(keys), np.empty((count, len(names))), np.empty((count, len(names))), np.empty(count),
-                 np.full((count, len(names)), np.nan), None, np.empty((count, rows.size), dtype=dtype),
-                 np.empty((count, n)))
+    grid = _Grid(list(keys), layout, np.empty((count, len(names))), np.empty((count, len(names))), np.empty(count),
+                 np.full((count, len(names)), np.nan), None, np.empty((count, layout.size), dtype=dtype),
+                 np.empty((count, n)), np.empty(count))
     if speakers is not None:
         grid.leave_out = np.empty((count, np.unique(speakers).size, len(names)))
     for i, rep in enumerate(reps):
         gram = grams.centred_gram(rep)
         kx = np.diag(gram)
         inner, self_inner = float(np.vdot(gram, gram_y)), float(np.vdot(gram, gram))
+        grid.self_inner[i] = self_inner
         for j, e in enumerate(names):
             grid.self_terms[i, j] = grams.hsic(e, self_inner, kx @ kx, kx.sum(), kx.sum(), n)
             cross = grams.hsic(e, inner, kx @ ky, kx.sum(), ky.sum(), n)
             grid.observed[i, j] = grams.ratio(cross, grid.self_terms[i, j], self_y[e])
         grid.ranks[i] = grams.effective_rank(gram)
-        grid.stack[i] = gram[rows, cols] * weights
+        grid.stack[i] = grid.layout.pack(gram, dtype=dtype)
         grid.diagonals[i] = kx
         if grid.leave_out is not None and speakers is not None:
             grid.leave_out[i] = grams.leave_one_group_out(gram, gram_y, speakers, names)
@@ -99,7 +101,7 @@ def _permutation_tests(grid: _Grid, gram_y: np.ndarray, config: CkaConfig,
         nan = np.full(grid.observed.shape, np.nan)
         return nan, nan.copy()
     perms = grams.draw_permutations(n, config.permutations, groups=groups, seed=config.seed)
-    inner = grams.permuted_inner(grid.stack, gram_y, perms)
+    inner = grams.permuted_inner(grid.stack, gram_y, perms, grid.layout)
     ky = np.diag(gram_y)
     kl = grid.diagonals @ ky[perms].T  # cells x m: k · l[π]
     traces = grid.diagonals.sum(axis=1)[:, None]
@@ -195,7 +197,7 @@ def _changes(grid: _Grid, config: CkaConfig, n: int) -> list[dict[str, Any]]:
 def _drift(grid: _Grid, config: CkaConfig, n: int,
            reembedded: Mapping[int, np.ndarray] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Drift rows (vs step 0, vs previous, re-embedding floor) and layer x layer rows."""
-    values = pairwise_cka(grid.stack, grid.diagonals, n, config.estimators)
+    values = pairwise_cka(grid.layout.pairwise(grid.stack), grid.diagonals, n, config.estimators)
     index = {key: i for i, key in enumerate(grid.keys)}
     steps = sorted({s for s, _ in grid.keys})
     drift: list[dict[str, Any]] = []
@@ -216,9 +218,9 @@ def _drift(grid: _Grid, config: CkaConfig, n: int,
             continue
         gram = grams.centred_gram(again)
         k = np.diag(gram)
-        inner = float(grid.stack[first].astype(np.float64) @ grams.triangle_stack([gram], dtype=np.float64)[0])
-        self_first = float(grid.stack[first].astype(np.float64) @ grid.stack[first].astype(np.float64))
+        inner = grid.layout.inner(grid.stack[first], gram)
         kf = grid.diagonals[first]
+        self_first = float(grid.self_inner[first])
         for e in config.estimators:
             value = grams.ratio(grams.hsic(e, inner, kf @ k, kf.sum(), k.sum(), n),
                                 grams.hsic(e, self_first, kf @ kf, kf.sum(), kf.sum(), n),

@@ -12,7 +12,7 @@ view, computed once. With K and L centred (``K 1 = 0``), for ``k = diag(K)``:
 
 So the permutation null of both estimators costs one inner product of K with a permuted L
 per permutation; permutations are batched as one matrix product over every cell at once
-(upper triangles, off-diagonal entries weighted 2). Leave-one-speaker-out values come from
+(``StripLayout``: about half of each Gram, off-diagonal blocks weighted 2). Leave-one-speaker-out values come from
 the same Grams by subtracting the left-out speaker's rows and columns (no Gram recomputed).
 """
 
@@ -99,50 +99,84 @@ def draw_permutations(num_clips: int, count: int, *, groups: np.ndarray | None, 
     return out
 
 
-def _root_weights(n: int) -> np.ndarray:
-    """n x n: 1 on the diagonal, sqrt(2) off it (so triangles' dot products are ``<K, L>``)."""
-    weights = np.full((n, n), np.sqrt(2.0))
-    np.fill_diagonal(weights, 1.0)
-    return weights
+class StripLayout:
+    """A symmetric n x n matrix packed as block-row strips of its upper block triangle.
 
+    Rows are cut into ``blocks`` bands; band I keeps columns from its own first column to the
+    end (its diagonal block whole, the blocks right of it). Weights 1 on diagonal blocks and
+    2 right of them make ``pack(K) · strips(L) = <K, L>`` for symmetric K and L, with about
+    ``(blocks + 1) / (2 blocks)`` of the n² entries. A permuted L is gathered strip by strip
+    with two contiguous ``take`` calls (rows, then columns), no index arithmetic per entry.
 
-def triangle_stack(grams: Sequence[np.ndarray], *, dtype: type[np.floating]) -> np.ndarray:
-    """Upper triangles of the Grams (cells x n(n+1)/2), off-diagonal entries times sqrt(2).
-
-    The dot product of two rows is then ``<K_a, K_b>``.
+    Args:
+        num_clips: n.
+        blocks: bands (more: closer to half the entries, more but smaller copies); default
+            one band per ~160 clips, at most 8 (small n: one band, the whole matrix).
     """
-    n = grams[0].shape[0]
-    rows, cols = np.triu_indices(n)
-    weights = _root_weights(n)[rows, cols]
-    out = np.empty((len(grams), rows.size), dtype=dtype)
-    for i, gram in enumerate(grams):
-        out[i] = gram[rows, cols] * weights
-    return out
+
+    def __init__(self, num_clips: int, blocks: int | None = None) -> None:
+        count = blocks if blocks is not None else max(1, min(8, num_clips // 160))
+        edges = np.linspace(0, num_clips, min(count, num_clips) + 1).round().astype(int)
+        self.num_clips = num_clips
+        self.bands = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+        self.size = sum((b - a) * (num_clips - a) for a, b in self.bands)
+        weight_parts = []
+        for a, b in self.bands:
+            band = np.full((b - a, num_clips - a), 2.0)
+            band[:, : b - a] = 1.0
+            weight_parts.append(band.ravel())
+        self.weights = np.concatenate(weight_parts)
+
+    def strips(self, matrix: np.ndarray, perm: np.ndarray | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
+        """The strips of ``matrix[perm][:, perm]`` (unweighted), flattened into ``out``."""
+        target = np.empty(self.size, dtype=matrix.dtype) if out is None else out
+        offset = 0
+        for a, b in self.bands:
+            size = (b - a) * (self.num_clips - a)
+            view = target[offset : offset + size].reshape(b - a, self.num_clips - a)
+            if perm is None:
+                view[...] = matrix[a:b, a:]
+            else:
+                np.take(np.take(matrix, perm[a:b], axis=0), perm[a:], axis=1, out=view)
+            offset += size
+        return target
+
+    def pack(self, gram: np.ndarray, *, dtype: type[np.floating] = np.float64) -> np.ndarray:
+        """Weighted strips of a Gram: a row of the stack ``permuted_inner`` multiplies."""
+        return (self.strips(np.asarray(gram, dtype=np.float64)) * self.weights).astype(dtype)
+
+    def inner(self, packed: np.ndarray, gram: np.ndarray) -> float:
+        """``<K, L>`` from K packed and L a full symmetric matrix."""
+        return float(np.dot(packed.astype(np.float64), self.strips(np.asarray(gram, dtype=np.float64))))
+
+    def pairwise(self, stack: np.ndarray, *, chunk: int = 16) -> np.ndarray:
+        """``<K_a, K_b>`` of every pair of packed Grams (float64, cells x cells)."""
+        out = np.empty((len(stack), len(stack)))
+        inverse = (1.0 / self.weights).astype(stack.dtype)
+        for start in range(0, len(stack), chunk):
+            unweighted = stack[start : start + chunk] * inverse
+            out[:, start : start + chunk] = stack @ unweighted.T
+        return out
 
 
-def permuted_inner(stack: np.ndarray, gram_y: np.ndarray, perms: np.ndarray, *, chunk: int = 32) -> np.ndarray:
+def permuted_inner(stack: np.ndarray, gram_y: np.ndarray, perms: np.ndarray, layout: StripLayout, *,
+                   chunk: int = 32) -> np.ndarray:
     """``<K_c, L[π, π]>`` for every cell c and permutation π (cells x m, float64).
 
     Args:
-        stack: ``triangle_stack`` of the cells' centred Grams.
+        stack: the cells' Grams packed by ``layout.pack`` (cells x layout.size).
         gram_y: the reference's centred Gram L (n x n).
         perms: permutations (m x n) from ``draw_permutations``.
-        chunk: permutations per matrix product (memory: chunk x n²/2 values).
+        layout: the packing of ``stack``.
+        chunk: permutations per matrix product (memory: chunk x layout.size values).
     """
-    n = gram_y.shape[0]
-    rows, cols = np.triu_indices(n)
-    flat_rows = rows.astype(np.int64) * n
-    # A permutation maps diagonal entries to diagonal entries, so weighting L before the
-    # gather weights each permuted entry as its position in K's triangle requires.
-    flat = np.ascontiguousarray(gram_y * _root_weights(n), dtype=stack.dtype).ravel()
+    source = np.ascontiguousarray(gram_y, dtype=stack.dtype)
     out = np.empty((stack.shape[0], len(perms)), dtype=np.float64)
-    buffer = np.empty((min(chunk, len(perms)), rows.size), dtype=stack.dtype)
+    buffer = np.empty((min(chunk, len(perms)), layout.size), dtype=stack.dtype)
     for start in range(0, len(perms), chunk):
         block = perms[start : start + chunk]
         for b, perm in enumerate(block):
-            # L[π, π] on the triangle: (π(i), π(j)); rows of L taken first keep reads local.
-            permuted_rows = flat.reshape(n, n)[perm].ravel()
-            np.take(permuted_rows, flat_rows + perm[cols], out=buffer[b])
+            layout.strips(source, perm, out=buffer[b])
         out[:, start : start + len(block)] = stack @ buffer[: len(block)].T
     return out
 
