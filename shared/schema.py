@@ -42,6 +42,8 @@ class ClipRecord:
         duration_s: duration in seconds.
         sampling_rate: sampling rate of the source file in Hz.
         num_channels: channel count of the source file.
+        sentence: what was said (CREMA-D: the sentence code of the file name, e.g. ``DFA``);
+            None when the dataset does not say. A confound for partial CKA.
     """
 
     clip_id: str
@@ -54,6 +56,7 @@ class ClipRecord:
     duration_s: float
     sampling_rate: int
     num_channels: int = 1
+    sentence: str | None = None
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,8 @@ class StripLayout:
             weight_parts.append(band.ravel())
         self.weights = np.concatenate(weight_parts)
 
-    def strips(self, matrix: np.ndarray, perm: np.ndarray | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
+    def strips(self, matrix: np.ndarray, perm: np.ndarray | None = None, *,
+               out: np.ndarray | None = None) -> np.ndarray:
         """The strips of ``matrix[perm][:, perm]`` (unweighted), flattened into ``out``."""
         target = np.empty(self.size, dtype=matrix.dtype) if out is None else out
         offset = 0

@@ -173,6 +173,7 @@ class Study:
             rows.append({
                 "clip_id": c.clip_id, "dataset": c.dataset, "source_path": c.source_path,
                 "audio_sha256": c.audio_sha256, "speaker": c.speaker, "gender": c.gender, "label": c.label,
+                "sentence": c.sentence,
                 "subset": subsets[c.clip_id], "duration_s": r["duration_s"], "sampling_rate": 16_000,
                 "source_sampling_rate": c.sampling_rate, "source_num_channels": c.num_channels,
                 "lufs_before": r["lufs_before"], "lufs_after": r["lufs_after"], "gain_db": r["gain_db"],
