@@ -222,10 +222,8 @@ CKA = TableSpec(
         pa.field("confounds", pa.string()),
     ),
     keys=("config_hash", "checkpoint_step", "layer", "reference", "estimator"),
-    description="CKA of each (checkpoint, layer) with a reference (eGeMAPS), linear and debiased: effective"
-    " ranks (tr K)^2/||K||_F^2, the analytic permutation-null mean (linear: sqrt(bx by)/(n-1); debiased: 0) and"
-    " the mean under the scheme's permutations, p = (b+1)/(m+1), BH q over the checkpoint x layer grid,"
-    " delete-one-speaker jackknife SE and CI, partial CKA with the confounds regressed out of both views",
+    description="CKA of each (checkpoint, layer) with eGeMAPS, linear and debiased, with effective ranks, null"
+    " means, permutation p, BH q, speaker-jackknife CI and partial CKA (services/cka/analysis.py says how)",
 )
 
 CKA_CHANGES = TableSpec(

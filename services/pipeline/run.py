@@ -333,9 +333,10 @@ class Study:
         gpus = stages.cluster_gpus()
         pending: dict[str, ray.ObjectRef] = {}
         if not self.store.stage_done("cka", self.analysis_key):
-            pending["cka"] = stages.cka_task.options(num_cpus=1).remote(
+            factors, reembed = stages.cka_inputs(clips, clip_ids, checkpoints, self.args.embed.to_config())
+            pending["cka"] = stages.cka_analysis_task.options(num_cpus=1).remote(
                 self.args.cka.to_config(), str(self.store.root), self.train_key, steps, clip_ids,
-                self.embed_hash, reference)
+                self.embed_hash, reference, factors, reembed)
         else:
             self.result.reused.append("cka")
         if not self.store.stage_done("probes", self.analysis_key):
@@ -347,11 +348,10 @@ class Study:
         if pending:
             self._log(f"analysing {len(steps)} checkpoint(s) x layers on {len(clip_ids)} clips: {', '.join(pending)}")
         for stage, ref in pending.items():
-            rows = ray.get(ref)
-            for r in rows:
-                r["train_key"] = self.train_key
-            self.store.write("cka" if stage == "cka" else "probes", rows, config_hash=self.analysis_key)
-            self.store.mark_stage(stage, self.analysis_key, rows=len(rows), seconds=time.perf_counter() - started)
+            result = ray.get(ref)
+            tables = result if stage == "cka" else {"probes": result}  # the CKA stage writes four tables
+            count = stages.write_tables(self.store, tables, train_key=self.train_key, config_hash=self.analysis_key)
+            self.store.mark_stage(stage, self.analysis_key, rows=count, seconds=time.perf_counter() - started)
         self._timed("analyse", started)
 
     # ------------------------------------------------------------------ the run

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -234,14 +235,60 @@ def load_cells(store_root: str, train_key: str, steps: Sequence[int], clip_ids: 
     return cells
 
 
+def cka_inputs(clips: Sequence[dict[str, Any]], clip_ids: Sequence[str], checkpoints: Sequence[dict[str, Any]],
+               embed_config: Any) -> tuple[dict[str, list[str]], dict[str, Any] | None]:
+    """What the CKA stage needs beyond the cells: confound labels per clip, the re-embedding job.
+
+    Returns:
+        ``{factor: label per clip in clip_ids order}`` for speaker, gender and sentence (a
+        factor some clip lacks is left out), and the noise-floor job: checkpoint 0's model
+        re-run on the same clips in batches of another size (None without a local model).
+    """
+    by_id = {c["clip_id"]: c for c in clips}
+    factors = {name: [by_id[c].get(name) for c in clip_ids] for name in ("speaker", "gender", "sentence")}
+    factors = {name: [str(v) for v in values] for name, values in factors.items() if None not in values}
+    first = min(checkpoints, key=lambda c: int(c["checkpoint_step"]), default=None)
+    if first is None or not first.get("local_path"):
+        return factors, None
+    batch_size = embed_config.batch_size // 2 if embed_config.batch_size > 1 else 2
+    return factors, {"model_path": first["local_path"], "config": replace(embed_config, batch_size=batch_size),
+                     "paths": [by_id[c]["normalized_path"] for c in clip_ids]}
+
+
+def reembed_cells(model_path: str, config: Any, paths: Sequence[str]) -> dict[int, np.ndarray]:
+    """Checkpoint 0's pooled hidden states again, batched differently (layer -> clips x dim)."""
+    from serlens.embed.service import EmbedService
+
+    service = EmbedService(config=config, model=model_path)
+    pooled = service.process_batch([read_wav(p)[0] for p in paths], 16_000)
+    return {int(layer): pooled[:, j] for j, layer in enumerate(service.layers)}
+
+
 @ray.remote
-def cka_task(config: Any, store_root: str, train_key: str, steps: Sequence[int], clip_ids: Sequence[str],
-             embed_hash: str, reference: np.ndarray) -> list[dict[str, Any]]:
-    """CKA of every (checkpoint, layer) against the reference features."""
+def cka_analysis_task(config: Any, store_root: str, train_key: str, steps: Sequence[int], clip_ids: Sequence[str],
+                      embed_hash: str, reference: np.ndarray, factors: dict[str, list[str]],
+                      reembed: dict[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
+    """Every CKA table (cells vs eGeMAPS with p, q, CIs, partial; changes; drift; layer x layer)."""
     from serlens.cka.service import CkaService
 
     cells = load_cells(store_root, train_key, steps, clip_ids, embed_hash)
-    return CkaService(config=config).process(cells, reference, reference_name="egemaps")
+    tables = CkaService(config=config).analyse(
+        cells, reference, reference_name="egemaps", speakers=factors.get("speaker"), confounds=factors,
+        reembedded=reembed_cells(**reembed) if reembed else None)
+    return tables.by_table()
+
+
+def write_tables(store: Any, tables: dict[str, list[dict[str, Any]]], *, train_key: str, config_hash: str) -> int:
+    """Write each table's rows (with ``train_key``) under one config hash; returns the row count."""
+    count = 0
+    for name, rows in tables.items():
+        if not rows:
+            continue
+        for r in rows:
+            r["train_key"] = train_key
+        store.write(name, rows, config_hash=config_hash)
+        count += len(rows)
+    return count
 
 
 @ray.remote
