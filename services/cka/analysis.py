@@ -23,6 +23,9 @@ from serlens.cka.partial import PartialCka, design_basis
 
 Cell = tuple[int, int]
 
+#: Fewest speakers a delete-one-speaker jackknife is computed with (fewer: no intervals).
+MIN_JACKKNIFE_SPEAKERS = 3
+
 
 @dataclass
 class CkaTables:
@@ -72,7 +75,7 @@ def _summaries(keys: Sequence[Cell], reps: Sequence[np.ndarray], gram_y: np.ndar
     grid = _Grid(list(keys), layout, np.empty((count, len(names))), np.empty((count, len(names))), np.empty(count),
                  np.full((count, len(names)), np.nan), None, np.empty((count, layout.size), dtype=dtype),
                  np.empty((count, n)), np.empty(count))
-    if speakers is not None:
+    if speakers is not None and np.unique(speakers).size >= MIN_JACKKNIFE_SPEAKERS:
         grid.leave_out = np.empty((count, np.unique(speakers).size, len(names)))
     for i, rep in enumerate(reps):
         gram = grams.centred_gram(rep)

@@ -30,7 +30,8 @@ _CMAP = "viridis"
 _DISPLAY_NAMES = {"egemaps": "eGeMAPS"}
 
 
-def _display(reference: str) -> str:
+def display_name(reference: str) -> str:
+    """How a reference is spelled in titles (``egemaps`` -> ``eGeMAPS``)."""
     return _DISPLAY_NAMES.get(reference, reference)
 
 
@@ -176,7 +177,7 @@ def plot_cka_heatmap(
     steps, layers, values, reference = grid_of(rows, estimator)
     fig = Figure(figsize=_size(steps, layers, 0.48), layout="constrained")
     ax = fig.add_subplot()
-    name = _display(reference)
+    name = display_name(reference)
     draw_heatmap(
         fig,
         ax,
@@ -225,11 +226,11 @@ def plot_cka_panels(
             steps,
             layers,
             values,
-            colorbar_label=f"{estimator} CKA with {_display(reference)}",
+            colorbar_label=f"{estimator} CKA with {display_name(reference)}",
             title=f"{estimator} CKA",
             cell_width=cell_width,
         )
     fig.suptitle(
-        title if title is not None else f"CKA of the embeddings with {_display(grids[0][3])}"
+        title if title is not None else f"CKA of the embeddings with {display_name(grids[0][3])}"
     )
     return _save(fig, stem)

@@ -21,7 +21,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from serlens.cka.figures import HIDDEN_STATE_LABEL, draw_heatmap, grid_of, shared_norm
+from serlens.cka.figures import HIDDEN_STATE_LABEL, display_name, draw_heatmap, grid_of, shared_norm
 from serlens.shared.errors import InvalidInputError
 from serlens.shared.figures import save_figure
 
@@ -57,6 +57,7 @@ def plot_cka_significance(rows: Rows, stem: Path, *, q_threshold: float = 0.05, 
     _, _, linear, _ = grid_of(rows, "linear")
     _, _, null_linear, _ = grid_of(rows, "linear", "null_mean")
     _, _, q_linear, _ = grid_of(rows, "linear", "q_value")
+    reference = display_name(reference)
     norm = shared_norm(debiased, linear, unit=unit_scale)
     scale = "colour scale fixed at [0, 1]" if unit_scale else "one colour scale shared by both panels"
     cell = 0.62

@@ -55,8 +55,8 @@ def test_fast_permuted_statistic_equals_recomputation_from_permuted_rows(dtype):
     perms = np.vstack([grams.draw_permutations(40, 7, groups=None, seed=3),
                        grams.draw_permutations(40, 6, groups=speakers, seed=4)])
     assert all(set(perm[speakers == s]) == set(np.flatnonzero(speakers == s)) for perm in perms[7:] for s in range(5))
-    cells = [grams.centred_gram(x1, dtype=dtype), grams.centred_gram(x2, dtype=dtype)]
-    gy = grams.centred_gram(y, dtype=dtype)
+    cells = [grams.centred_gram(x1), grams.centred_gram(x2)]
+    gy = grams.centred_gram(y)
     layout = grams.StripLayout(40, blocks=3)
     stack = np.stack([layout.pack(gram, dtype=dtype) for gram in cells])
     inner = grams.permuted_inner(stack, gy, perms, layout, chunk=4)

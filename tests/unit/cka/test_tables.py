@@ -36,3 +36,13 @@ def test_tables_round_trip_through_the_store(tmp_path):
     assert count == sum(len(rows) for rows in by_table.values())
     back = store.read("cka_changes", filters={"baseline": "previous"}).to_pylist()
     assert len(back) == 8 and {r["train_key"] for r in back} == {"t"}
+
+
+def test_two_speakers_give_permutations_but_no_intervals():
+    rng = np.random.default_rng(2)
+    reference = rng.normal(size=(20, 3))
+    tables = CkaService(config=CkaArgs(permutations=19).to_config()).analyse(
+        {(0, 0): reference @ rng.normal(size=(3, 5)), (4, 0): rng.normal(size=(20, 5))}, reference,
+        speakers=["a"] * 10 + ["b"] * 10)
+    assert all(r["ci_low"] is None and r["permutation_scheme"] == "within_speaker" for r in tables.cka)
+    assert tables.changes == []
