@@ -110,8 +110,11 @@ def cka_section(store: Any, run: Mapping[str, Any], figures_dir: Path, *, table:
         return ""
     config = cka_config_of(run.get("config_yaml"))
     first = cka[0]
-    test = (f"{first.get('permutation_scheme')} permutations (m = {first.get('permutations')}), BH q < "
-            f"{config.q_threshold:g}; intervals: delete-one-speaker jackknife over {first.get('n_speakers')} speakers")
+    scheme = str(first.get("permutation_scheme")).replace("_", "-")
+    intervals = (f"intervals: delete-one-speaker jackknife over {first.get('n_speakers')} speakers"
+                 if first.get("ci_low") is not None else
+                 f"no speaker intervals or change tests: {first.get('n_speakers') or 'no'} speaker(s), 3 needed")
+    test = f"{scheme} permutations (m = {first.get('permutations')}), BH q < {config.q_threshold:g}; {intervals}"
     drift = _rows(store, "cka_drift", run["analysis_key"])
     floor = [r["value"] for r in drift if r["against"] == "reembed"]
     floor_text = (f"<p>Re-embedding checkpoint 0 in other batches gives CKA ≥ {min(floor):.6f} with the first "
