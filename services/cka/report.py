@@ -121,10 +121,13 @@ def cka_section(store: Any, run: Mapping[str, Any], figures_dir: Path, *, table:
                   "embedding: the noise floor of the drift values.</p>" if floor else "")
     header = ["step", "debiased cells with q < threshold", "median debiased", "median partial debiased",
               "median linear", "median linear null mean", "median effective rank"]
+    ranks = (f"<p>Effective rank of eGeMAPS: {first['effective_rank_reference']:.1f}; of the embeddings: median per "
+             "checkpoint below. Linear CKA's null mean follows from both.</p>"
+             if first.get("effective_rank_reference") is not None else "")
     return ("<h2>CKA with eGeMAPS (paper Figure 1), with its null and uncertainty</h2>"
             + figure(figures_dir / "cka_significance.png", f"Debiased (headline) and linear CKA; {test}")
             + figure(figures_dir / "cka_egemaps.png", "The paper's view: linear CKA alone")
-            + table(header, _per_step(cka, config.q_threshold))
+            + ranks + table(header, _per_step(cka, config.q_threshold))
             + figure(figures_dir / "cka_changes.png", "Change in CKA with eGeMAPS against checkpoint 0")
             + figure(figures_dir / "cka_drift.png", "Drift from checkpoint 0 and layer x layer CKA")
             + floor_text + MEANING

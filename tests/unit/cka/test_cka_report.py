@@ -55,5 +55,6 @@ def test_section_explains_and_shows_everything(store, tmp_path):
                        figure=lambda path, caption: shown.append(path.name) or f"<figure>{caption}</figure>")
     assert shown == ["cka_significance.png", "cka_egemaps.png", "cka_changes.png", "cka_drift.png"]
     assert "<table>3</table>" in html and "null mean" in html and "do not say" in html
+    assert "Effective rank of eGeMAPS" in html
     assert "within-speaker permutations (m = 99)" in html and "jackknife over 6 speakers" in html
     assert cka_section(store, {"analysis_key": "none", "config_yaml": None}, tmp_path, table=str, figure=str) == ""
