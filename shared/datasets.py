@@ -227,7 +227,8 @@ def scan_crema_d(
             (
                 path,
                 path,
-                {"clip_id": file.stem, "speaker": actor, "gender": gender, "label": emotion},
+                {"clip_id": file.stem, "speaker": actor, "gender": gender, "label": emotion,
+                 "sentence": match["sentence"]},
             )
         )
     clips, audio_problems = _inspect_all(candidates, map_fn, dataset)
@@ -268,7 +269,7 @@ def scan_manifest(
     labels: Sequence[str] | None = None,
     map_fn: MapFn = map,
 ) -> DatasetScan:
-    """Scan a manifest: columns ``path, label, speaker, gender`` and optionally ``id``.
+    """Scan a manifest: columns ``path, label, speaker, gender`` and optionally ``id``, ``sentence``.
 
     Relative paths are relative to the manifest's folder; audio may have any sampling
     rate and channel count (it is converted to 16 kHz mono later by ``serlens.shared.audio.decode``).
@@ -303,7 +304,7 @@ def scan_manifest(
     speaker_genders: dict[str, dict[str, list[int]]] = {}
     pending: list[tuple[int, str, str, dict[str, Any]]] = []
     for number, row in enumerate(rows, start=1):
-        cells = {key: _cell(row.get(key)) for key in (*MANIFEST_REQUIRED, "id")}
+        cells = {key: _cell(row.get(key)) for key in (*MANIFEST_REQUIRED, "id", "sentence")}
         clip_id = cells["id"] or Path(cells["path"]).stem
         culprit = f"{name} row {number} (id={clip_id})"
         errors = []
@@ -339,6 +340,7 @@ def scan_manifest(
             "speaker": cells["speaker"],
             "gender": cells["gender"],
             "label": cells["label"],
+            "sentence": cells["sentence"] or None,
         }
         pending.append((number, culprit, audio_path, fields))
     conflicted = {

@@ -42,7 +42,8 @@ class ModelBundle:
         revision: hub revision (None for a local folder or the default branch).
         model_type: transformers' ``model_type`` (``wavlm``, ``hubert``, ``wav2vec2``...).
         sampling_rate: the rate it expects, in Hz.
-        num_layers: transformer layers; hidden states are ``num_layers + 1`` (0 = CNN projection).
+        num_layers: transformer layers; hidden states are ``num_layers + 1`` (see
+            ``HIDDEN_STATE_DEFINITION``: 0 = CNN feature projection + positional convolution).
         hidden_size: width of every hidden state.
         do_normalize: whether inputs are standardised per clip (its feature extractor's setting).
         supports_padding_mask: whether padded batches can be masked exactly (layer-norm feature
@@ -62,7 +63,7 @@ class ModelBundle:
 
     @property
     def num_hidden_states(self) -> int:
-        """Hidden states per clip: the CNN projection plus every transformer layer."""
+        """Hidden states per clip: the CNN projection (+ positional convolution) and every layer."""
         return self.num_layers + 1
 
     @property
@@ -267,6 +268,65 @@ def length_groups(lengths: Sequence[int], bundle: ModelBundle, max_batch: int) -
     return groups
 
 
+#: What serlens calls hidden state i of an encoder with L transformer layers, whatever the
+#: installed transformers version returns as ``hidden_states`` (4.x appends the last layer's
+#: output *after* the stable-layer-norm encoder's final LayerNorm, 5.x *before* it):
+#: 0 is the input of transformer layer 1 (the CNN feature projection plus the positional
+#: convolution; for post-norm encoders such as wavlm-base, after the encoder's input
+#: LayerNorm), and i >= 1 is the output of transformer layer i, always *before* any final
+#: LayerNorm, so that every hidden state is the same residual stream.
+HIDDEN_STATE_DEFINITION = (
+    "0: CNN feature projection + positional convolution (input of transformer layer 1); "
+    "i: output of transformer layer i, before the encoder's final LayerNorm"
+)
+
+
+def encoder_hidden_states(model: nn.Module, input_values: torch.Tensor, **kwargs: Any) -> list[torch.Tensor]:
+    """Every hidden state of a wav2vec2-style encoder, as serlens defines them.
+
+    Taken with forward hooks on the encoder's transformer layers, not from the model's
+    ``hidden_states`` output, so the result does not depend on the transformers version
+    (see ``HIDDEN_STATE_DEFINITION``).
+
+    Args:
+        model: an encoder from ``load_encoder`` (it has ``encoder.layers``).
+        input_values: (batch, samples).
+        kwargs: passed to the model (``attention_mask``).
+
+    Returns:
+        ``num_layers + 1`` tensors of shape (batch, frames, hidden_size).
+
+    Raises:
+        ModelLoadError: the model has no ``encoder.layers`` to hook.
+    """
+    layers = getattr(getattr(model, "encoder", None), "layers", None)
+    if layers is None or len(layers) == 0:
+        raise ModelLoadError(f"{type(model).__name__} has no encoder.layers; not a wav2vec2-style encoder")
+    captured: list[torch.Tensor] = []
+
+    def _input(_module: nn.Module, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+        captured.append(args[0] if args else kw["hidden_states"])
+
+    def _output(_module: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
+        captured.append(out[0] if isinstance(out, tuple) else out)
+
+    handles = [layers[0].register_forward_pre_hook(_input, with_kwargs=True)]
+    handles += [layer.register_forward_hook(_output) for layer in layers]
+    try:
+        model(input_values, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def transformers_version() -> str:
+    """The installed transformers version (recorded with every embedding row)."""
+    import transformers
+
+    return str(transformers.__version__)
+
+
 def pooled_hidden_states(
     model: nn.Module,
     input_values: torch.Tensor,
@@ -288,7 +348,7 @@ def pooled_hidden_states(
             same numbers, without masking's extra work).
     """
     kwargs = {"attention_mask": attention_mask} if bundle.supports_padding_mask and padded else {}
-    hidden = model(input_values, output_hidden_states=True, **kwargs).hidden_states
+    hidden = encoder_hidden_states(model, input_values, **kwargs)
     valid = frame_mask(model, attention_mask, hidden[0].shape[1])
     chosen = hidden if layers is None else [hidden[i] for i in layers]
     return torch.stack([masked_mean(h.float(), valid) for h in chosen], dim=1)

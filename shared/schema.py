@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The six CREMA-D emotion codes, in the order used for class indices everywhere.
 EMOTIONS: tuple[str, ...] = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
@@ -42,6 +42,8 @@ class ClipRecord:
         duration_s: duration in seconds.
         sampling_rate: sampling rate of the source file in Hz.
         num_channels: channel count of the source file.
+        sentence: what was said (CREMA-D: the sentence code of the file name, e.g. ``DFA``);
+            None when the dataset does not say. A confound for partial CKA.
     """
 
     clip_id: str
@@ -54,6 +56,7 @@ class ClipRecord:
     duration_s: float
     sampling_rate: int
     num_channels: int = 1
+    sentence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ CLIPS = TableSpec(
         pa.field("speaker", pa.string()),
         pa.field("gender", pa.string()),
         pa.field("label", pa.string()),
+        pa.field("sentence", pa.string()),
         pa.field("subset", pa.int8()),
         pa.field("duration_s", pa.float64()),
         pa.field("sampling_rate", pa.int32()),
@@ -215,9 +219,78 @@ CKA = TableSpec(
         pa.field("estimator", pa.string(), nullable=False),
         pa.field("value", pa.float64()),
         pa.field("n_clips", pa.int32()),
+        pa.field("effective_rank", pa.float64()),
+        pa.field("effective_rank_reference", pa.float64()),
+        pa.field("null_mean", pa.float64()),
+        pa.field("null_mean_permuted", pa.float64()),
+        pa.field("permutation_scheme", pa.string()),
+        pa.field("permutations", pa.int32()),
+        pa.field("p_value", pa.float64()),
+        pa.field("q_value", pa.float64()),
+        pa.field("n_speakers", pa.int32()),
+        pa.field("std_error", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("partial_value", pa.float64()),
+        pa.field("confounds", pa.string()),
     ),
     keys=("config_hash", "checkpoint_step", "layer", "reference", "estimator"),
-    description="CKA of each (checkpoint, layer) with a reference (eGeMAPS); linear and debiased",
+    description="CKA of each (checkpoint, layer) with eGeMAPS, linear and debiased, with effective ranks, null"
+    " means, permutation p, BH q, speaker-jackknife CI and partial CKA (services/cka/analysis.py says how)",
+)
+
+CKA_CHANGES = TableSpec(
+    name="cka_changes",
+    schema=_schema(
+        pa.field("train_key", pa.string()),
+        pa.field("checkpoint_step", pa.int32(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("estimator", pa.string(), nullable=False),
+        pa.field("baseline", pa.string(), nullable=False),
+        pa.field("baseline_step", pa.int32(), nullable=False),
+        pa.field("difference", pa.float64()),
+        pa.field("std_error", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("p_value", pa.float64()),
+        pa.field("q_value", pa.float64()),
+        pa.field("n_clips", pa.int32()),
+    ),
+    keys=("config_hash", "checkpoint_step", "layer", "estimator", "baseline"),
+    description="change in CKA with eGeMAPS of checkpoint k against checkpoint 0 (baseline step0) or the previous"
+    " checkpoint, per layer: difference, paired speaker-jackknife SE/CI, t-test p (speakers - 1 df), BH q",
+)
+
+CKA_DRIFT = TableSpec(
+    name="cka_drift",
+    schema=_schema(
+        pa.field("train_key", pa.string()),
+        pa.field("checkpoint_step", pa.int32(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("estimator", pa.string(), nullable=False),
+        pa.field("against", pa.string(), nullable=False),
+        pa.field("against_step", pa.int32(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("n_clips", pa.int32()),
+    ),
+    keys=("config_hash", "checkpoint_step", "layer", "estimator", "against"),
+    description="CKA of each (checkpoint, layer) embedding with the same layer at checkpoint 0 (against step0) or"
+    " the previous checkpoint (previous); against reembed: checkpoint 0 re-embedded in other batches (noise floor)",
+)
+
+CKA_LAYERS = TableSpec(
+    name="cka_layers",
+    schema=_schema(
+        pa.field("train_key", pa.string()),
+        pa.field("checkpoint_step", pa.int32(), nullable=False),
+        pa.field("layer_a", pa.int16(), nullable=False),
+        pa.field("layer_b", pa.int16(), nullable=False),
+        pa.field("estimator", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("n_clips", pa.int32()),
+    ),
+    keys=("config_hash", "checkpoint_step", "layer_a", "layer_b", "estimator"),
+    description="layer x layer CKA of the embeddings within each checkpoint (every hidden state)",
 )
 
 PROBES = TableSpec(
@@ -316,17 +389,20 @@ EMBEDDINGS = TableSpec(
         pa.field("layer", pa.int16(), nullable=False),
         pa.field("pooling", pa.string(), nullable=False),
         pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+        # Nullable only until every writer (the API too) fills it; see shared.models.transformers_version.
+        pa.field("transformers_version", pa.string()),
     ),
     keys=("dataset", "clip_id", "audio_sha256", "model", "train_key", "checkpoint_step", "layer", "pooling"),
     partition_by=("train_key", "checkpoint_step"),
-    description="pooled hidden states per clip, checkpoint and layer (0 = CNN projection)",
+    description="pooled hidden states per clip, checkpoint and hidden state (0 = CNN feature projection"
+    " + positional convolution; i = output of transformer layer i before any final LayerNorm)",
 )
 
 
 def all_tables() -> tuple[TableSpec, ...]:
     """Every table of the store, in the order views are created."""
-    return (CLIPS, egemaps_spec(), EMBEDDINGS, CHECKPOINTS, PROMOTIONS, TRAIN_METRICS, CKA, PROBES, SKIPPED, RUNS,
-            STAGES)
+    return (CLIPS, egemaps_spec(), EMBEDDINGS, CHECKPOINTS, PROMOTIONS, TRAIN_METRICS, CKA, CKA_CHANGES, CKA_DRIFT,
+            CKA_LAYERS, PROBES, SKIPPED, RUNS, STAGES)
 
 
 def table(name: str) -> TableSpec:

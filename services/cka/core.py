@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +59,8 @@ def standardize(x: np.ndarray) -> np.ndarray:
         raise InvalidInputError(
             [("representation", f"shape {array.shape}; expected (clips, features)")], source=_SOURCE
         )
-    dtype = np.float32 if array.dtype == np.float32 else np.float64
-    out = array.astype(dtype, copy=True)
+    dtype: type[np.floating[Any]] = np.float32 if array.dtype == np.float32 else np.float64
+    out: np.ndarray = array.astype(dtype, copy=True)
     out -= array.mean(axis=0, dtype=np.float64).astype(dtype)
     std = np.sqrt(np.einsum("ij,ij->j", out, out, dtype=np.float64) / max(len(out), 1))
     scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)

@@ -15,6 +15,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from serlens.cka.config import ESTIMATORS
 from serlens.shared.errors import InvalidInputError
@@ -29,7 +30,8 @@ _CMAP = "viridis"
 _DISPLAY_NAMES = {"egemaps": "eGeMAPS"}
 
 
-def _display(reference: str) -> str:
+def display_name(reference: str) -> str:
+    """How a reference is spelled in titles (``egemaps`` -> ``eGeMAPS``)."""
     return _DISPLAY_NAMES.get(reference, reference)
 
 
@@ -38,10 +40,14 @@ def _label(value: float) -> str:
     return "0.000" if text == "-0.000" else text
 
 
-def _grid(
-    rows: Sequence[Mapping[str, Any]], estimator: str
+def grid_of(
+    rows: Sequence[Mapping[str, Any]], estimator: str, column: str = "value"
 ) -> tuple[list[int], list[int], np.ndarray, str]:
-    """Return steps and layers (ascending), values [step, layer] (NaN: missing), the reference."""
+    """Return steps and layers (ascending), ``column`` [step, layer] (NaN: missing), the reference.
+
+    Raises:
+        InvalidInputError: no rows of ``estimator``, or rows of several references.
+    """
     chosen = [r for r in rows if r["estimator"] == estimator]
     if not chosen:
         found = sorted({str(r["estimator"]) for r in rows})
@@ -60,51 +66,79 @@ def _grid(
     step_index = {s: i for i, s in enumerate(steps)}
     layer_index = {layer: j for j, layer in enumerate(layers)}
     for r in chosen:
-        values[step_index[int(r["checkpoint_step"])], layer_index[int(r["layer"])]] = float(
-            r["value"]
+        value = r.get(column)
+        values[step_index[int(r["checkpoint_step"])], layer_index[int(r["layer"])]] = (
+            float(value) if value is not None else np.nan
         )
     return steps, layers, values, references[0]
 
 
-def _draw(
+#: Axis label of hidden states (0 is not a transformer layer).
+HIDDEN_STATE_LABEL = "hidden state (0 = CNN projection + positional conv.)"
+
+
+def shared_norm(*grids: np.ndarray, unit: bool = False) -> Normalize:
+    """One colour scale for several panels: [0, 1], or the finite range of all of them."""
+    if unit:
+        return Normalize(vmin=0.0, vmax=1.0)
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids]) if grids else np.empty(0)
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if high <= low:
+        low, high = low - 0.5e-3, high + 0.5e-3
+    return Normalize(vmin=low, vmax=high)
+
+
+def draw_heatmap(
     fig: Figure,
     ax: Axes,
-    steps: list[int],
-    layers: list[int],
+    steps: Sequence[int],
+    layers: Sequence[int],
     values: np.ndarray,
     *,
     colorbar_label: str,
     title: str,
     cell_width: float,
+    norm: Normalize | None = None,
+    hatch: np.ndarray | None = None,
+    texts: np.ndarray | None = None,
+    xlabel: str = HIDDEN_STATE_LABEL,
+    ylabel: str = "fine-tuning step",
 ) -> None:
-    finite = values[np.isfinite(values)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if high <= low:
-        low, high = low - 0.5e-3, high + 0.5e-3
-    norm = Normalize(vmin=low, vmax=high)
+    """One heatmap panel: rows ``steps``, columns ``layers``; grey where NaN.
+
+    ``hatch`` (bool, same shape) greys and hatches cells (e.g. not distinguishable from the
+    null); ``texts`` replaces the written values.
+    """
+    norm = norm if norm is not None else shared_norm(values)
     cmap = colormaps[_CMAP].with_extremes(bad="#d9d9d9")
     image = ax.imshow(
         np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest"
     )
     ax.set_xticks(range(len(layers)), [str(layer) for layer in layers])
     ax.set_yticks(range(len(steps)), [str(s) for s in steps])
-    ax.set_xlabel("transformer layer")
-    ax.set_ylabel("fine-tuning step")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
     bar = fig.colorbar(image, ax=ax, fraction=0.035, pad=0.015)
     bar.set_label(colorbar_label)
+    if hatch is not None:
+        for i, j in zip(*np.nonzero(hatch), strict=True):
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=(1, 1, 1, 0.55), edgecolor="#555",
+                                   hatch="///", linewidth=0))
     if values.size <= MAX_ANNOTATED_CELLS:
         size = min(8.0, 14.5 * cell_width)
         for (i, j), value in np.ndenumerate(values):
             if not np.isfinite(value):
                 continue
             red, green, blue, _ = cmap(norm(value))
-            # Dark text on the bright (yellow-green) end of viridis, light text elsewhere.
-            colour = "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.45 else "white"
-            ax.text(j, i, _label(value), ha="center", va="center", fontsize=size, color=colour)
+            # Dark text on the bright (yellow-green) end of viridis and on greyed cells.
+            bright = 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.45
+            colour = "black" if bright or (hatch is not None and hatch[i, j]) else "white"
+            text = str(texts[i, j]) if texts is not None else _label(value)
+            ax.text(j, i, text, ha="center", va="center", fontsize=size, color=colour)
 
 
 def _save(fig: Figure, stem: Path) -> list[Path]:
@@ -140,11 +174,11 @@ def plot_cka_heatmap(
     Raises:
         InvalidInputError: no rows for ``estimator``, or rows of several references.
     """
-    steps, layers, values, reference = _grid(rows, estimator)
+    steps, layers, values, reference = grid_of(rows, estimator)
     fig = Figure(figsize=_size(steps, layers, 0.48), layout="constrained")
     ax = fig.add_subplot()
-    name = _display(reference)
-    _draw(
+    name = display_name(reference)
+    draw_heatmap(
         fig,
         ax,
         steps,
@@ -178,7 +212,7 @@ def plot_cka_panels(
     Raises:
         InvalidInputError: an estimator without rows, or rows of several references.
     """
-    grids = [_grid(rows, estimator) for estimator in ESTIMATORS]
+    grids = [grid_of(rows, estimator) for estimator in ESTIMATORS]
     cell_width = 0.36
     width, height = _size(grids[0][0], grids[0][1], cell_width)
     fig = Figure(figsize=(2 * width, height + 0.3), layout="constrained")
@@ -186,17 +220,17 @@ def plot_cka_panels(
     for ax, estimator, (steps, layers, values, reference) in zip(
         axes, ESTIMATORS, grids, strict=True
     ):
-        _draw(
+        draw_heatmap(
             fig,
             ax,
             steps,
             layers,
             values,
-            colorbar_label=f"{estimator} CKA with {_display(reference)}",
+            colorbar_label=f"{estimator} CKA with {display_name(reference)}",
             title=f"{estimator} CKA",
             cell_width=cell_width,
         )
     fig.suptitle(
-        title if title is not None else f"CKA of the embeddings with {_display(grids[0][3])}"
+        title if title is not None else f"CKA of the embeddings with {display_name(grids[0][3])}"
     )
     return _save(fig, stem)

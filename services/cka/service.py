@@ -13,8 +13,9 @@ from typing import Any, overload
 import numpy as np
 
 from serlens.cka import core
+from serlens.cka.analysis import CkaTables, analyse_cells
 from serlens.cka.config import CkaConfig
-from serlens.shared.errors import InvalidInputError
+from serlens.shared.errors import InvalidConfigError, InvalidInputError
 
 
 class _Mapped(Sequence[np.ndarray]):
@@ -64,6 +65,8 @@ class CkaService:
         reference: np.ndarray,
         *,
         reference_name: str = "egemaps",
+        speakers: Sequence[str] | None = None,
+        confounds: Mapping[str, Sequence[str]] | None = None,
     ) -> list[dict[str, Any]]:
         """CKA of every cell with the reference, one row per (cell, estimator).
 
@@ -72,16 +75,41 @@ class CkaService:
                 cell and of ``reference`` is the same clip.
             reference: n x q reference representation (the 88 eGeMAPS features).
             reference_name: what the rows' ``reference`` column says.
+            speakers: the speaker of each clip (enables within-speaker permutations and the
+                speaker jackknife).
+            confounds: factor name -> label per clip (speaker, gender, sentence); those named
+                in ``config.confounds`` are regressed out for ``partial_value``.
 
         Returns:
-            Rows with the ``cka`` table's columns other than ``train_key`` and lineage:
-            checkpoint_step, layer, reference, estimator, value, n_clips; ordered by
-            checkpoint, layer, then estimator as configured.
+            Rows with the ``cka`` table's columns other than ``train_key`` and lineage;
+            ordered by checkpoint, layer, then estimator as configured.
 
         Raises:
             InvalidInputError: no cells; fewer than 4 clips; a cell or the reference that is
                 not 2-D, has another row count than the reference, or holds NaN/inf (every
                 offending cell is named).
+            InvalidConfigError: ``within_speaker`` permutations without speakers.
+        """
+        return self.analyse(cells, reference, reference_name=reference_name, speakers=speakers,
+                            confounds=confounds).cka
+
+    def analyse(
+        self,
+        cells: Mapping[tuple[int, int], np.ndarray],
+        reference: np.ndarray,
+        *,
+        reference_name: str = "egemaps",
+        speakers: Sequence[str] | None = None,
+        confounds: Mapping[str, Sequence[str]] | None = None,
+        reembedded: Mapping[int, np.ndarray] | None = None,
+    ) -> CkaTables:
+        """Every CKA table: cells vs the reference, changes, drift, layer x layer.
+
+        Args and Raises as ``process``; ``reembedded`` maps a layer to the first checkpoint's
+        cell embedded again with another batch composition (the drift noise floor).
+
+        Returns:
+            The rows of ``cka``, ``cka_changes``, ``cka_drift`` and ``cka_layers``.
         """
         if not cells:
             raise InvalidInputError(
@@ -115,16 +143,11 @@ class CkaService:
             reps: Sequence[np.ndarray] = _Mapped(core.standardize, arrays)
         else:
             reps = arrays
-        values = core.cka_against(reps, ref, self.config.estimators)
-        return [
-            {
-                "checkpoint_step": int(step),
-                "layer": int(layer),
-                "reference": reference_name,
-                "estimator": estimator,
-                "value": float(values[i, j]),
-                "n_clips": int(num_clips),
-            }
-            for i, (step, layer) in enumerate(keys)
-            for j, estimator in enumerate(self.config.estimators)
-        ]
+        if self.config.scheme == "within_speaker" and speakers is None:
+            raise InvalidConfigError("cka.scheme: 'within_speaker' needs a speaker per clip; none was given")
+        factors = {name: labels for name, labels in (confounds or {}).items() if name in self.config.confounds}
+        again = None
+        if reembedded:
+            again = {layer: core.standardize(x) if self.config.standardize else x for layer, x in reembedded.items()}
+        return analyse_cells(keys, reps, ref, self.config, reference_name=reference_name, speakers=speakers,
+                             confounds=factors or None, reembedded=again)

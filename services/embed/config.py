@@ -16,7 +16,8 @@ class EmbedConfig:
         batch_size: most clips per forward pass; None: as many as ``max_batch_audio_s`` holds.
         max_batch_audio_s: most padded audio per forward pass, in seconds (clips x longest
             clip), to bound memory; batches are planned by the encoder frames this amounts to.
-        layers: hidden-state indices to keep (0 = CNN projection, i = transformer layer i);
+        layers: hidden-state indices to keep (0 = CNN feature projection + positional
+            convolution, i = output of transformer layer i; see ``HIDDEN_STATE_DEFINITION``);
             None keeps all of them.
         pooling: how frames are reduced to one vector (``mean`` over valid frames).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
@@ -63,7 +64,7 @@ class EmbedArgs(BaseModel):
             raise ValueError("empty list; use null for every hidden state")
         negative = [i for i in layers if i < 0]
         if negative:
-            raise ValueError(f"negative layer index {negative}; 0 is the CNN projection")
+            raise ValueError(f"negative layer index {negative}; 0 is the CNN feature projection")
         if len(set(layers)) != len(layers):
             raise ValueError(f"repeated layer index in {layers}")
         return layers

@@ -16,7 +16,8 @@ def select_layers(layers: Sequence[int] | None, num_hidden_states: int) -> tuple
     """Validate hidden-state indices against a model; None means all of them.
 
     Args:
-        layers: indices to keep (0 = CNN projection, i = transformer layer i), or None.
+        layers: indices to keep (0 = CNN feature projection + positional convolution,
+            i = output of transformer layer i), or None.
         num_hidden_states: the model's ``num_layers + 1``.
 
     Returns:
@@ -28,7 +29,7 @@ def select_layers(layers: Sequence[int] | None, num_hidden_states: int) -> tuple
     """
     if layers is None:
         return tuple(range(num_hidden_states))
-    valid = f"valid: 0..{num_hidden_states - 1} (0 = CNN projection)"
+    valid = f"valid: 0..{num_hidden_states - 1} (0 = CNN feature projection + positional convolution)"
     layers = list(layers)
     if not layers:
         raise InvalidConfigError(f"layers: empty selection; {valid}, or None for all")

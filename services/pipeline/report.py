@@ -48,7 +48,7 @@ def _plot_loudness(clips: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
 
 def write_figures(store: FeatureStore, folder: Path, run: dict[str, Any]) -> list[Path]:
     """Draw every figure of a run (a ``runs`` row; PNG and SVG) from the store."""
-    from serlens.cka.figures import plot_cka_heatmap, plot_cka_panels
+    from serlens.cka.report import cka_config_of, write_cka_figures
     from serlens.probe.figures import plot_probe_f1
     from serlens.trainer.figures import plot_training
 
@@ -60,11 +60,8 @@ def write_figures(store: FeatureStore, folder: Path, run: dict[str, Any]) -> lis
                        filters={"train_key": train_key}).column("checkpoint_step").to_pylist()
     if metrics:
         paths += plot_training(metrics, sorted(steps), folder / "training")
-    cka = store.read("cka", filters={"config_hash": analysis_key}).to_pylist()
-    if cka:
-        paths += plot_cka_heatmap(cka, folder / "cka_egemaps", estimator="linear",
-                                  title="Linear CKA with eGeMAPS (subset 3)")
-        paths += plot_cka_panels(cka, folder / "cka_egemaps_both")
+    paths += write_cka_figures(store, folder, analysis_key=analysis_key,
+                               config=cka_config_of(run.get("config_yaml")))
     probes = store.read("probes", filters={"config_hash": analysis_key}).to_pylist()
     if probes:
         paths += plot_probe_f1(probes, folder / "probe_f1")
@@ -144,6 +141,8 @@ def _random_init(checkpoints: Sequence[dict[str, Any]]) -> bool:
 
 def write_report(workdir: Path) -> Path:
     """Write ``<workdir>/report.html`` for the latest finished run; returns its path."""
+    from serlens.cka.report import cka_section
+
     paths = Workdir(Path(workdir).resolve())
     store = paths.store
     run = latest_run(store)
@@ -178,16 +177,7 @@ def write_report(workdir: Path) -> Path:
                     + _figure(figures_dir / "training.png", "Training progress; checkpoints marked")
                     + _table(["step", "epoch", "train loss", "val loss", "val macro-F1", "MLflow URI"], ck_rows))
     # CKA
-    if s["cka"]:
-        steps = sorted({r["checkpoint_step"] for r in s["cka"]})
-        layers = sorted({r["layer"] for r in s["cka"]})
-        grid = {(r["checkpoint_step"], r["layer"], r["estimator"]): r["value"] for r in s["cka"]}
-        cka_rows = [[step, *[grid.get((step, layer, "linear"), float("nan")) for layer in layers]] for step in steps]
-        sections.append("<h2>CKA with eGeMAPS (paper Figure 1)</h2>"
-                        + _figure(figures_dir / "cka_egemaps.png", "Linear CKA, checkpoints x layers")
-                        + _figure(figures_dir / "cka_egemaps_both.png", "Linear and debiased CKA side by side")
-                        + "<p>Linear CKA by checkpoint (rows) and layer (columns):</p>"
-                        + _table(["step", *[f"L{layer}" for layer in layers]], cka_rows))
+    sections.append(cka_section(store, run, figures_dir, table=_table, figure=_figure))
     # probes
     if s["probes"]:
         emb = [r for r in s["probes"] if r["features"] == "embeddings"]

@@ -180,6 +180,7 @@ class Study:
             rows.append({
                 "clip_id": c.clip_id, "dataset": c.dataset, "source_path": c.source_path,
                 "audio_sha256": c.audio_sha256, "speaker": c.speaker, "gender": c.gender, "label": c.label,
+                "sentence": c.sentence,
                 "subset": subsets[c.clip_id], "duration_s": r["duration_s"], "sampling_rate": 16_000,
                 "source_sampling_rate": c.sampling_rate, "source_num_channels": c.num_channels,
                 "lufs_before": r["lufs_before"], "lufs_after": r["lufs_after"], "gain_db": r["gain_db"],
@@ -347,9 +348,10 @@ class Study:
         gpus = stages.cluster_gpus()
         pending: dict[str, ray.ObjectRef] = {}
         if not self.store.stage_done("cka", analysis_key):
-            pending["cka"] = stages.cka_task.options(num_cpus=1).remote(
+            factors, reembed = stages.cka_inputs(clips, clip_ids, checkpoints, self.args.embed.to_config())
+            pending["cka"] = stages.cka_analysis_task.options(num_cpus=1).remote(
                 self.args.cka.to_config(), str(self.store.root), keys.train, steps, clip_ids,
-                keys.embed, reference)
+                keys.embed, reference, factors, reembed)
         else:
             self.result.reused.append("cka")
         if not self.store.stage_done("probes", analysis_key):
@@ -361,11 +363,10 @@ class Study:
         if pending:
             self._log(f"analysing {len(steps)} checkpoint(s) x layers on {len(clip_ids)} clips: {', '.join(pending)}")
         for stage, ref in pending.items():
-            rows = ray.get(ref)
-            for r in rows:
-                r["train_key"] = keys.train
-            self.store.write("cka" if stage == "cka" else "probes", rows, config_hash=analysis_key)
-            self.store.mark_stage(stage, analysis_key, rows=len(rows), seconds=time.perf_counter() - started)
+            result = ray.get(ref)
+            tables = result if stage == "cka" else {"probes": result}  # the CKA stage writes four tables
+            count = stages.write_tables(self.store, tables, train_key=keys.train, config_hash=analysis_key)
+            self.store.mark_stage(stage, analysis_key, rows=count, seconds=time.perf_counter() - started)
         self._timed("analyse", started)
 
     # ------------------------------------------------------------------ the run

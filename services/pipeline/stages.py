@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -198,24 +199,46 @@ class EmbedWorker:
 
     def process(self, items: Sequence[dict[str, Any]], *, model: str, train_key: str, step: int,
                 config_hash: str) -> tuple[str, int]:
-        """Embed each clip at every hidden state and append the rows; ``(node, clips)``."""
+        """Embed each clip at every kept hidden state and append the rows; ``(node, clips)``."""
         signals = [read_wav(item["normalized_path"])[0] for item in items]
         pooled = self.service.process_batch(signals, 16_000)  # (n, layers, dim)
-        n, num_layers, dim = pooled.shape
-        flat = pa.array(pooled.reshape(-1).astype(np.float32), pa.float32())
-        offsets = pa.array(np.arange(0, n * num_layers * dim + 1, dim, dtype=np.int32))
-        self.store.write("embeddings", pa.table({
-            "clip_id": [i["clip_id"] for i in items for _ in range(num_layers)],
-            "dataset": [i["dataset"] for i in items for _ in range(num_layers)],
-            "audio_sha256": [i["audio_sha256"] for i in items for _ in range(num_layers)],
-            "model": [model] * (n * num_layers),
-            "train_key": [train_key] * (n * num_layers),
-            "checkpoint_step": pa.array([step] * (n * num_layers), pa.int32()),
-            "layer": pa.array(list(range(num_layers)) * n, pa.int16()),
-            "pooling": ["mean"] * (n * num_layers),
-            "embedding": pa.ListArray.from_arrays(offsets, flat),
-        }), config_hash=config_hash)
-        return node_id(), n
+        self.store.write("embeddings", embedding_table(items, pooled, layers=self.service.layers, model=model,
+                                                       train_key=train_key, step=step), config_hash=config_hash)
+        return node_id(), len(items)
+
+
+def embedding_table(items: Sequence[dict[str, Any]], pooled: np.ndarray, *, layers: Sequence[int], model: str,
+                    train_key: str, step: int) -> pa.Table:
+    """The ``embeddings`` rows of ``pooled`` (clips x kept hidden states x dim).
+
+    ``layers`` are the hidden-state indices the service kept, in ``pooled``'s order: a row's
+    ``layer`` is the hidden-state index, never its position in ``embed.layers``.
+
+    Raises:
+        InvalidInputError: ``layers`` does not have one index per pooled hidden state.
+    """
+    from serlens.shared.errors import InvalidInputError
+    from serlens.shared.models import transformers_version
+
+    n, num_layers, dim = pooled.shape
+    if len(layers) != num_layers:
+        raise InvalidInputError([("layers", f"{len(layers)} indices {list(layers)}; pooled has {num_layers}")],
+                                source="embeddings table")
+    flat = pa.array(pooled.reshape(-1).astype(np.float32), pa.float32())
+    offsets = pa.array(np.arange(0, n * num_layers * dim + 1, dim, dtype=np.int32))
+    count = n * num_layers
+    return pa.table({
+        "clip_id": [i["clip_id"] for i in items for _ in range(num_layers)],
+        "dataset": [i["dataset"] for i in items for _ in range(num_layers)],
+        "audio_sha256": [i["audio_sha256"] for i in items for _ in range(num_layers)],
+        "model": [model] * count,
+        "train_key": [train_key] * count,
+        "checkpoint_step": pa.array([step] * count, pa.int32()),
+        "layer": pa.array([int(i) for i in layers] * n, pa.int16()),
+        "pooling": ["mean"] * count,
+        "embedding": pa.ListArray.from_arrays(offsets, flat),
+        "transformers_version": [transformers_version()] * count,
+    })
 
 
 @ray.remote
@@ -272,14 +295,61 @@ def load_cells(store_root: str, train_key: str, steps: Sequence[int], clip_ids: 
     return cells
 
 
+def cka_inputs(clips: Sequence[dict[str, Any]], clip_ids: Sequence[str], checkpoints: Sequence[dict[str, Any]],
+               embed_config: Any) -> tuple[dict[str, list[str]], dict[str, Any] | None]:
+    """What the CKA stage needs beyond the cells: confound labels per clip, the re-embedding job.
+
+    Returns:
+        ``{factor: label per clip in clip_ids order}`` for speaker, gender and sentence (a
+        factor some clip lacks is left out), and the noise-floor job: checkpoint 0's model
+        re-run on the same clips in batches of another size (None without a local model).
+    """
+    by_id = {c["clip_id"]: c for c in clips}
+    found = {name: [by_id[c].get(name) for c in clip_ids] for name in ("speaker", "gender", "sentence")}
+    factors = {name: [str(v) for v in values] for name, values in found.items() if None not in values}
+    first = min(checkpoints, key=lambda c: int(c["checkpoint_step"]), default=None)
+    if first is None or not first.get("local_path"):
+        return factors, None
+    # Another batch composition than the run's: half its cap, or batches of three under a frame budget.
+    batch_size = max(1, embed_config.batch_size // 2) if embed_config.batch_size else 3
+    return factors, {"model_path": first["local_path"], "config": replace(embed_config, batch_size=batch_size),
+                     "paths": [by_id[c]["normalized_path"] for c in clip_ids]}
+
+
+def reembed_cells(model_path: str, config: Any, paths: Sequence[str]) -> dict[int, np.ndarray]:
+    """Checkpoint 0's pooled hidden states again, batched differently (layer -> clips x dim)."""
+    from serlens.embed.service import EmbedService
+
+    service = EmbedService(config=config, model=model_path)
+    pooled = service.process_batch([read_wav(p)[0] for p in paths], 16_000)
+    return {int(layer): pooled[:, j] for j, layer in enumerate(service.layers)}
+
+
 @ray.remote
-def cka_task(config: Any, store_root: str, train_key: str, steps: Sequence[int], clip_ids: Sequence[str],
-             embed_hash: str, reference: np.ndarray) -> list[dict[str, Any]]:
-    """CKA of every (checkpoint, layer) against the reference features."""
+def cka_analysis_task(config: Any, store_root: str, train_key: str, steps: Sequence[int], clip_ids: Sequence[str],
+                      embed_hash: str, reference: np.ndarray, factors: dict[str, list[str]],
+                      reembed: dict[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
+    """Every CKA table (cells vs eGeMAPS with p, q, CIs, partial; changes; drift; layer x layer)."""
     from serlens.cka.service import CkaService
 
     cells = load_cells(store_root, train_key, steps, clip_ids, embed_hash)
-    return CkaService(config=config).process(cells, reference, reference_name="egemaps")
+    tables = CkaService(config=config).analyse(
+        cells, reference, reference_name="egemaps", speakers=factors.get("speaker"), confounds=factors,
+        reembedded=reembed_cells(**reembed) if reembed else None)
+    return tables.by_table()
+
+
+def write_tables(store: Any, tables: dict[str, list[dict[str, Any]]], *, train_key: str, config_hash: str) -> int:
+    """Write each table's rows (with ``train_key``) under one config hash; returns the row count."""
+    count = 0
+    for name, rows in tables.items():
+        if not rows:
+            continue
+        for r in rows:
+            r["train_key"] = train_key
+        store.write(name, rows, config_hash=config_hash)
+        count += len(rows)
+    return count
 
 
 @ray.remote

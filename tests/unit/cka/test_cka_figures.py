@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from serlens.cka.figures import plot_cka_heatmap, plot_cka_panels
+from serlens.cka.figures import HIDDEN_STATE_LABEL, plot_cka_heatmap, plot_cka_panels
 from serlens.shared.errors import InvalidInputError
 
 
@@ -40,7 +40,7 @@ def test_heatmap_writes_png_and_svg_with_labels_and_values(tmp_path: Path) -> No
     assert image.shape[0] > 200 and image.shape[1] > 500
     assert image[..., :3].std() > 0.05  # something was drawn
     texts = _svg_texts(paths[1])
-    assert "transformer layer" in texts and "fine-tuning step" in texts
+    assert HIDDEN_STATE_LABEL in texts and "fine-tuning step" in texts
     assert "linear CKA with eGeMAPS" in texts
     assert "0.040" in texts and "0.015" in texts  # annotated cells: best and worst
     assert {"0", "50", "100", "3"} <= set(texts)  # step and layer tick labels
