@@ -173,7 +173,7 @@ def test_the_response_size_limit_holds(store):
                            limits=SqlLimits(max_response_bytes=10 * 2**20))
 
 
-@pytest.mark.parametrize("timeout_s", [1.0, 3.0])
+@pytest.mark.parametrize("timeout_s", [2.0, 5.0])
 def test_the_time_limit_holds_within_20_percent(store, timeout_s):
     warm_up()  # a ready query process, as the ingress keeps one: the clock is the query's own
     started = time.monotonic()
