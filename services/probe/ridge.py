@@ -1,0 +1,216 @@
+"""Per-feature ridge probes: R² of every eGeMAPS feature from one pooled embedding, honestly.
+
+For one cell (n clips x d features) and T targets (the 88 eGeMAPS features):
+
+- features and targets are z-scored over the clips (unsupervised scaling of the inputs, the
+  same for every fold, so one decomposition serves every fold);
+- speaker-grouped K-fold CV (``serlens.probe.folds``): the out-of-fold prediction of every clip
+  comes from a ridge (with an unpenalised intercept) fitted on the other folds;
+- α per (outer fold, target) is chosen from a grid by nested grouped CV: the inner folds are
+  the other K-1 folds, and the inner score is the squared error on fold j of the fit on every
+  fold but i and j;
+- R² = 1 - Σ(out-of-fold residual²) / Σ(target - mean)², over all clips;
+- a control: the targets permuted within each fold (same folds, same α search), whose R² is
+  what the probe finds where there is nothing to find; selectivity = R² - control R².
+
+One decomposition per cell serves every fit: with ``X_c = X - mean`` decomposed once
+(``eigh`` of the d x d covariance or the n x n Gram, whichever is smaller), the hat matrix of
+the fit on all clips at α is ``H = 11ᵀ/n + P diag(1/(λ+α)) Pᵀ``. Deleting a set S of clips
+and refitting gives, exactly, the residuals ``e_(-S) = (I - H_SS)⁻¹ e_S`` on S (the standard
+case-deletion identity of penalised least squares, which holds for any deleted set and an
+unpenalised intercept). So every outer fit (S = fold i) and every inner fit (S = folds i and
+j) of every α and of all targets at once costs one n x n product and small Cholesky solves,
+never a separate fit per target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+
+from serlens.shared.errors import InvalidInputError
+
+_SOURCE = "ridge probe input"
+
+#: Default α grid (for z-scored features of dimension ~10²-10³): 10 values, 1 to 10⁶.
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(0, 6, 10))
+
+
+@dataclass(frozen=True)
+class RidgeProbeResult:
+    """Per-target results of ``ridge_probe``.
+
+    Attributes:
+        r2: out-of-fold R² per target [T] (can be negative).
+        r2_control: the same with the targets permuted within each fold [T].
+        alpha: α chosen per outer fold and target [K, T].
+        predictions: out-of-fold predictions of the z-scored targets [n, T].
+    """
+
+    r2: np.ndarray
+    r2_control: np.ndarray
+    alpha: np.ndarray
+    predictions: np.ndarray
+
+    @property
+    def selectivity(self) -> np.ndarray:
+        """R² minus control R², per target."""
+        return self.r2 - self.r2_control
+
+
+def zscore(values: np.ndarray) -> np.ndarray:
+    """Columns z-scored over the rows (float64); constant columns become 0."""
+    array = np.asarray(values, dtype=np.float64)
+    centred = array - array.mean(axis=0)
+    scale = centred.std(axis=0)
+    return np.divide(centred, scale, out=np.zeros_like(centred), where=scale > 1e-12)
+
+
+class HatSystem:
+    """The decomposition of one design matrix, and its ridge hat matrices and refits.
+
+    Args:
+        x: n x d design (already scaled as wanted); an unpenalised intercept is added.
+    """
+
+    def __init__(self, x: np.ndarray) -> None:
+        design = np.asarray(x, dtype=np.float64)
+        n, d = design.shape
+        centred = design - design.mean(axis=0)
+        if d <= n:
+            eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+            basis = centred @ vectors  # columns: X_c v_k, squared norm λ_k
+        else:
+            eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)
+            basis = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
+        self.num_clips = n
+        self.eigenvalues = np.clip(eigenvalues, 0.0, None)
+        self.basis = basis
+
+    def hat(self, alpha: float) -> np.ndarray:
+        """The n x n hat matrix of the ridge fit on every clip at ``alpha``."""
+        weights = 1.0 / (self.eigenvalues + alpha)
+        hat = (self.basis * weights) @ self.basis.T
+        hat += 1.0 / self.num_clips
+        return hat
+
+    def deleted_residuals(
+        self, y: np.ndarray, deleted: Sequence[np.ndarray], alphas: Sequence[float]
+    ) -> list[np.ndarray]:
+        """Residuals on each deleted set of the fit on every other clip, for every α.
+
+        Args:
+            y: n x T targets.
+            deleted: index arrays S; each fit leaves out S and is evaluated on S.
+            alphas: the α grid (A values).
+
+        Returns:
+            One array [A, |S|, T] per set: ``y_S - prediction_S`` of the ridge fitted without S.
+        """
+        targets = np.asarray(y, dtype=np.float64)
+        centred = targets - targets.mean(axis=0)
+        projected = self.basis.T @ centred  # [r, T]
+        out = [np.empty((len(alphas), len(s), targets.shape[1])) for s in deleted]
+        for a, alpha in enumerate(alphas):
+            weights = 1.0 / (self.eigenvalues + alpha)
+            residuals = centred - self.basis @ (weights[:, None] * projected)
+            hat = self.hat(alpha)
+            for s, rows in enumerate(deleted):
+                system = -hat[np.ix_(rows, rows)]
+                system[np.diag_indices_from(system)] += 1.0
+                factor = cho_factor(system, check_finite=False)
+                out[s][a] = cho_solve(factor, residuals[rows], check_finite=False)
+        return out
+
+
+def _check(x: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas: Sequence[float]) -> None:
+    problems = []
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or folds.shape != (x.shape[0],):
+        problems.append(("shapes", f"x {x.shape}, y {y.shape}, folds {folds.shape}; "
+                                   "expected n x d, n x T and n fold ids"))
+    elif not (np.isfinite(x).all() and np.isfinite(y).all()):
+        problems.append(("values", "features or targets hold NaN or infinite values"))
+    if len(np.unique(folds)) < 3:
+        problems.append(("folds", "nested CV needs at least 3 folds"))
+    if not alphas or min(alphas) <= 0:
+        problems.append(("alphas", f"{list(alphas)}; expected positive values"))
+    if problems:
+        raise InvalidInputError(problems, source=_SOURCE)
+
+
+def permute_within_folds(y: np.ndarray, folds: np.ndarray, seed: int) -> np.ndarray:
+    """Rows of ``y`` shuffled within each fold (the control task's targets)."""
+    rng = np.random.default_rng(seed)
+    out = np.array(y, copy=True)
+    for fold in np.unique(folds):
+        rows = np.flatnonzero(folds == fold)
+        out[rows] = y[rng.permutation(rows)]
+    return out
+
+
+def ridge_probe(
+    x: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    *,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    control_seed: int | None = 0,
+) -> RidgeProbeResult:
+    """Out-of-fold R² of ridge probes for every target at once, α by nested grouped CV.
+
+    Args:
+        x: n x d features of one cell (z-scored here).
+        y: n x T targets (z-scored here).
+        folds: fold id per clip (``grouped_folds``), at least 3 folds.
+        alphas: the α grid.
+        control_seed: seed of the within-fold permutation of the control (None: no control,
+            ``r2_control`` is NaN).
+
+    Returns:
+        ``RidgeProbeResult`` with R², control R² and the chosen α.
+
+    Raises:
+        InvalidInputError: mismatched shapes, NaN, fewer than 3 folds, a non-positive α.
+    """
+    features, targets, fold_ids = np.asarray(x), np.asarray(y), np.asarray(folds)
+    _check(features, targets, fold_ids, alphas)
+    targets = zscore(targets)
+    if control_seed is not None:
+        targets = np.hstack([targets, permute_within_folds(targets, fold_ids, control_seed)])
+    system = HatSystem(zscore(features))
+    labels = np.unique(fold_ids)
+    members = {f: np.flatnonzero(fold_ids == f) for f in labels}
+    pairs = list(combinations(labels.tolist(), 2))
+    sets = [members[f] for f in labels] + [np.concatenate([members[i], members[j]]) for i, j in pairs]
+    deleted = system.deleted_residuals(targets, sets, alphas)
+    outer, inner = deleted[: len(labels)], dict(zip(pairs, deleted[len(labels):], strict=True))
+
+    residuals = np.empty_like(targets)
+    chosen = np.empty((len(labels), targets.shape[1]), dtype=np.int64)
+    for i, fold in enumerate(labels.tolist()):
+        score = np.zeros((len(alphas), targets.shape[1]))
+        for other in labels.tolist():
+            if other == fold:
+                continue
+            pair = inner[(min(fold, other), max(fold, other))]
+            # Rows of `other` inside the pair's residuals: the first block when other < fold.
+            size = len(members[min(fold, other)])
+            part = pair[:, :size] if other < fold else pair[:, size:]
+            score += np.square(part).sum(axis=1)
+        chosen[i] = score.argmin(axis=0)
+        residuals[members[fold]] = np.take_along_axis(outer[i], chosen[i][None, None, :], 0)[0]
+    total = np.square(targets - targets.mean(axis=0)).sum(axis=0)
+    r2 = 1.0 - np.square(residuals).sum(axis=0) / np.where(total > 0, total, np.nan)
+    width = y.shape[1]
+    grid = np.asarray(alphas, dtype=np.float64)
+    control = r2[width:] if control_seed is not None else np.full(width, np.nan)
+    return RidgeProbeResult(
+        r2=r2[:width],
+        r2_control=control,
+        alpha=grid[chosen[:, :width]],
+        predictions=(targets - residuals)[:, :width],
+    )
