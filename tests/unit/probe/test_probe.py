@@ -141,6 +141,12 @@ def test_vectorised_equals_naive_for_the_same_seed() -> None:
                 naive.accuracy,
             ), (i, seed)
             assert batched.val_loss == pytest.approx(naive.val_loss, abs=1e-5)
+            assert (batched.best_epoch, batched.f1_macro_best) == (
+                naive.best_epoch,
+                naive.f1_macro_best,
+            ), (i, seed)
+            assert batched.val_loss_best == pytest.approx(naive.val_loss_best, abs=1e-5)
+    assert (results.best_epoch < results.epochs).all()  # stopped after `patience` epochs
     # Probes of one cell stopped at different epochs, so freezing by masks was exercised.
     assert any(len(set(row)) > 1 for row in results.epochs.tolist())
 
