@@ -76,7 +76,7 @@ def _plot_loudness(clips: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
 def write_figures(store: FeatureStore, folder: Path, *, train_key: str, analysis_key: str) -> list[Path]:
     """Draw every figure of a run (PNG and SVG) from the store."""
     from serlens.cka.figures import plot_cka_heatmap, plot_cka_panels
-    from serlens.probe.figures import plot_probe_f1
+    from serlens.probe.report import read_probe_tables, write_probe_figures
     from serlens.trainer.figures import plot_training
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,9 +91,7 @@ def write_figures(store: FeatureStore, folder: Path, *, train_key: str, analysis
         paths += plot_cka_heatmap(cka, folder / "cka_egemaps", estimator="linear",
                                   title="Linear CKA with eGeMAPS (subset 3)")
         paths += plot_cka_panels(cka, folder / "cka_egemaps_both")
-    probes = store.read("probes", filters={"config_hash": analysis_key}).to_pylist()
-    if probes:
-        paths += plot_probe_f1(probes, folder / "probe_f1")
+    paths += write_probe_figures(read_probe_tables(store, analysis_key), folder)
     data_key = latest_data_key(store, train_key)
     clips = store.read("clips", filters={"config_hash": data_key}).to_pylist() if data_key else []
     if clips:
@@ -202,27 +200,11 @@ def write_report(workdir: Path) -> Path:
                         + _figure(figures_dir / "cka_egemaps_both.png", "Linear and debiased CKA side by side")
                         + "<p>Linear CKA by checkpoint (rows) and layer (columns):</p>"
                         + _table(["step", *[f"L{layer}" for layer in layers]], cka_rows))
-    # probes
-    if s["probes"]:
-        emb = [r for r in s["probes"] if r["features"] == "embeddings"]
-        ege = [r["f1_macro"] for r in s["probes"] if r["features"] == "egemaps"]
-        steps = sorted({r["checkpoint_step"] for r in emb})
-        rows = []
-        for step in steps:
-            per_layer: dict[int, list[float]] = {}
-            for r in emb:
-                if r["checkpoint_step"] == step:
-                    per_layer.setdefault(r["layer"], []).append(r["f1_macro"])
-            means = {layer: float(np.mean(v)) for layer, v in per_layer.items()}
-            best = max(means, key=means.get)
-            stds = float(np.std(per_layer[best]))
-            rows.append([step, best, means[best], stds, float(np.mean(list(means.values())))])
-        base = (f"<p>eGeMAPS baseline: macro-F1 {np.mean(ege):.3f} ± {np.std(ege):.3f} over {len(ege)} seeds.</p>"
-                if ege else "")
-        sections.append("<h2>Layer-wise probes (paper Figure 2)</h2>"
-                        + _figure(figures_dir / "probe_f1.png", "Test macro-F1 by layer, one line per checkpoint")
-                        + base + _table(["step", "best layer", "best mean F1", "std over seeds",
-                                         "mean F1 over layers"], rows))
+    # probes (the section lives with the probe service)
+    from serlens.probe.report import probe_section, read_probe_tables
+
+    sections.append(probe_section(read_probe_tables(store, run["analysis_key"]), figures_dir,
+                                  table=_table, figure=_figure))
     if s["skipped"]:
         sections.append("<h2>Left out</h2>" + _table(["item", "stage", "reason"],
                                                      [[r["item"], r["stage"], r["reason"]] for r in s["skipped"]]))

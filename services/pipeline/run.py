@@ -338,19 +338,26 @@ class Study:
         else:
             self.result.reused.append("cka")
         if not self.store.stage_done("probes", self.analysis_key):
+            speakers = {c["clip_id"]: c["speaker"] for c in clips}
+            final = max(checkpoints, key=lambda c: int(c["checkpoint_step"]))
             pending["probes"] = stages.probe_task.options(num_cpus=1, num_gpus=1 if gpus >= 1 else 0).remote(
                 self.args.probe.to_config(), str(self.store.root), self.train_key, steps, clip_ids,
-                self.embed_hash, reference, [labels[c] for c in clip_ids], None if gpus else threads)
+                self.embed_hash, reference, [labels[c] for c in clip_ids], [speakers[c] for c in clip_ids],
+                final.get("local_path"), None if gpus else threads)
         else:
             self.result.reused.append("probes")
         if pending:
             self._log(f"analysing {len(steps)} checkpoint(s) x layers on {len(clip_ids)} clips: {', '.join(pending)}")
         for stage, ref in pending.items():
-            rows = ray.get(ref)
-            for r in rows:
-                r["train_key"] = self.train_key
-            self.store.write("cka" if stage == "cka" else "probes", rows, config_hash=self.analysis_key)
-            self.store.mark_stage(stage, self.analysis_key, rows=len(rows), seconds=time.perf_counter() - started)
+            result = ray.get(ref)
+            tables = result if isinstance(result, dict) else {stage: result}  # the probe stage fills four tables
+            for name, rows in tables.items():
+                for r in rows:
+                    r["train_key"] = self.train_key
+                if rows:
+                    self.store.write(name, rows, config_hash=self.analysis_key)
+            self.store.mark_stage(stage, self.analysis_key, rows=sum(len(r) for r in tables.values()),
+                                  seconds=time.perf_counter() - started)
         self._timed("analyse", started)
 
     # ------------------------------------------------------------------ the run

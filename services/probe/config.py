@@ -36,7 +36,8 @@ class ProbeConfig:
         split_seed: seed of the split or folds, and (with the probe's seed) of the batch order.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         protocol: ``paper`` (one stratified split) or ``grouped_cv`` (speaker-grouped K-fold).
-        folds: K of the speaker-grouped folds (``grouped_cv`` and the ridge probes).
+        folds: K of the speaker-grouped folds (``grouped_cv`` and the ridge probes); with fewer
+            speakers than K, one fold per speaker (leave-one-speaker-out).
         val_fraction: share of the training speakers held out for early stopping (``grouped_cv``).
         mlp: also train MLP probes (one hidden ReLU layer) and their control task.
         mlp_hidden: hidden width of the MLP probes.

@@ -100,15 +100,21 @@ def grouped_cv_splits(
     """
     values = np.asarray(groups)
     folds = grouped_folds(values, num_folds, seed)
-    inner_folds = max(2, round(1.0 / val_fraction))
     splits = []
     for fold in range(num_folds):
         rest, test = fold_parts(folds, fold)
+        # With few training speakers, one of them is the validation part.
+        inner_folds = min(max(2, round(1.0 / val_fraction)), len(np.unique(values[rest])))
         inner = grouped_folds(values[rest], inner_folds, seed + 1 + fold)
         val = rest[inner == 0]
         train = rest[inner != 0]
         splits.append((train, val, test))
     return splits
+
+
+def effective_folds(groups: Sequence[object] | np.ndarray, num_folds: int) -> int:
+    """K, or the number of distinct groups when there are fewer (leave-one-speaker-out)."""
+    return min(num_folds, len(np.unique(np.asarray(groups))))
 
 
 def check_disjoint_groups(groups: np.ndarray, folds: np.ndarray) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 from serlens.probe.batched import train_probes
 from serlens.probe.config import ProbeConfig
 from serlens.probe.core import Split, stratified_split
-from serlens.probe.folds import grouped_cv_splits
+from serlens.probe.folds import effective_folds, grouped_cv_splits
 from serlens.probe.heads import HeadKind
 from serlens.shared.errors import InvalidInputError
 
@@ -56,7 +56,8 @@ def protocol_splits(
             [("speakers", "probe.protocol 'grouped_cv' needs one speaker id per clip")],
             source="probe input",
         )
-    return grouped_cv_splits(speakers, config.folds, seed=config.split_seed,
+    folds = effective_folds(speakers, config.folds)
+    return grouped_cv_splits(speakers, folds, seed=config.split_seed,
                              val_fraction=config.val_fraction)
 
 

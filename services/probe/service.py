@@ -16,7 +16,7 @@ import numpy as np
 
 from serlens.probe import core, rows
 from serlens.probe.config import ProbeConfig
-from serlens.probe.folds import grouped_folds
+from serlens.probe.folds import effective_folds, grouped_folds
 from serlens.probe.protocols import control_labels, protocol_splits, run_protocol
 from serlens.probe.ridge import ridge_probe
 from serlens.shared.errors import InvalidInputError
@@ -190,12 +190,13 @@ class ProbeService:
         names = list(target_names) if target_names is not None else [
             f"target_{j}" for j in range(np.asarray(targets).shape[1])
         ]
-        folds = grouped_folds(speakers, self.config.folds, self.config.split_seed)
+        num_folds = effective_folds(speakers, self.config.folds)
+        folds = grouped_folds(speakers, num_folds, self.config.split_seed)
         out = []
         for key in keys:
             if key[0] != "embeddings":
                 continue
             result = ridge_probe(cells[key], targets, folds, alphas=self.config.ridge_alphas,
                                  control_seed=self.config.control_seed)
-            out += rows.feature_rows(key, names, result, folds=self.config.folds)
+            out += rows.feature_rows(key, names, result, folds=num_folds)
         return out
