@@ -113,8 +113,20 @@ def grouped_cv_splits(
 
 
 def effective_folds(groups: Sequence[object] | np.ndarray, num_folds: int) -> int:
-    """K, or the number of distinct groups when there are fewer (leave-one-speaker-out)."""
-    return min(num_folds, len(np.unique(np.asarray(groups))))
+    """K, or the number of distinct groups when there are fewer (leave-one-speaker-out).
+
+    Raises:
+        InvalidInputError: fewer than 3 speakers (a test, a validation and a train speaker, or
+            the nested CV's 3 folds, need at least that many).
+    """
+    count = len(np.unique(np.asarray(groups)))
+    if count < 3:
+        raise InvalidInputError(
+            [("speakers", f"{count} speaker(s) in the analysis clips; speaker-grouped probes need at "
+                          "least 3 (use probe.protocol: paper and probe.ridge: false, or more speakers)")],
+            source=_SOURCE,
+        )
+    return min(num_folds, count)
 
 
 def check_disjoint_groups(groups: np.ndarray, folds: np.ndarray) -> bool:

@@ -124,3 +124,11 @@ def test_speaker_mean_target_is_not_decodable_across_speakers() -> None:
     clip_level = ridge_probe(x, y, clip_folds(N, 5), control_seed=None)
     assert grouped.r2[0] <= 0.02
     assert clip_level.r2[0] >= 0.5
+
+
+def test_speaker_grouped_probes_need_three_speakers() -> None:
+    from serlens.probe.folds import effective_folds
+
+    assert effective_folds(["a", "b", "c", "d"], 5) == 4  # leave-one-speaker-out
+    with pytest.raises(InvalidInputError, match="at least 3"):
+        effective_folds(["a", "b", "a"], 5)
