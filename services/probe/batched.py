@@ -15,7 +15,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +33,7 @@ from serlens.probe.core import (
     _metrics,
     batch_order,
     resolve_device,
+    single_threaded_ops,
     standardize_by_train,
 )
 
@@ -240,22 +241,6 @@ def _train_worker(group: _Group, capacity: int) -> None:
             _finish(group, stack, finished)
 
 
-@contextmanager
-def _single_threaded_ops() -> Iterator[None]:
-    """Run torch ops on one thread each while workers run on parallel Python threads.
-
-    Each op of a worker is far too small to gain from an OpenMP team, and teams of busy-waiting
-    threads collapse when cores are shared; one worker per core scales instead. torch's thread
-    count is process-wide, so it is restored on exit.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _capacity(dim: int, per_cell: int, num_clips: int, device: torch.device) -> int:
     """Cells a worker trains at once: on the CPU, as many as keep their state in cache."""
     if device.type == "cuda":
@@ -313,7 +298,7 @@ def train_probes(
         by_dim[np.asarray(x).shape[1]].append(i)
 
     threads = torch.get_num_threads() if device.type == "cpu" else 1
-    with _single_threaded_ops() if threads > 1 else nullcontext():
+    with single_threaded_ops() if threads > 1 else nullcontext():
         for dim, members in by_dim.items():
             inits = [heads.init_params(head, dim, num_classes, s, config.mlp_hidden)
                      for s in range(config.seeds)]

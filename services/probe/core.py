@@ -28,7 +28,8 @@ probe at once with the same rules and the same numbers; it is the one the pipeli
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,6 +186,22 @@ def stratified_split(
 
 
 # ----------------------------------------------------------------------------- shared rules
+
+
+@contextmanager
+def single_threaded_ops() -> Iterator[None]:
+    """Run torch ops on one thread each while workers run on parallel Python threads.
+
+    Each op of a worker is far too small to gain from an OpenMP team, and teams of busy-waiting
+    threads collapse when cores are shared; one worker per core scales instead. torch's thread
+    count is process-wide, so it is restored on exit.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(device: str) -> torch.device:

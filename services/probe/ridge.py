@@ -26,12 +26,14 @@ never a separate fit per target.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve
+import torch
 
+from serlens.probe.core import single_threaded_ops
 from serlens.shared.errors import InvalidInputError
 
 _SOURCE = "ridge probe input"
@@ -71,59 +73,67 @@ def zscore(values: np.ndarray) -> np.ndarray:
 
 
 class HatSystem:
-    """The decomposition of one design matrix, and its ridge hat matrices and refits.
+    """The decomposition of one design matrix, and the residuals of ridge refits without sets.
+
+    Float64 torch on the CPU, so that the thread count is the caller's (``torch.set_num_threads``).
 
     Args:
         x: n x d design (already scaled as wanted); an unpenalised intercept is added.
     """
 
     def __init__(self, x: np.ndarray) -> None:
-        design = np.asarray(x, dtype=np.float64)
+        design = torch.as_tensor(np.asarray(x, dtype=np.float64))
         n, d = design.shape
-        centred = design - design.mean(axis=0)
+        centred = design - design.mean(dim=0)
         if d <= n:
-            eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+            eigenvalues, vectors = torch.linalg.eigh(centred.T @ centred)
             basis = centred @ vectors  # columns: X_c v_k, squared norm λ_k
         else:
-            eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)
-            basis = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
+            eigenvalues, vectors = torch.linalg.eigh(centred @ centred.T)
+            basis = vectors * eigenvalues.clamp_min(0.0).sqrt()
         self.num_clips = n
-        self.eigenvalues = np.clip(eigenvalues, 0.0, None)
+        self.eigenvalues = eigenvalues.clamp_min(0.0)
         self.basis = basis
 
-    def hat(self, alpha: float) -> np.ndarray:
-        """The n x n hat matrix of the ridge fit on every clip at ``alpha``."""
-        weights = 1.0 / (self.eigenvalues + alpha)
-        hat = (self.basis * weights) @ self.basis.T
-        hat += 1.0 / self.num_clips
-        return hat
-
     def deleted_residuals(
-        self, y: np.ndarray, deleted: Sequence[np.ndarray], alphas: Sequence[float]
+        self,
+        y: np.ndarray,
+        blocks: Sequence[np.ndarray],
+        sets: Sequence[tuple[int, ...]],
+        alphas: Sequence[float],
     ) -> list[np.ndarray]:
         """Residuals on each deleted set of the fit on every other clip, for every α.
 
         Args:
             y: n x T targets.
-            deleted: index arrays S; each fit leaves out S and is evaluated on S.
+            blocks: disjoint clip index arrays (the folds).
+            sets: each a tuple of block numbers; its fit leaves out their union and is
+                evaluated on it (rows in block order).
             alphas: the α grid (A values).
 
         Returns:
             One array [A, |S|, T] per set: ``y_S - prediction_S`` of the ridge fitted without S.
         """
-        targets = np.asarray(y, dtype=np.float64)
-        centred = targets - targets.mean(axis=0)
+        targets = torch.as_tensor(np.asarray(y, dtype=np.float64))
+        centred = targets - targets.mean(dim=0)
         projected = self.basis.T @ centred  # [r, T]
-        out = [np.empty((len(alphas), len(s), targets.shape[1])) for s in deleted]
+        rows = [torch.as_tensor(np.asarray(b), dtype=torch.int64) for b in blocks]
+        basis = [self.basis[r] for r in rows]
+        pairs = sorted({(i, j) for members in sets for i in members for j in members if i <= j})
+        out = [np.empty((len(alphas), sum(len(rows[b]) for b in m), targets.shape[1])) for m in sets]
         for a, alpha in enumerate(alphas):
             weights = 1.0 / (self.eigenvalues + alpha)
             residuals = centred - self.basis @ (weights[:, None] * projected)
-            hat = self.hat(alpha)
-            for s, rows in enumerate(deleted):
-                system = -hat[np.ix_(rows, rows)]
-                system[np.diag_indices_from(system)] += 1.0
-                factor = cho_factor(system, check_finite=False)
-                out[s][a] = cho_solve(factor, residuals[rows], check_finite=False)
+            scaled = [b * weights.sqrt() for b in basis]
+            # Hat-matrix blocks H_ij = B_i B_jᵀ + 1/n, each computed once (H is symmetric).
+            hat = {(i, j): scaled[i] @ scaled[j].T + 1.0 / self.num_clips for i, j in pairs}
+            for s, members in enumerate(sets):
+                system = -torch.cat([torch.cat([hat[(i, j)] if i <= j else hat[(j, i)].T for j in members], 1)
+                                     for i in members], 0)
+                system.diagonal().add_(1.0)
+                factor = torch.linalg.cholesky(system)
+                right = torch.cat([residuals[rows[b]] for b in members], 0)
+                out[s][a] = torch.cholesky_solve(right, factor).numpy()
         return out
 
 
@@ -184,10 +194,11 @@ def ridge_probe(
     system = HatSystem(zscore(features))
     labels = np.unique(fold_ids)
     members = {f: np.flatnonzero(fold_ids == f) for f in labels}
-    pairs = list(combinations(labels.tolist(), 2))
-    sets = [members[f] for f in labels] + [np.concatenate([members[i], members[j]]) for i, j in pairs]
-    deleted = system.deleted_residuals(targets, sets, alphas)
-    outer, inner = deleted[: len(labels)], dict(zip(pairs, deleted[len(labels):], strict=True))
+    pairs = list(combinations(range(len(labels)), 2))
+    sets = [(i,) for i in range(len(labels))] + pairs
+    deleted = system.deleted_residuals(targets, [members[f] for f in labels], sets, alphas)
+    outer = deleted[: len(labels)]
+    inner = dict(zip(((int(labels[i]), int(labels[j])) for i, j in pairs), deleted[len(labels):], strict=True))
 
     residuals = np.empty_like(targets)
     chosen = np.empty((len(labels), targets.shape[1]), dtype=np.int64)
@@ -214,3 +225,37 @@ def ridge_probe(
         alpha=grid[chosen[:, :width]],
         predictions=(targets - residuals)[:, :width],
     )
+
+
+def ridge_probes(
+    cells: Sequence[np.ndarray],
+    y: np.ndarray,
+    folds: np.ndarray,
+    *,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    control_seed: int | None = 0,
+    workers: int | None = None,
+) -> list[RidgeProbeResult]:
+    """``ridge_probe`` on every cell, one cell per worker thread (each on one torch thread).
+
+    Each cell's linear algebra is too small to gain from a thread team on a shared machine;
+    one cell per core scales instead. The results do not depend on ``workers``.
+
+    Args:
+        cells: n x d_i feature arrays.
+        y: n x T targets.
+        folds: fold id per clip.
+        alphas: the α grid.
+        control_seed: seed of the control's permutation (None: no control).
+        workers: threads (default: ``torch.get_num_threads()``).
+
+    Returns:
+        One ``RidgeProbeResult`` per cell, in order.
+    """
+    count = max(1, min(workers or torch.get_num_threads(), len(cells)))
+
+    def one(x: np.ndarray) -> RidgeProbeResult:
+        return ridge_probe(x, y, folds, alphas=alphas, control_seed=control_seed)
+
+    with single_threaded_ops(), ThreadPoolExecutor(count, thread_name_prefix="ridge") as pool:
+        return list(pool.map(one, cells))

@@ -18,7 +18,7 @@ from serlens.probe import core, rows
 from serlens.probe.config import ProbeConfig
 from serlens.probe.folds import effective_folds, grouped_folds
 from serlens.probe.protocols import control_labels, protocol_splits, run_protocol
-from serlens.probe.ridge import ridge_probe
+from serlens.probe.ridge import ridge_probes
 from serlens.shared.errors import InvalidInputError
 from serlens.shared.schema import EMOTIONS
 
@@ -192,11 +192,10 @@ class ProbeService:
         ]
         num_folds = effective_folds(speakers, self.config.folds)
         folds = grouped_folds(speakers, num_folds, self.config.split_seed)
+        embedding = [key for key in keys if key[0] == "embeddings"]
+        results = ridge_probes([cells[key] for key in embedding], targets, folds,
+                               alphas=self.config.ridge_alphas, control_seed=self.config.control_seed)
         out = []
-        for key in keys:
-            if key[0] != "embeddings":
-                continue
-            result = ridge_probe(cells[key], targets, folds, alphas=self.config.ridge_alphas,
-                                 control_seed=self.config.control_seed)
+        for key, result in zip(embedding, results, strict=True):
             out += rows.feature_rows(key, names, result, folds=num_folds)
         return out

@@ -53,7 +53,7 @@ def test_vectorised_ridge_equals_sklearn_per_target() -> None:
     folds = grouped_folds(_speakers(rng, n), 5)
     alphas = [0.3, 10.0, 300.0]
     sets = [np.flatnonzero(folds == f) for f in range(5)]
-    deleted = HatSystem(x).deleted_residuals(y, sets, alphas)
+    deleted = HatSystem(x).deleted_residuals(y, sets, [(f,) for f in range(5)], alphas)
     worst = 0.0
     for rows, residuals in zip(sets, deleted, strict=True):
         train = np.setdiff1d(np.arange(n), rows)
