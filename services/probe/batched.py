@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -193,7 +194,7 @@ def _finish(group: _Group, stack: _Stack, finished: torch.Tensor) -> None:
     """Test the finished slots at their stop and best parameters; free the slots."""
     y_test = group.labels[group.parts[2]]
     x_test = stack.x_parts[2][finished].unsqueeze(1)
-    outputs = {}
+    outputs: dict[str, Any] = {}
     for name, params in (("", stack.optimizer.params), ("_best", stack.best)):
         logits, _ = heads.forward([p[finished] for p in params], x_test)
         predicted = logits.argmax(-1)  # [c, S, n_test]

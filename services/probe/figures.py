@@ -61,8 +61,8 @@ def plot_probe_f1(
         InvalidInputError: no embedding rows.
     """
     shown = _select(rows)
-    cells = defaultdict(dict)
-    baseline = None
+    cells: dict[int, dict[int, tuple[float, float, float]]] = defaultdict(dict)
+    baseline: tuple[float, float, float] | None = None
     for row in shown:
         stats = (float(row["f1_macro_cell"]), float(row["f1_low"]), float(row["f1_high"]))
         if row["features"] == "egemaps":
@@ -87,13 +87,13 @@ def plot_probe_f1(
     for i, step in enumerate(steps):
         colour = CHECKPOINT_CMAP(norm(i))
         xs = sorted(cells[step])
-        stats = np.array([cells[step][x] for x in xs])
-        ax.fill_between(xs, stats[:, 1], stats[:, 2], color=colour, alpha=0.12, linewidth=0)
-        ax.plot(xs, stats[:, 0], color=colour, linewidth=1.6, marker="o", markersize=2.8)
-        lowest = min(lowest, float(np.nanmin(stats[:, [0, 1]])))
-        highest = max(highest, float(np.nanmax(stats[:, [0, 2]])))
+        grid = np.array([cells[step][x] for x in xs])
+        ax.fill_between(xs, grid[:, 1], grid[:, 2], color=colour, alpha=0.12, linewidth=0)
+        ax.plot(xs, grid[:, 0], color=colour, linewidth=1.6, marker="o", markersize=2.8)
+        lowest = min(lowest, float(np.nanmin(grid[:, [0, 1]])))
+        highest = max(highest, float(np.nanmax(grid[:, [0, 2]])))
 
-    handles = []
+    handles: list[tuple[Any, str]] = []
     if baseline is not None:
         mean, low, high = baseline
         ax.axhspan(low, high, color="0.35", alpha=0.12, linewidth=0)
@@ -102,7 +102,7 @@ def plot_probe_f1(
             (Line2D([], [], color="0.15", linestyle="--", linewidth=1.4),
              f"eGeMAPS ({mean:.3f}, [{low:.3f}, {high:.3f}])")
         )
-        lowest, highest = np.nanmin([lowest, mean, low]), np.nanmax([highest, mean, high])
+        lowest, highest = float(np.nanmin([lowest, mean, low])), float(np.nanmax([highest, mean, high]))
     chance = 1.0 / num_classes
     ax.axhline(chance, color="0.45", linestyle=":", linewidth=1.3)
     handles.append(

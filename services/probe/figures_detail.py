@@ -53,7 +53,8 @@ def _panels(grids: Mapping[int, np.ndarray], layers: list[int], stem: Path, *, t
         ax.set_xticks(range(len(layers)), labels=[str(x) for x in layers], fontsize=7)
         ax.set_xlabel("layer")
         ax.set_yticks(range(len(GROUPS)), labels=list(GROUPS) if ax is axes[0] else [""] * len(GROUPS))
-    fig.colorbar(image, ax=list(axes), label=label, fraction=0.03)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label=label, fraction=0.03)
     fig.suptitle(title)
     return save_figure(fig, stem)
 
@@ -124,5 +125,6 @@ def plot_confusions(rows: Sequence[Mapping[str, Any]], stem: Path) -> list[Path]
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(source.replace("_", " "), fontsize=9)
-    fig.colorbar(image, ax=list(axes), label="share of the true class", fraction=0.03)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label="share of the true class", fraction=0.03)
     return save_figure(fig, stem)

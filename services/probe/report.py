@@ -108,16 +108,17 @@ def probe_section(tables: dict[str, Rows], figures_dir: Path, *, table: TableFn,
     probes = tables["probes"]
     if not probes:
         return ""
-    protocol = probes[0]["protocol"]
+    protocol = str(probes[0]["protocol"])
     classes = int(probes[0]["num_classes"])
     words = {"paper": "the paper's single stratified 80/10/10 split: speakers appear in train and test, "
                       "so these F1 values are speaker-dependent",
              "grouped_cv": "speaker-grouped cross-validation: every analysis clip is predicted once, by "
                            "probes that never heard its speaker"}.get(protocol, protocol)
+    interval = str(probes[0]["interval"])
     parts = [
         "<h2>Layer-wise probes (paper Figure 2)</h2>",
         f"<p>Protocol: <strong>{html.escape(protocol)}</strong> ({html.escape(words)}). Bands and intervals "
-        f"are {html.escape(probes[0]['interval'])}: they measure how much the score would move with other "
+        f"are {html.escape(interval)}: they measure how much the score would move with other "
         "speakers, which the spread over seeds (initialisation and batch order, also shown) does not. "
         f"Chance is 1/{classes} for the {classes} classes present. The figure uses the best-validation "
         "weights; the table also gives the stop-epoch weights.</p>",
