@@ -20,7 +20,9 @@ and refitting gives, exactly, the residuals ``e_(-S) = (I - H_SS)⁻¹ e_S`` on 
 case-deletion identity of penalised least squares, which holds for any deleted set and an
 unpenalised intercept). So every outer fit (S = fold i) and every inner fit (S = folds i and
 j) of every α and of all targets at once costs one n x n product and small Cholesky solves,
-never a separate fit per target.
+never a separate fit per target. The outer fits are solved in float64 (they equal
+scikit-learn's ``Ridge`` within 1e-6); the inner fits, which only rank the α values, in float32
+(half the cost; an ill-conditioned system falls back to float64).
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class HatSystem:
         blocks: Sequence[np.ndarray],
         sets: Sequence[tuple[int, ...]],
         alphas: Sequence[float],
+        *,
+        dtype: torch.dtype = torch.float64,
     ) -> list[np.ndarray]:
         """Residuals on each deleted set of the fit on every other clip, for every α.
 
@@ -110,31 +114,55 @@ class HatSystem:
             sets: each a tuple of block numbers; its fit leaves out their union and is
                 evaluated on it (rows in block order).
             alphas: the α grid (A values).
+            dtype: precision of the hat blocks and solves; float32 about halves the cost, and a
+                system too ill-conditioned for it is solved again in float64.
 
         Returns:
             One array [A, |S|, T] per set: ``y_S - prediction_S`` of the ridge fitted without S.
         """
         targets = torch.as_tensor(np.asarray(y, dtype=np.float64))
         centred = targets - targets.mean(dim=0)
-        projected = self.basis.T @ centred  # [r, T]
+        projected = (self.basis.T @ centred).to(dtype)  # [r, T]
         rows = [torch.as_tensor(np.asarray(b), dtype=torch.int64) for b in blocks]
         basis = [self.basis[r] for r in rows]
+        full_basis = self.basis.to(dtype)
+        centred_cast = centred.to(dtype)
         pairs = sorted({(i, j) for members in sets for i in members for j in members if i <= j})
         out = [np.empty((len(alphas), sum(len(rows[b]) for b in m), targets.shape[1])) for m in sets]
         for a, alpha in enumerate(alphas):
             weights = 1.0 / (self.eigenvalues + alpha)
-            residuals = centred - self.basis @ (weights[:, None] * projected)
-            scaled = [b * weights.sqrt() for b in basis]
+            residuals = centred_cast - full_basis @ (weights.to(dtype)[:, None] * projected)
+            scaled = [(b * weights.sqrt()).to(dtype) for b in basis]
             # Hat-matrix blocks H_ij = B_i B_jᵀ + 1/n, each computed once (H is symmetric).
             hat = {(i, j): scaled[i] @ scaled[j].T + 1.0 / self.num_clips for i, j in pairs}
             for s, members in enumerate(sets):
-                system = -torch.cat([torch.cat([hat[(i, j)] if i <= j else hat[(j, i)].T for j in members], 1)
-                                     for i in members], 0)
-                system.diagonal().add_(1.0)
-                factor = torch.linalg.cholesky(system)
                 right = torch.cat([residuals[rows[b]] for b in members], 0)
-                out[s][a] = torch.cholesky_solve(right, factor).numpy()
+                solved = _solve(hat, members, right)
+                if solved is None:  # not positive definite at this precision: float64 again
+                    exact = [(b * weights.sqrt()) for b in basis]
+                    hat64 = {(i, j): exact[i] @ exact[j].T + 1.0 / self.num_clips
+                             for i in members for j in members if i <= j}
+                    right64 = torch.cat([(centred - self.basis @ (weights[:, None] * (self.basis.T @ centred)))[rows[b]]
+                                         for b in members], 0)
+                    solved = _solve(hat64, members, right64)
+                if solved is None:
+                    raise InvalidInputError([("features", "the ridge system is singular; is α > 0?")],
+                                            source=_SOURCE)
+                out[s][a] = solved.double().numpy()
         return out
+
+
+def _solve(
+    hat: dict[tuple[int, int], torch.Tensor], members: tuple[int, ...], right: torch.Tensor
+) -> torch.Tensor | None:
+    """``(I - H_SS)⁻¹ right`` from the hat blocks of S's blocks; None when not positive definite."""
+    system = -torch.cat([torch.cat([hat[(i, j)] if i <= j else hat[(j, i)].T for j in members], 1)
+                         for i in members], 0)
+    system.diagonal().add_(1.0)
+    factor, info = torch.linalg.cholesky_ex(system)
+    if int(info) != 0:
+        return None
+    return torch.cholesky_solve(right, factor)
 
 
 def _check(x: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas: Sequence[float]) -> None:
@@ -196,9 +224,11 @@ def ridge_probe(
     members = {f: np.flatnonzero(fold_ids == f) for f in labels}
     pairs = list(combinations(range(len(labels)), 2))
     sets = [(i,) for i in range(len(labels))] + pairs
-    deleted = system.deleted_residuals(targets, [members[f] for f in labels], sets, alphas)
-    outer = deleted[: len(labels)]
-    inner = dict(zip(((int(labels[i]), int(labels[j])) for i, j in pairs), deleted[len(labels):], strict=True))
+    blocks = [members[f] for f in labels]
+    # Outer fits exactly (float64); the inner fits only rank the α values (float32 suffices).
+    outer = system.deleted_residuals(targets, blocks, sets[: len(labels)], alphas)
+    inner_fits = system.deleted_residuals(targets, blocks, pairs, alphas, dtype=torch.float32)
+    inner = dict(zip(((int(labels[i]), int(labels[j])) for i, j in pairs), inner_fits, strict=True))
 
     residuals = np.empty_like(targets)
     chosen = np.empty((len(labels), targets.shape[1]), dtype=np.int64)
