@@ -107,20 +107,21 @@ def plot_confusions(rows: Sequence[Mapping[str, Any]], stem: Path) -> list[Path]
         raise InvalidInputError([("rows", "no confusion rows")], source="probe figure")
     sources = list(dict.fromkeys(r["source"] for r in rows))
     labels = list(dict.fromkeys(r["true_label"] for r in rows))
+    columns = list(dict.fromkeys([*labels, *(r["predicted_label"] for r in rows)]))  # + "other"
     fig = Figure(figsize=(3.2 * len(sources) + 0.8, 3.4), layout="constrained")
     axes = fig.subplots(1, len(sources), squeeze=False)[0]
     image = None
     for ax, source in zip(axes, sources, strict=True):
-        counts = np.zeros((len(labels), len(labels)))
+        counts = np.zeros((len(labels), len(columns)))
         for r in rows:
             if r["source"] == source:
-                counts[labels.index(r["true_label"]), labels.index(r["predicted_label"])] += r["count"]
+                counts[labels.index(r["true_label"]), columns.index(r["predicted_label"])] += r["count"]
         share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         image = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
         for (i, j), value in np.ndenumerate(share):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if value > 0.6 else "black")
-        ax.set_xticks(range(len(labels)), labels=labels, fontsize=7)
+        ax.set_xticks(range(len(columns)), labels=columns, fontsize=7)
         ax.set_yticks(range(len(labels)), labels=labels, fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")

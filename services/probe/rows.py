@@ -96,14 +96,18 @@ def class_rows(
                 for i, key in enumerate(context.keys) if key[0] == "egemaps"]
     if classifier is not None:
         predicted = np.asarray(classifier, dtype=np.int64)
-        if predicted.shape != codes.shape or predicted.min() < 0 or predicted.max() >= num_classes:
+        if predicted.shape != codes.shape or predicted.min() < -1 or predicted.max() >= num_classes:
             raise InvalidInputError(
                 [("classifier", f"{predicted.shape} predictions; expected {codes.shape} codes "
-                                f"of the classes {list(context.classes)}")], source="probe input")
+                                f"of the classes {list(context.classes)} (-1: another label)")],
+                source="probe input")
+        # A label the analysis clips do not have (-1) is an error of the true class: column K.
+        predicted = np.where(predicted < 0, num_classes, predicted)
         sources.append(("classifier", ("classifier", None, None), predicted[None], codes))
     classes_out, confusion_out = [], []
+    names = [*context.classes, "other"]
     for source, (kind, step, layer), predictions, labels in sources:
-        counts = confusion_counts(predictions, labels, num_classes).sum(axis=0)
+        counts = confusion_counts(predictions, labels, num_classes + 1).sum(axis=0)
         per_class = f1_from_confusion(counts)
         support = np.bincount(labels, minlength=num_classes)
         classes_out += [
@@ -115,7 +119,8 @@ def class_rows(
         ]
         confusion_out += [
             {"source": source, "true_label": t, "predicted_label": p, "count": int(counts[a, b])}
-            for a, t in enumerate(context.classes) for b, p in enumerate(context.classes)
+            for a, t in enumerate(context.classes) for b, p in enumerate(names)
+            if b < num_classes or counts[a, b] > 0
         ]
     return classes_out, confusion_out
 
