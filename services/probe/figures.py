@@ -36,6 +36,34 @@ def _select(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
             and r.get("weights", "best") == "best" and r["seed"] == min(x["seed"] for x in rows)]
 
 
+def _reference_lines(
+    ax: Any,
+    baseline: tuple[float, float, float] | None,
+    num_classes: int,
+    interval: str,
+    limits: tuple[float, float],
+) -> tuple[float, float]:
+    """The eGeMAPS line with its band, chance, and the legend; returns the widened y limits."""
+    lowest, highest = limits
+    handles: list[tuple[Any, str]] = []
+    if baseline is not None:
+        mean, low, high = baseline
+        ax.axhspan(low, high, color="0.35", alpha=0.12, linewidth=0)
+        ax.axhline(mean, color="0.15", linestyle="--", linewidth=1.4)
+        handles.append(
+            (Line2D([], [], color="0.15", linestyle="--", linewidth=1.4),
+             f"eGeMAPS ({mean:.3f}, [{low:.3f}, {high:.3f}])")
+        )
+        lowest, highest = float(np.nanmin([lowest, mean, low])), float(np.nanmax([highest, mean, high]))
+    ax.axhline(1.0 / num_classes, color="0.45", linestyle=":", linewidth=1.3)
+    handles.append(
+        (Line2D([], [], color="0.45", linestyle=":", linewidth=1.3), f"chance (1/{num_classes})")
+    )
+    handles.append((Patch(color="0.5", alpha=0.25), interval))
+    ax.legend(*zip(*handles, strict=True), loc="upper left", fontsize=8, framealpha=0.9)
+    return lowest, highest
+
+
 def plot_probe_f1(
     rows: Sequence[Mapping[str, Any]],
     stem: Path,
@@ -93,24 +121,7 @@ def plot_probe_f1(
         lowest = min(lowest, float(np.nanmin(grid[:, [0, 1]])))
         highest = max(highest, float(np.nanmax(grid[:, [0, 2]])))
 
-    handles: list[tuple[Any, str]] = []
-    if baseline is not None:
-        mean, low, high = baseline
-        ax.axhspan(low, high, color="0.35", alpha=0.12, linewidth=0)
-        ax.axhline(mean, color="0.15", linestyle="--", linewidth=1.4)
-        handles.append(
-            (Line2D([], [], color="0.15", linestyle="--", linewidth=1.4),
-             f"eGeMAPS ({mean:.3f}, [{low:.3f}, {high:.3f}])")
-        )
-        lowest, highest = float(np.nanmin([lowest, mean, low])), float(np.nanmax([highest, mean, high]))
-    chance = 1.0 / num_classes
-    ax.axhline(chance, color="0.45", linestyle=":", linewidth=1.3)
-    handles.append(
-        (Line2D([], [], color="0.45", linestyle=":", linewidth=1.3), f"chance (1/{num_classes})")
-    )
-    handles.append((Patch(color="0.5", alpha=0.25), interval))
-    ax.legend(*zip(*handles, strict=True), loc="upper left", fontsize=8, framealpha=0.9)
-
+    lowest, highest = _reference_lines(ax, baseline, num_classes, interval, (lowest, highest))
     ax.set_xticks(layers)
     ax.set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
     margin = 0.04 * max(highest - lowest, 0.1)
