@@ -44,7 +44,7 @@ def group_r2(rows: Sequence[Mapping[str, Any]], column: str = "r2") -> dict[int,
 def _panels(grids: Mapping[int, np.ndarray], layers: list[int], stem: Path, *, title: str,
             label: str, cmap: str, limits: tuple[float, float]) -> list[Path]:
     steps = sorted(grids)
-    fig = Figure(figsize=(2.2 + 0.28 * len(layers) * len(steps), 3.2), layout="constrained")
+    fig = Figure(figsize=(max(7.0, 2.2 + 0.28 * len(layers) * len(steps)), 3.2), layout="constrained")
     axes = fig.subplots(1, len(steps), squeeze=False)[0]
     image = None
     for ax, step in zip(axes, steps, strict=True):
@@ -55,7 +55,7 @@ def _panels(grids: Mapping[int, np.ndarray], layers: list[int], stem: Path, *, t
         ax.set_yticks(range(len(GROUPS)), labels=list(GROUPS) if ax is axes[0] else [""] * len(GROUPS))
     if image is not None:
         fig.colorbar(image, ax=list(axes), label=label, fraction=0.03)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=11)
     return save_figure(fig, stem)
 
 
@@ -76,7 +76,7 @@ def plot_feature_r2(rows: Sequence[Mapping[str, Any]], stem: Path) -> list[Path]
     layers = sorted({int(r["layer"]) for r in rows})
     return _panels(grids, layers, stem, cmap="viridis", limits=(0.0, 1.0),
                    label="mean R² over the group's features",
-                   title="How well each layer predicts each eGeMAPS group (ridge, speaker-grouped CV)")
+                   title="eGeMAPS group R² by layer (ridge probes, speaker-grouped CV)")
 
 
 def plot_feature_r2_change(rows: Sequence[Mapping[str, Any]], stem: Path) -> list[Path]:
@@ -94,7 +94,7 @@ def plot_feature_r2_change(rows: Sequence[Mapping[str, Any]], stem: Path) -> lis
     layers = sorted({int(r["layer"]) for r in rows})
     return _panels(change, layers, stem, cmap="RdBu", limits=(-bound, bound),
                    label=f"R² minus R² at checkpoint {steps[0]}",
-                   title="What fine-tuning does to the acoustic information in each layer")
+                   title="Change of eGeMAPS group R² with fine-tuning")
 
 
 def plot_confusions(rows: Sequence[Mapping[str, Any]], stem: Path) -> list[Path]:
