@@ -99,7 +99,7 @@ class _Stack:
 def _new_stack(group: _Group, capacity: int) -> _Stack:
     config, seeds = group.config, group.config.seeds
     device = group.labels.device
-    dim = group.initial[0].shape[1]
+    dim = group.initial[0].shape[-1]
     params = [torch.empty(capacity, *p.shape, device=device) for p in group.initial]
     return _Stack(
         x_parts=[torch.empty(capacity, len(p), dim, device=device) for p in group.parts],

@@ -1,7 +1,8 @@
 """Probe heads on stacked tensors: a linear layer, or an MLP with one hidden ReLU layer.
 
-Parameters are kept in ``[..., in, out]`` orientation (``x @ w + b``), stacked over any leading
-axes (cells, seeds), so one batched matmul serves every probe. The backward pass is written
+Weights are kept in ``nn.Linear``'s ``[..., out, in]`` orientation (``x @ wᵀ + b``), stacked over
+any leading axes (cells, seeds), so one batched matmul serves every probe; with few outputs
+(K = 6 classes) this layout keeps each probe's batched products on fast kernels. The backward pass is written
 out: the vectorised trainer needs the gradient of every probe at once, from the gradient of
 the mean cross-entropy with respect to the logits.
 """
@@ -19,10 +20,10 @@ HEADS: tuple[str, ...] = ("linear", "mlp")
 
 
 def shapes(kind: HeadKind, dim: int, num_classes: int, hidden: int) -> list[tuple[int, int]]:
-    """Shapes ``(in, out)`` of each parameter (weights, then biases as ``(1, out)``)."""
+    """Shapes of each parameter: weights ``(out, in)``, biases ``(1, out)``."""
     if kind == "linear":
-        return [(dim, num_classes), (1, num_classes)]
-    return [(dim, hidden), (1, hidden), (hidden, num_classes), (1, num_classes)]
+        return [(num_classes, dim), (1, num_classes)]
+    return [(hidden, dim), (1, hidden), (num_classes, hidden), (1, num_classes)]
 
 
 def init_params(
@@ -43,7 +44,7 @@ def init_params(
         bound = 1.0 / math.sqrt(fan_in)
         weight = torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=generator)
         bias = torch.empty(fan_out).uniform_(-bound, bound, generator=generator)
-        params += [weight.T.contiguous(), bias.unsqueeze(0)]
+        params += [weight, bias.unsqueeze(0)]
     return params
 
 
@@ -52,22 +53,23 @@ def forward(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits [..., n, K] of inputs x [..., n, d], and the hidden activations (MLP) or None."""
     if len(params) == 2:
-        return torch.matmul(x, params[0]).add_(params[1]), None
-    hidden = torch.matmul(x, params[0]).add_(params[1]).clamp_min_(0.0)
-    return torch.matmul(hidden, params[2]).add_(params[3]), hidden
+        return torch.matmul(x, params[0].transpose(-1, -2)).add_(params[1]), None
+    hidden = torch.matmul(x, params[0].transpose(-1, -2)).add_(params[1]).clamp_min_(0.0)
+    return torch.matmul(hidden, params[2].transpose(-1, -2)).add_(params[3]), hidden
 
 
 def backward(
     params: list[torch.Tensor], x: torch.Tensor, hidden: torch.Tensor | None, delta: torch.Tensor
 ) -> list[torch.Tensor]:
     """Gradients of every parameter, given ``delta`` = d(loss)/d(logits) [..., n, K]."""
+    delta_t = delta.transpose(-1, -2).contiguous()  # [..., K, n]: fast products for small K
     if hidden is None:
-        return [x.transpose(-1, -2) @ delta, delta.sum(dim=-2, keepdim=True)]
-    back = (delta @ params[2].transpose(-1, -2)).mul_(hidden > 0)
+        return [delta_t @ x, delta.sum(dim=-2, keepdim=True)]
+    back = (delta @ params[2]).mul_(hidden > 0)
     return [
-        x.transpose(-1, -2) @ back,
+        back.transpose(-1, -2).contiguous() @ x,
         back.sum(dim=-2, keepdim=True),
-        hidden.transpose(-1, -2) @ delta,
+        delta_t @ hidden,
         delta.sum(dim=-2, keepdim=True),
     ]
 

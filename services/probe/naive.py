@@ -39,7 +39,7 @@ def build_probe(kind: HeadKind, dim: int, num_classes: int, seed: int, hidden: i
     linears = [m for m in probe if isinstance(m, nn.Linear)]
     with torch.no_grad():
         for i, linear in enumerate(linears):
-            linear.weight.copy_(params[2 * i].T)
+            linear.weight.copy_(params[2 * i])
             linear.bias.copy_(params[2 * i + 1].squeeze(0))
     return probe
 

@@ -86,14 +86,14 @@ def test_stratified_split_names_classes_too_small_and_rejects_bad_fractions() ->
 def test_initialisation_and_batch_order_depend_on_their_seeds_only() -> None:
     weight, bias = init_params("linear", 50, 6, seed=2, hidden=0)
     again, _ = init_params("linear", 50, 6, seed=2, hidden=0)
-    assert weight.shape == (50, 6) and bias.shape == (1, 6)
+    assert weight.shape == (6, 50) and bias.shape == (1, 6)
     other = init_params("linear", 50, 6, seed=3, hidden=0)[0]
     assert torch.equal(weight, again) and not torch.equal(weight, other)
     assert (
         weight.abs().max() <= 1 / math.sqrt(50) and weight.std() > 0.05
     )  # nn.Linear's U(±1/sqrt(d))
     w1, _, w2, _ = init_params("mlp", 50, 6, seed=2, hidden=8)
-    assert w1.shape == (50, 8) and w2.shape == (8, 6) and w2.abs().max() <= 1 / math.sqrt(8)
+    assert w1.shape == (8, 50) and w2.shape == (6, 8) and w2.abs().max() <= 1 / math.sqrt(8)
     order = batch_order(40, epoch=3, seed=1)
     assert np.array_equal(np.sort(order), np.arange(40))
     assert np.array_equal(order, batch_order(40, epoch=3, seed=1))
