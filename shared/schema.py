@@ -300,14 +300,88 @@ PROBES = TableSpec(
         pa.field("train_key", pa.string()),
         pa.field("checkpoint_step", pa.int32()),
         pa.field("layer", pa.int16()),
+        pa.field("protocol", pa.string(), nullable=False),
+        pa.field("head", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("weights", pa.string(), nullable=False),
         pa.field("seed", pa.int32(), nullable=False),
         pa.field("f1_macro", pa.float64()),
         pa.field("accuracy", pa.float64()),
         pa.field("epochs", pa.int32()),
         pa.field("val_loss", pa.float64()),
+        pa.field("f1_macro_cell", pa.float64()),
+        pa.field("f1_low", pa.float64()),
+        pa.field("f1_high", pa.float64()),
+        pa.field("f1_std_error", pa.float64()),
+        pa.field("interval", pa.string()),
+        pa.field("seed_std", pa.float64()),
+        pa.field("num_classes", pa.int16()),
+        pa.field("n_clips", pa.int32()),
     ),
-    keys=("config_hash", "features", "checkpoint_step", "layer", "seed"),
-    description="linear probes: test macro-F1 per (features, checkpoint, layer, seed)",
+    keys=("config_hash", "features", "checkpoint_step", "layer", "head", "task", "weights", "seed"),
+    description="classification probes: macro-F1 per (features, checkpoint, layer, head, task, "
+    "weights, seed); the cell's mean over seeds with its speaker-level interval and seed spread",
+    extra={
+        "protocol": "paper (one stratified 80/10/10 split) or grouped_cv (speaker-grouped K-fold)",
+        "head": "linear or mlp (one hidden ReLU layer)",
+        "task": "emotion, or control (labels permuted within speakers; selectivity = difference)",
+        "weights": "best (best validation loss) or stop (the early-stopping epoch)",
+        "f1_low": "speaker-jackknife interval of f1_macro_cell (column interval says which)",
+    },
+)
+
+PROBE_FEATURES = TableSpec(
+    name="probe_features",
+    schema=_schema(
+        pa.field("train_key", pa.string()),
+        pa.field("features", pa.string(), nullable=False),
+        pa.field("checkpoint_step", pa.int32()),
+        pa.field("layer", pa.int16()),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("target_group", pa.string(), nullable=False),
+        pa.field("r2", pa.float64()),
+        pa.field("r2_control", pa.float64()),
+        pa.field("selectivity", pa.float64()),
+        pa.field("alpha_median", pa.float64()),
+        pa.field("protocol", pa.string(), nullable=False),
+        pa.field("folds", pa.int16()),
+        pa.field("n_clips", pa.int32()),
+    ),
+    keys=("config_hash", "features", "checkpoint_step", "layer", "target"),
+    description="per-eGeMAPS-feature ridge probes: out-of-fold R² (speaker-grouped CV, nested α), "
+    "control R² (targets permuted within folds) and selectivity",
+)
+
+PROBE_CLASSES = TableSpec(
+    name="probe_classes",
+    schema=_schema(
+        pa.field("train_key", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("features", pa.string(), nullable=False),
+        pa.field("checkpoint_step", pa.int32()),
+        pa.field("layer", pa.int16()),
+        pa.field("protocol", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("f1", pa.float64()),
+        pa.field("support", pa.int32()),
+        pa.field("chance_f1", pa.float64()),
+    ),
+    keys=("config_hash", "source", "label"),
+    description="per-class F1 of the best probe cell, the eGeMAPS probe and the fine-tuned "
+    "classifier on the analysis clips; chance_f1 is the class's share of the clips",
+)
+
+PROBE_CONFUSION = TableSpec(
+    name="probe_confusion",
+    schema=_schema(
+        pa.field("train_key", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("true_label", pa.string(), nullable=False),
+        pa.field("predicted_label", pa.string(), nullable=False),
+        pa.field("count", pa.int32()),
+    ),
+    keys=("config_hash", "source", "true_label", "predicted_label"),
+    description="confusion counts (over seeds) of the sources in probe_classes",
 )
 
 SKIPPED = TableSpec(
@@ -402,7 +476,7 @@ EMBEDDINGS = TableSpec(
 def all_tables() -> tuple[TableSpec, ...]:
     """Every table of the store, in the order views are created."""
     return (CLIPS, egemaps_spec(), EMBEDDINGS, CHECKPOINTS, PROMOTIONS, TRAIN_METRICS, CKA, CKA_CHANGES, CKA_DRIFT,
-            CKA_LAYERS, PROBES, SKIPPED, RUNS, STAGES)
+            CKA_LAYERS, PROBES, PROBE_FEATURES, PROBE_CLASSES, PROBE_CONFUSION, SKIPPED, RUNS, STAGES)
 
 
 def table(name: str) -> TableSpec:

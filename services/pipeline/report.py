@@ -49,7 +49,7 @@ def _plot_loudness(clips: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
 def write_figures(store: FeatureStore, folder: Path, run: dict[str, Any]) -> list[Path]:
     """Draw every figure of a run (a ``runs`` row; PNG and SVG) from the store."""
     from serlens.cka.report import cka_config_of, write_cka_figures
-    from serlens.probe.figures import plot_probe_f1
+    from serlens.probe.report import read_probe_tables, write_probe_figures
     from serlens.trainer.figures import plot_training
 
     train_key, analysis_key = run["train_key"], run["analysis_key"]
@@ -62,9 +62,7 @@ def write_figures(store: FeatureStore, folder: Path, run: dict[str, Any]) -> lis
         paths += plot_training(metrics, sorted(steps), folder / "training")
     paths += write_cka_figures(store, folder, analysis_key=analysis_key,
                                config=cka_config_of(run.get("config_yaml")))
-    probes = store.read("probes", filters={"config_hash": analysis_key}).to_pylist()
-    if probes:
-        paths += plot_probe_f1(probes, folder / "probe_f1")
+    paths += write_probe_figures(read_probe_tables(store, analysis_key), folder)
     clips = store.read("clips", filters={"config_hash": run["data_key"]}).to_pylist()
     if clips:
         paths += _plot_loudness(clips, folder / "loudness")
@@ -142,6 +140,7 @@ def _random_init(checkpoints: Sequence[dict[str, Any]]) -> bool:
 def write_report(workdir: Path) -> Path:
     """Write ``<workdir>/report.html`` for the latest finished run; returns its path."""
     from serlens.cka.report import cka_section
+    from serlens.probe.report import probe_section, read_probe_tables
 
     paths = Workdir(Path(workdir).resolve())
     store = paths.store
@@ -178,27 +177,9 @@ def write_report(workdir: Path) -> Path:
                     + _table(["step", "epoch", "train loss", "val loss", "val macro-F1", "MLflow URI"], ck_rows))
     # CKA
     sections.append(cka_section(store, run, figures_dir, table=_table, figure=_figure))
-    # probes
-    if s["probes"]:
-        emb = [r for r in s["probes"] if r["features"] == "embeddings"]
-        ege = [r["f1_macro"] for r in s["probes"] if r["features"] == "egemaps"]
-        steps = sorted({r["checkpoint_step"] for r in emb})
-        rows = []
-        for step in steps:
-            per_layer: dict[int, list[float]] = {}
-            for r in emb:
-                if r["checkpoint_step"] == step:
-                    per_layer.setdefault(r["layer"], []).append(r["f1_macro"])
-            means = {layer: float(np.mean(v)) for layer, v in per_layer.items()}
-            best = max(means, key=lambda layer: means[layer])
-            stds = float(np.std(per_layer[best]))
-            rows.append([step, best, means[best], stds, float(np.mean(list(means.values())))])
-        base = (f"<p>eGeMAPS baseline: macro-F1 {np.mean(ege):.3f} ± {np.std(ege):.3f} over {len(ege)} seeds.</p>"
-                if ege else "")
-        sections.append("<h2>Layer-wise probes (paper Figure 2)</h2>"
-                        + _figure(figures_dir / "probe_f1.png", "Test macro-F1 by layer, one line per checkpoint")
-                        + base + _table(["step", "best layer", "best mean F1", "std over seeds",
-                                         "mean F1 over layers"], rows))
+    # probes (the section lives with the probe service)
+    sections.append(probe_section(read_probe_tables(store, run["analysis_key"]), figures_dir,
+                                  table=_table, figure=_figure))
     if s["skipped"]:
         sections.append("<h2>Left out</h2>" + _table(["item", "stage", "reason"],
                                                      [[r["item"], r["stage"], r["reason"]] for r in s["skipped"]]))

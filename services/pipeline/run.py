@@ -355,16 +355,20 @@ class Study:
         else:
             self.result.reused.append("cka")
         if not self.store.stage_done("probes", analysis_key):
+            speakers = {c["clip_id"]: c["speaker"] for c in clips}
+            final = max(checkpoints, key=lambda c: int(c["checkpoint_step"]))
             pending["probes"] = stages.probe_task.options(num_cpus=1, num_gpus=1 if gpus >= 1 else 0).remote(
                 self.args.probe.to_config(), str(self.store.root), keys.train, steps, clip_ids,
-                keys.embed, reference, [labels[c] for c in clip_ids], None if gpus else threads)
+                keys.embed, reference, [labels[c] for c in clip_ids], [speakers[c] for c in clip_ids],
+                final.get("local_path"), None if gpus else threads)
         else:
             self.result.reused.append("probes")
         if pending:
             self._log(f"analysing {len(steps)} checkpoint(s) x layers on {len(clip_ids)} clips: {', '.join(pending)}")
         for stage, ref in pending.items():
             result = ray.get(ref)
-            tables = result if stage == "cka" else {"probes": result}  # the CKA stage writes four tables
+            # The CKA stage fills four tables, the probe stage four: {table: rows}.
+            tables = result if isinstance(result, dict) else {stage: result}
             count = stages.write_tables(self.store, tables, train_key=keys.train, config_hash=analysis_key)
             self.store.mark_stage(stage, analysis_key, rows=count, seconds=time.perf_counter() - started)
         self._timed("analyse", started)

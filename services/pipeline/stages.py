@@ -354,21 +354,33 @@ def write_tables(store: Any, tables: dict[str, list[dict[str, Any]]], *, train_k
 
 @ray.remote
 def probe_task(config: Any, store_root: str, train_key: str, steps: Sequence[int], clip_ids: Sequence[str],
-               embed_hash: str, egemaps: np.ndarray, labels: Sequence[str],
-               num_threads: int | None = None) -> list[dict[str, Any]]:
-    """Layer-wise linear probes on every (checkpoint, layer) and on eGeMAPS alone."""
+               embed_hash: str, egemaps: np.ndarray, labels: Sequence[str], speakers: Sequence[str],
+               classifier_folder: str | None = None, num_threads: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every probe of the run: rows per probe table (see ``serlens.probe.service``)."""
     import torch
 
     from serlens.probe.service import ProbeService
+    from serlens.shared.schema import egemaps_feature_names
 
     if num_threads:
         torch.set_num_threads(num_threads)
+    loaded = load_cells(store_root, train_key, steps, clip_ids, embed_hash)
     cells: dict[tuple[str, int | None, int | None], np.ndarray] = {
-        ("embeddings", step, layer): x
-        for (step, layer), x in load_cells(store_root, train_key, steps, clip_ids, embed_hash).items()
+        ("embeddings", step, layer): x for (step, layer), x in loaded.items()
     }
     cells[("egemaps", None, None)] = egemaps
-    return ProbeService(config=config).process(cells, labels)
+    service = ProbeService(config=config)
+    from serlens.shared.models import HEAD_FILENAME
+
+    classifier = None
+    if classifier_folder and Path(classifier_folder, HEAD_FILENAME).is_file():
+        from serlens.probe.classifier import classifier_predictions
+        from serlens.probe.service import class_codes
+
+        last = max(layer for step, layer in loaded if step == max(steps))
+        classifier = classifier_predictions(classifier_folder, loaded[(max(steps), last)], class_codes(labels)[1])
+    return service.process(cells, labels, speakers=speakers, targets=egemaps,
+                           target_names=egemaps_feature_names(), classifier=classifier)
 
 
 def threads_for_task() -> int:

@@ -1,9 +1,11 @@
 """Settings of the probe service: pydantic ``ProbeArgs`` in, frozen ``ProbeConfig`` out.
 
-The defaults are the paper's (section 2.3.4): 10 seeds, mini-batches of 16, Adam with a
-learning rate of 1e-2, up to 1000 epochs (PyTorch Lightning's default), early stopping on the
-validation loss with a minimum improvement of 0.025 and a patience of 5 epochs, and one
-80/10/10 split of subset 3.
+The training defaults are the paper's (section 2.3.4): 10 seeds, mini-batches of 16, Adam with
+a learning rate of 1e-2, up to 1000 epochs (PyTorch Lightning's default), early stopping on
+the validation loss with a minimum improvement of 0.025 and a patience of 5 epochs. The
+evaluation protocol is ``paper`` (one label-stratified 80/10/10 split of subset 3, kept to
+reproduce the paper) or ``grouped_cv`` (speaker-grouped K-fold: every clip predicted once by
+probes that never saw its speaker).
 """
 
 from __future__ import annotations
@@ -14,21 +16,36 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serlens.probe.ridge import DEFAULT_ALPHAS
+
+Protocol = Literal["paper", "grouped_cv"]
+
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """How every linear probe is trained and evaluated.
+    """How every probe is trained and evaluated.
 
     Attributes:
-        seeds: probes per feature set; seed i (0, 1, ...) sets the linear layer's initial weights.
+        seeds: probes per feature set; seed i (0, 1, ...) sets initial weights and batch order.
         batch_size: clips per mini-batch.
         lr: Adam learning rate.
         max_epochs: epochs at most per probe.
         patience: epochs without a large enough improvement of the validation loss before stopping.
         min_delta: smallest decrease of the validation loss that counts as an improvement (nats).
-        split: train, validation and test fractions of the clips (label-stratified).
-        split_seed: seed of the split and of the per-epoch mini-batch order.
+        split: train, validation and test fractions of the clips (``paper`` protocol).
+        split_seed: seed of the split or folds, and (with the probe's seed) of the batch order.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        protocol: ``paper`` (one stratified split) or ``grouped_cv`` (speaker-grouped K-fold).
+        folds: K of the speaker-grouped folds (``grouped_cv`` and the ridge probes); with fewer
+            speakers than K, one fold per speaker (leave-one-speaker-out).
+        val_fraction: share of the training speakers held out for early stopping (``grouped_cv``).
+        mlp: also train MLP probes (one hidden ReLU layer) and their control task.
+        mlp_hidden: hidden width of the MLP probes.
+        mlp_weight_decay: L2 weight decay of the MLP probes (Adam's ``weight_decay``).
+        ridge: run the per-eGeMAPS-feature ridge probes.
+        ridge_alphas: α grid of the ridge probes (nested grouped CV picks one per fold and target).
+        interval_level: coverage of the speaker-level intervals (jackknife over speakers).
+        control_seed: seed of the control tasks' permutations.
     """
 
     seeds: int = 10
@@ -40,6 +57,16 @@ class ProbeConfig:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    protocol: Protocol = "grouped_cv"
+    folds: int = 5
+    val_fraction: float = 0.125
+    mlp: bool = False
+    mlp_hidden: int = 256
+    mlp_weight_decay: float = 1e-3
+    ridge: bool = True
+    ridge_alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    interval_level: float = 0.95
+    control_seed: int = 0
 
 
 class ProbeArgs(BaseModel):
@@ -56,6 +83,16 @@ class ProbeArgs(BaseModel):
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = Field(default=0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    protocol: Protocol = "grouped_cv"
+    folds: int = Field(default=5, ge=3)
+    val_fraction: float = Field(default=0.125, gt=0, lt=0.5)
+    mlp: bool = False
+    mlp_hidden: int = Field(default=256, ge=1)
+    mlp_weight_decay: float = Field(default=1e-3, ge=0)
+    ridge: bool = True
+    ridge_alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    interval_level: float = Field(default=0.95, gt=0, lt=1)
+    control_seed: int = Field(default=0, ge=0)
 
     @field_validator("split")
     @classmethod
@@ -64,16 +101,13 @@ class ProbeArgs(BaseModel):
             raise ValueError(f"split must be three fractions in (0, 1) that sum to 1; got {value}")
         return value
 
+    @field_validator("ridge_alphas")
+    @classmethod
+    def _alphas(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or min(value) <= 0:
+            raise ValueError(f"ridge_alphas must be positive values; got {value}")
+        return value
+
     def to_config(self) -> ProbeConfig:
         """Return the validated settings as a frozen ``ProbeConfig``."""
-        return ProbeConfig(
-            seeds=self.seeds,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            max_epochs=self.max_epochs,
-            patience=self.patience,
-            min_delta=self.min_delta,
-            split=self.split,
-            split_seed=self.split_seed,
-            device=self.device,
-        )
+        return ProbeConfig(**self.model_dump())

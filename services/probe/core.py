@@ -9,35 +9,32 @@ Rules of every probe (section 2.3.4 of the paper, PyTorch-Lightning-like):
   Lightning's early stopping: an epoch improves when its loss is below the best so far by more
   than ``min_delta``; training stops after ``patience`` epochs in a row without improvement,
   at a non-finite loss, or at ``max_epochs``;
-- test macro-F1 and accuracy with the weights at the stop (Lightning does not restore the
-  best weights), and the validation loss of those weights.
+- test macro-F1 and accuracy both with the weights at the stop (Lightning does not restore the
+  best weights) and with the best-validation weights (the paper is ambiguous; both are kept).
 
 Two choices make probes comparable, and make the vectorised trainer reproduce the naive one:
 
-- the seed (0, 1, ...) sets the linear layer's initial weights and nothing else: seed i draws
-  the same initial weights for every feature set of a given dimension (``init_weights``);
-- the mini-batch order of epoch e is one permutation of the train part fixed by
-  ``(split_seed, e)`` (``batch_order``) and shared by every probe, so layers and checkpoints
-  are compared on the same sequence of mini-batches, and the seeds measure the effect of the
-  initialisation alone (the paper's stated purpose of the 10 seeds).
+- the seed (0, 1, ...) sets the initial weights and the mini-batch order: seed i draws the same
+  initial weights for every feature set of a given dimension (``serlens.probe.heads``) and
+  visits the train part in the same order in every cell (``batch_order``), so layers and
+  checkpoints are compared on the same optimisation path, and the spread over seeds measures
+  optimisation noise (initialisation and batch order).
 
-``train_probe_naive`` is the by-itself reference (``nn.Linear`` + ``torch.optim.Adam``, one
-probe at a time). ``serlens.probe.batched.train_probes`` trains every probe at once with the
-same rules and the same numbers; it is the one the pipeline uses.
+``serlens.probe.naive.train_probe_naive`` is the by-itself reference (``torch.nn`` +
+``torch.optim.Adam``, one probe at a time). ``serlens.probe.batched.train_probes`` trains every
+probe at once with the same rules and the same numbers; it is the one the pipeline uses.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from serlens.probe.config import ProbeConfig
 from serlens.shared.errors import InvalidConfigError, InvalidInputError
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -50,16 +47,24 @@ class ProbeOutcome:
     """Result of one probe.
 
     Attributes:
-        f1_macro: test macro-F1 (unweighted mean of the per-class F1), in [0, 1].
-        accuracy: test accuracy, in [0, 1].
+        f1_macro: test macro-F1 (unweighted mean of the per-class F1) at the stop weights.
+        accuracy: test accuracy at the stop weights, in [0, 1].
         epochs: epochs trained (the stop epoch, 1-based).
-        val_loss: validation cross-entropy of the final weights, in nats.
+        val_loss: validation cross-entropy of the stop weights, in nats.
+        f1_macro_best: test macro-F1 at the best-validation weights.
+        accuracy_best: test accuracy at the best-validation weights.
+        best_epoch: the epoch of the best validation loss (1-based).
+        val_loss_best: the best validation loss, in nats.
     """
 
     f1_macro: float
     accuracy: float
     epochs: int
     val_loss: float
+    f1_macro_best: float
+    accuracy_best: float
+    best_epoch: int
+    val_loss_best: float
 
 
 @dataclass(frozen=True)
@@ -67,24 +72,37 @@ class ProbeResults:
     """Results of every probe: arrays [n_sets, seeds], row i for feature set i, column s for seed s.
 
     Attributes:
-        f1_macro: test macro-F1.
-        accuracy: test accuracy.
+        f1_macro: test macro-F1 at the stop weights.
+        accuracy: test accuracy at the stop weights.
         epochs: epochs trained (int64).
-        val_loss: validation cross-entropy of the final weights, in nats.
+        val_loss: validation cross-entropy of the stop weights, in nats.
+        f1_macro_best: test macro-F1 at the best-validation weights.
+        accuracy_best: test accuracy at the best-validation weights.
+        best_epoch: epoch of the best validation loss (int64).
+        val_loss_best: the best validation loss, in nats.
+        predictions: predicted class of every test clip at the stop weights [n_sets, seeds, n_test].
+        predictions_best: the same at the best-validation weights.
     """
 
     f1_macro: np.ndarray
     accuracy: np.ndarray
     epochs: np.ndarray
     val_loss: np.ndarray
+    f1_macro_best: np.ndarray
+    accuracy_best: np.ndarray
+    best_epoch: np.ndarray
+    val_loss_best: np.ndarray
+    predictions: np.ndarray
+    predictions_best: np.ndarray
 
     def outcome(self, feature_set: int, seed: int) -> ProbeOutcome:
         """Return the result of one probe as a ``ProbeOutcome``."""
+        at = (feature_set, seed)
         return ProbeOutcome(
-            float(self.f1_macro[feature_set, seed]),
-            float(self.accuracy[feature_set, seed]),
-            int(self.epochs[feature_set, seed]),
-            float(self.val_loss[feature_set, seed]),
+            float(self.f1_macro[at]), float(self.accuracy[at]), int(self.epochs[at]),
+            float(self.val_loss[at]), float(self.f1_macro_best[at]),
+            float(self.accuracy_best[at]), int(self.best_epoch[at]),
+            float(self.val_loss_best[at]),
         )
 
 
@@ -170,6 +188,22 @@ def stratified_split(
 # ----------------------------------------------------------------------------- shared rules
 
 
+@contextmanager
+def single_threaded_ops() -> Iterator[None]:
+    """Run torch ops on one thread each while workers run on parallel Python threads.
+
+    Each op of a worker is far too small to gain from an OpenMP team, and teams of busy-waiting
+    threads collapse when cores are shared; one worker per core scales instead. torch's thread
+    count is process-wide, so it is restored on exit.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU.
 
@@ -187,30 +221,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def init_weights(dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw the initial weights of the probe of seed ``seed`` (``nn.Linear``'s distribution).
+def batch_order(num_train: int, epoch: int, seed: int, split_seed: int = 0) -> np.ndarray:
+    """Return the order in which the probe of ``seed`` visits the train part in epoch ``epoch``.
 
-    Both weight and bias are drawn from U(-1/sqrt(dim), 1/sqrt(dim)) (what ``nn.Linear``'s
-    Kaiming-uniform default amounts to), from a generator seeded with ``seed`` alone.
-
-    Args:
-        dim: input features.
-        num_classes: output classes.
-        seed: the probe's seed.
-
-    Returns:
-        ``(weight [num_classes, dim], bias [num_classes])``, float32 on the CPU.
+    The seed sets the batch order as well as the initial weights, so the spread over seeds
+    measures both sources of optimisation noise; the order does not depend on the features,
+    so every cell (layer, checkpoint) sees the same mini-batches for a given seed.
     """
-    generator = torch.Generator().manual_seed(int(seed))
-    bound = 1.0 / math.sqrt(dim)
-    weight = torch.empty(num_classes, dim).uniform_(-bound, bound, generator=generator)
-    bias = torch.empty(num_classes).uniform_(-bound, bound, generator=generator)
-    return weight, bias
-
-
-def batch_order(num_train: int, epoch: int, split_seed: int) -> np.ndarray:
-    """Return the order in which epoch ``epoch`` (1-based) visits the train part (all probes)."""
-    return np.random.default_rng([int(split_seed), int(epoch)]).permutation(num_train)
+    return np.random.default_rng([int(split_seed), int(seed), int(epoch)]).permutation(num_train)
 
 
 def standardize_by_train(features: torch.Tensor, train_idx: torch.Tensor) -> torch.Tensor:
@@ -242,11 +260,13 @@ class _EarlyStopping:
         self.wait = torch.zeros(shape, dtype=torch.int64, device=device)
         self.patience = patience
         self.min_delta = min_delta
+        self.improved = torch.zeros(shape, dtype=torch.bool, device=device)
 
     def update(self, val_loss: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """Record one epoch's losses of the active probes; return which of them stop now."""
         loss = val_loss.to(torch.float64)
         improved = active & (loss < self.best - self.min_delta)
+        self.improved = improved
         self.best = torch.where(improved, loss, self.best)
         self.wait = torch.where(improved, 0, torch.where(active, self.wait + 1, self.wait))
         return active & ((self.wait >= self.patience) | ~torch.isfinite(loss))
@@ -256,6 +276,7 @@ class _EarlyStopping:
 
     def keep(self, rows: torch.Tensor) -> None:
         self.best, self.wait = self.best[rows], self.wait[rows]
+        self.improved = self.improved[rows]
 
 
 def _metrics(
@@ -310,79 +331,3 @@ def _check_inputs(
     if problems:
         raise InvalidInputError(problems, source=_SOURCE)
     return codes.astype(np.int64), num_classes
-
-
-# ----------------------------------------------------------------------------- one probe
-
-
-def train_probe_naive(
-    x: np.ndarray,
-    y: np.ndarray,
-    split: Split,
-    *,
-    seed: int,
-    config: ProbeConfig,
-) -> ProbeOutcome:
-    """Train and test one probe by itself: ``nn.Linear`` + ``torch.optim.Adam``.
-
-    The reference implementation of the rules in this module's docstring; ``train_probes``
-    must give the same epochs and F1 for the same seed.
-
-    Args:
-        x: n x d features (one clip per row).
-        y: n class codes 0..K-1.
-        split: ``(train_idx, val_idx, test_idx)`` from ``stratified_split``.
-        seed: the probe's seed (sets its initial weights).
-        config: the training rules.
-
-    Returns:
-        The probe's ``ProbeOutcome``.
-
-    Raises:
-        InvalidInputError: shapes that do not match, NaN features, a bad split.
-        InvalidConfigError: an unavailable device.
-    """
-    codes, num_classes = _check_inputs([x], y, split)
-    device = resolve_device(config.device)
-    train_idx, val_idx, test_idx = (
-        torch.as_tensor(p, dtype=torch.int64, device=device) for p in split
-    )
-    features = standardize_by_train(
-        torch.as_tensor(np.asarray(x), device=device).float(), train_idx
-    )
-    labels = torch.as_tensor(codes, device=device)
-    x_train, y_train = features[train_idx], labels[train_idx]
-    x_val, y_val = features[val_idx], labels[val_idx]
-
-    probe = nn.Linear(features.shape[1], num_classes).to(device)
-    weight, bias = init_weights(features.shape[1], num_classes, seed)
-    with torch.no_grad():
-        probe.weight.copy_(weight)
-        probe.bias.copy_(bias)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=config.lr)
-    stopping = _EarlyStopping(
-        (), patience=config.patience, min_delta=config.min_delta, device=device
-    )
-    active = torch.tensor(True, device=device)
-
-    for epoch in range(1, config.max_epochs + 1):
-        order = torch.as_tensor(
-            batch_order(len(train_idx), epoch, config.split_seed), device=device
-        )
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            loss = F.cross_entropy(probe(x_train[batch]), y_train[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            val_loss = F.cross_entropy(probe(x_val), y_val)
-        if bool(stopping.update(val_loss, active)) or epoch == config.max_epochs:
-            break
-    with torch.no_grad():
-        predicted = probe(features[test_idx]).argmax(-1)
-    f1, accuracy = _metrics(predicted, labels[test_idx], num_classes)
-    return ProbeOutcome(float(f1), float(accuracy), epoch, float(val_loss))
-
-
-# ----------------------------------------------------------------------------- all probes

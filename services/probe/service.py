@@ -1,8 +1,9 @@
-"""``ProbeService``: layer-wise linear probes for SER on every cell of a run, and on eGeMAPS.
+"""``ProbeService``: what every cell of a run decodes, how sure, and where.
 
-A plain class: no Ray, no I/O. The caller reads the cells (mean-pooled embeddings of subset 3
-per checkpoint and layer; the eGeMAPS features of the same clips) and their labels, and writes
-the rows to the ``probes`` table, adding ``train_key`` and lineage.
+A plain class: no Ray, no I/O. The caller reads the cells (mean-pooled embeddings of the
+analysis clips per checkpoint and layer; the eGeMAPS features of the same clips), the labels
+and speakers, and writes the returned rows to the ``probes``, ``probe_features``,
+``probe_classes`` and ``probe_confusion`` tables, adding ``train_key`` and lineage.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from serlens.probe import batched, core
+from serlens.probe import core, rows
 from serlens.probe.config import ProbeConfig
+from serlens.probe.folds import effective_folds, grouped_folds
+from serlens.probe.protocols import control_labels, protocol_splits, run_protocol
+from serlens.probe.ridge import ridge_probes
 from serlens.shared.errors import InvalidInputError
 from serlens.shared.schema import EMOTIONS
 
@@ -22,6 +26,7 @@ from serlens.shared.schema import EMOTIONS
 CellKey = tuple[str, int | None, int | None]
 
 FEATURE_KINDS = ("egemaps", "embeddings")
+_SOURCE = "probe input"
 
 
 def _valid_key(key: object) -> bool:
@@ -64,14 +69,46 @@ def class_codes(labels: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     )
     if len(classes) < 2:
         raise InvalidInputError(
-            [("labels", f"classes {list(classes)}; probes need at least two")], source="probe input"
+            [("labels", f"classes {list(classes)}; probes need at least two")], source=_SOURCE
         )
     index = {label: i for i, label in enumerate(classes)}
     return np.array([index[label] for label in labels], dtype=np.int64), classes
 
 
+def check_cells(cells: Mapping[CellKey, np.ndarray], num_clips: int) -> list[CellKey]:
+    """The cell keys in table order, after checking every cell.
+
+    Raises:
+        InvalidInputError: no cells, an unknown key, a cell that is not 2-D, has another row
+            count than the labels or holds NaN/inf (each is named).
+    """
+    problems: list[tuple[str, str]] = [] if cells else [("cells", "none given")]
+    for key in cells:
+        if not _valid_key(key):
+            problems.append(
+                (repr(key), "expected ('embeddings', step, layer) or ('egemaps', None, None)")
+            )
+    if problems:
+        raise InvalidInputError(problems, source=_SOURCE)
+    keys = sorted(cells, key=_sort_key)
+    for key in keys:
+        array = np.asarray(cells[key])
+        if array.ndim != 2 or array.shape[1] == 0:
+            problems.append((_name(key), f"shape {array.shape}; expected (clips, features)"))
+        elif array.shape[0] != num_clips:
+            problems.append(
+                (_name(key), f"{array.shape[0]} rows; expected {num_clips}, one per label")
+            )
+        elif not np.isfinite(array).all():
+            bad = int(np.count_nonzero(~np.isfinite(array).all(axis=1)))
+            problems.append((_name(key), f"{bad} row(s) hold NaN or infinite values"))
+    if problems:
+        raise InvalidInputError(problems, source=_SOURCE)
+    return keys
+
+
 class ProbeService:
-    """Linear probes (``config.seeds`` per feature set) on one shared stratified split.
+    """Classification probes under one protocol, per-feature ridge probes, per-class results.
 
     Args:
         config: the validated settings.
@@ -85,66 +122,80 @@ class ProbeService:
         self.device = core.resolve_device(config.device)
 
     def process(
-        self, cells: Mapping[CellKey, np.ndarray], labels: Sequence[str]
-    ) -> list[dict[str, Any]]:
-        """Train and test the probes of every cell.
+        self,
+        cells: Mapping[CellKey, np.ndarray],
+        labels: Sequence[str],
+        *,
+        speakers: Sequence[str] | None = None,
+        targets: np.ndarray | None = None,
+        target_names: Sequence[str] | None = None,
+        classifier: np.ndarray | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Train and score every probe.
 
         Args:
             cells: ``("embeddings", checkpoint_step, layer)`` or ``("egemaps", None, None)``
                 -> n x d features; row i of every cell is clip i.
             labels: the n clips' class labels (e.g. ``EMOTIONS`` codes).
+            speakers: the n clips' speaker ids (needed by ``grouped_cv``, the intervals and
+                the ridge probes).
+            targets: n x T regression targets of the ridge probes (the eGeMAPS features).
+            target_names: the T targets' names (eGeMAPS names verbatim).
+            classifier: the fine-tuned classifier's predicted class codes on the n clips.
 
         Returns:
-            One row per (cell, seed) with the ``probes`` table's columns other than
-            ``train_key`` and lineage: features, checkpoint_step, layer, seed, f1_macro,
-            accuracy, epochs, val_loss; eGeMAPS first, then by checkpoint and layer.
+            Rows per table (``probes``, ``probe_features``, ``probe_classes``,
+            ``probe_confusion``), each without ``train_key`` and lineage.
 
         Raises:
-            InvalidInputError: no cells, an unknown key, a cell that is not 2-D, has another
-                row count than ``labels`` or holds NaN/inf (each is named), fewer than two
-                classes, or a class with too few clips for the stratified split.
+            InvalidInputError: bad cells (each named), fewer than two classes, a class too
+                small for the split, ``grouped_cv`` or ridge probes without speakers.
         """
-        problems: list[tuple[str, str]] = []
-        if not cells:
-            problems.append(("cells", "none given"))
-        for key in cells:
-            if not _valid_key(key):
-                problems.append(
-                    (repr(key), "expected ('embeddings', step, layer) or ('egemaps', None, None)")
+        keys = check_cells(cells, len(labels))
+        codes, classes = class_codes(labels)
+        spk = None if speakers is None else np.asarray(list(speakers))
+        splits = protocol_splits(self.config, np.asarray(list(labels)), spk)
+        feature_sets = [cells[k] for k in keys]
+        runs = [("linear", "emotion", codes)]
+        if self.config.mlp:
+            control = control_labels(codes, spk, self.config.control_seed)
+            runs += [("mlp", "emotion", codes), ("mlp", "control", control)]
+        out: dict[str, list[dict[str, Any]]] = {
+            "probes": [], "probe_features": [], "probe_classes": [], "probe_confusion": []
+        }
+        context = rows.Context(keys, classes, spk, self.config)
+        for head, task, task_codes in runs:
+            result = run_protocol(feature_sets, task_codes, splits, config=self.config, head=head)
+            out["probes"] += rows.probe_rows(context, result, task_codes, head=head, task=task)
+            if (head, task) == ("linear", "emotion"):
+                out["probe_classes"], out["probe_confusion"] = rows.class_rows(
+                    context, result, codes, classifier
                 )
-        if problems:
-            raise InvalidInputError(problems, source="probe input")
-        keys = sorted(cells, key=_sort_key)
-        for key in keys:
-            array = np.asarray(cells[key])
-            if array.ndim != 2 or array.shape[1] == 0:
-                problems.append((_name(key), f"shape {array.shape}; expected (clips, features)"))
-            elif array.shape[0] != len(labels):
-                problems.append(
-                    (_name(key), f"{array.shape[0]} rows; expected {len(labels)}, one per label")
-                )
-            elif not np.isfinite(array).all():
-                bad = int(np.count_nonzero(~np.isfinite(array).all(axis=1)))
-                problems.append((_name(key), f"{bad} row(s) hold NaN or infinite values"))
-        if problems:
-            raise InvalidInputError(problems, source="probe input")
+        if self.config.ridge and targets is not None:
+            out["probe_features"] = self._ridge_rows(cells, keys, spk, targets, target_names)
+        return out
 
-        codes, _ = class_codes(labels)
-        split = core.stratified_split(
-            np.asarray(list(labels)), self.config.split, self.config.split_seed
-        )
-        results = batched.train_probes([cells[k] for k in keys], codes, split, config=self.config)
-        return [
-            {
-                "features": kind,
-                "checkpoint_step": step,
-                "layer": layer,
-                "seed": seed,
-                "f1_macro": float(results.f1_macro[i, seed]),
-                "accuracy": float(results.accuracy[i, seed]),
-                "epochs": int(results.epochs[i, seed]),
-                "val_loss": float(results.val_loss[i, seed]),
-            }
-            for i, (kind, step, layer) in enumerate(keys)
-            for seed in range(self.config.seeds)
+    def _ridge_rows(
+        self,
+        cells: Mapping[CellKey, np.ndarray],
+        keys: list[CellKey],
+        speakers: np.ndarray | None,
+        targets: np.ndarray,
+        target_names: Sequence[str] | None,
+    ) -> list[dict[str, Any]]:
+        if speakers is None:
+            raise InvalidInputError(
+                [("speakers", "the ridge probes need one speaker id per clip")], source=_SOURCE
+            )
+        names = list(target_names) if target_names is not None else [
+            f"target_{j}" for j in range(np.asarray(targets).shape[1])
         ]
+        num_folds = effective_folds(speakers, self.config.folds)
+        folds = grouped_folds(speakers, num_folds, self.config.split_seed)
+        embedding = [key for key in keys if key[0] == "embeddings"]
+        results = ridge_probes([cells[key] for key in embedding], targets, folds,
+                               alphas=self.config.ridge_alphas, control_seed=self.config.control_seed)
+        out = []
+        for key, result in zip(embedding, results, strict=True):
+            out += rows.feature_rows(key, names, result, folds=num_folds)
+        return out

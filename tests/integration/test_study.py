@@ -33,6 +33,8 @@ SMALL = [
     "train.checkpoint_every_steps=4",
     "--set",
     "probe.seeds=3",
+    "--set",
+    "split.holdout_fraction=0.5",  # 4 speakers in subset 3: enough for speaker-grouped probes
 ]
 
 
@@ -103,7 +105,13 @@ def test_tables_hold_the_whole_study(study: dict) -> None:
         ).fetchone()
         assert cka[0] == 3 * 5 * 2 and cka[1] == 2 and cka[3] <= 1.0 + 1e-9
         probes = con.execute("SELECT features, count(*) FROM probes GROUP BY 1 ORDER BY 1").fetchall()
-        assert probes == [("egemaps", 3), ("embeddings", 3 * 5 * 3)]
+        # (linear, MLP, MLP control) x (best, stop weights) x 3 seeds per cell
+        assert probes == [("egemaps", 3 * 2 * 3), ("embeddings", 3 * 5 * 3 * 2 * 3)]
+        assert con.execute("SELECT DISTINCT protocol FROM probes").fetchall() == [("grouped_cv",)]
+        features = con.execute("SELECT count(*), count(DISTINCT target) FROM probe_features").fetchone()
+        assert features == (3 * 5 * 88, 88)
+        sources = con.execute("SELECT DISTINCT source FROM probe_classes ORDER BY 1").fetchall()
+        assert [s for (s,) in sources] == ["best_cell", "classifier", "egemaps"]
         lineage = con.execute(
             "SELECT count(*) FROM embeddings WHERE config_hash IS NULL OR created_at IS NULL"
         ).fetchone()[0]
@@ -112,7 +120,7 @@ def test_tables_hold_the_whole_study(study: dict) -> None:
 
 def test_figures_and_report(study: dict) -> None:
     figures = study["workdir"] / "figures"
-    for stem in ("training", "cka_egemaps", "probe_f1", "loudness"):
+    for stem in ("training", "cka_egemaps", "probe_f1", "probe_feature_r2", "probe_confusion", "loudness"):
         assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
         assert (figures / f"{stem}.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
     page = (study["workdir"] / "report.html").read_text()
@@ -267,7 +275,7 @@ def test_run_killed_midway_then_rerun_leaves_a_consistent_store(tmp_path: Path) 
         for table, key in (("clips", "clip_id"), ("egemaps", "clip_id"),
                            ("embeddings", "clip_id, checkpoint_step, layer"),
                            ("checkpoints", "checkpoint_step"), ("cka", "checkpoint_step, layer, estimator"),
-                           ("probes", "features, checkpoint_step, layer, seed")):
+                           ("probes", "features, checkpoint_step, layer, head, task, weights, seed")):
             total, distinct = con.execute(
                 f"SELECT count(*), count(DISTINCT ({key})) FROM {table}").fetchone()
             assert total == distinct > 0, table

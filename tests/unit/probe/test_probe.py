@@ -12,16 +12,18 @@ from sklearn.metrics import f1_score
 
 from serlens.probe import ProbeArgs, ProbeService
 from serlens.probe.batched import train_probes
-from serlens.probe.core import (
-    _metrics,
-    batch_order,
-    init_weights,
-    standardize_by_train,
-    stratified_split,
-    train_probe_naive,
-)
+from serlens.probe.core import _metrics, batch_order, standardize_by_train, stratified_split
+from serlens.probe.heads import init_params
+from serlens.probe.naive import train_probe_naive
 from serlens.shared.errors import InvalidConfigError, InvalidInputError
-from serlens.shared.schema import EMOTIONS, LINEAGE_FIELDS, PROBES
+from serlens.shared.schema import (
+    EMOTIONS,
+    LINEAGE_FIELDS,
+    PROBE_CLASSES,
+    PROBE_CONFUSION,
+    PROBE_FEATURES,
+    PROBES,
+)
 
 CPU = {"device": "cpu"}
 
@@ -82,17 +84,21 @@ def test_stratified_split_names_classes_too_small_and_rejects_bad_fractions() ->
 
 
 def test_initialisation_and_batch_order_depend_on_their_seeds_only() -> None:
-    weight, bias = init_weights(50, 6, seed=2)
-    again, _ = init_weights(50, 6, seed=2)
-    assert weight.shape == (6, 50) and bias.shape == (6,)
-    assert torch.equal(weight, again) and not torch.equal(weight, init_weights(50, 6, seed=3)[0])
+    weight, bias = init_params("linear", 50, 6, seed=2, hidden=0)
+    again, _ = init_params("linear", 50, 6, seed=2, hidden=0)
+    assert weight.shape == (6, 50) and bias.shape == (1, 6)
+    other = init_params("linear", 50, 6, seed=3, hidden=0)[0]
+    assert torch.equal(weight, again) and not torch.equal(weight, other)
     assert (
         weight.abs().max() <= 1 / math.sqrt(50) and weight.std() > 0.05
     )  # nn.Linear's U(±1/sqrt(d))
-    order = batch_order(40, epoch=3, split_seed=0)
+    w1, _, w2, _ = init_params("mlp", 50, 6, seed=2, hidden=8)
+    assert w1.shape == (8, 50) and w2.shape == (6, 8) and w2.abs().max() <= 1 / math.sqrt(8)
+    order = batch_order(40, epoch=3, seed=1)
     assert np.array_equal(np.sort(order), np.arange(40))
-    assert np.array_equal(order, batch_order(40, epoch=3, split_seed=0))
-    assert not np.array_equal(order, batch_order(40, epoch=4, split_seed=0))
+    assert np.array_equal(order, batch_order(40, epoch=3, seed=1))
+    assert not np.array_equal(order, batch_order(40, epoch=4, seed=1))
+    assert not np.array_equal(order, batch_order(40, epoch=3, seed=2))  # the seed sets the order
 
 
 def test_standardisation_uses_train_statistics_and_zeroes_constant_features() -> None:
@@ -142,6 +148,12 @@ def test_vectorised_equals_naive_for_the_same_seed() -> None:
                 naive.accuracy,
             ), (i, seed)
             assert batched.val_loss == pytest.approx(naive.val_loss, abs=1e-5)
+            assert (batched.best_epoch, batched.f1_macro_best) == (
+                naive.best_epoch,
+                naive.f1_macro_best,
+            ), (i, seed)
+            assert batched.val_loss_best == pytest.approx(naive.val_loss_best, abs=1e-5)
+    assert (results.best_epoch < results.epochs).all()  # stopped after `patience` epochs
     # Probes of one cell stopped at different epochs, so freezing by masks was exercised.
     assert any(len(set(row)) > 1 for row in results.epochs.tolist())
 
@@ -242,30 +254,66 @@ def _service_cells(n: int = 96) -> tuple[dict, list[str]]:
     return cells, labels
 
 
+def _columns(spec) -> set[str]:
+    return set(spec.schema.names) - {"train_key"} - {f.name for f in LINEAGE_FIELDS}
+
+
 def test_service_rows_follow_the_probes_table() -> None:
     cells, labels = _service_cells()
-    rows = ProbeService(config=ProbeArgs(seeds=2, **CPU).to_config()).process(cells, labels)
-    expected = set(PROBES.schema.names) - {"train_key"} - {f.name for f in LINEAGE_FIELDS}
-    assert all(set(row) == expected for row in rows)
-    assert len(rows) == 5 * 2
-    assert [(r["features"], r["checkpoint_step"], r["layer"], r["seed"]) for r in rows[:4]] == [
-        ("egemaps", None, None, 0),
-        ("egemaps", None, None, 1),
-        ("embeddings", 0, 0, 0),
-        ("embeddings", 0, 0, 1),
+    config = ProbeArgs(seeds=2, protocol="paper", **CPU).to_config()
+    rows = ProbeService(config=config).process(cells, labels)["probes"]
+    assert all(set(row) == _columns(PROBES) for row in rows)
+    assert len(rows) == 5 * 2 * 2  # cells x weights x seeds
+    assert [(r["features"], r["checkpoint_step"], r["layer"], r["weights"], r["seed"])
+            for r in rows[:3]] == [
+        ("egemaps", None, None, "best", 0),
+        ("egemaps", None, None, "best", 1),
+        ("embeddings", 0, 0, "best", 0),
     ]
+    assert {r["protocol"] for r in rows} == {"paper"} and {r["n_clips"] for r in rows} == {8}  # 2 test clips per class
     assert all(0 <= r["f1_macro"] <= 1 and r["epochs"] >= 6 and r["val_loss"] > 0 for r in rows)
     f1 = {
         (r["checkpoint_step"], r["layer"]): r["f1_macro"]
         for r in rows
-        if r["features"] == "embeddings"
+        if r["features"] == "embeddings" and r["weights"] == "best"
     }
     assert f1[(50, 1)] > f1[(0, 0)]  # more class signal, better probe
 
 
+def test_grouped_cv_service_scores_every_clip_once_and_fills_every_table() -> None:
+    cells, labels = _service_cells(120)
+    speakers = [f"s{i % 12}" for i in range(120)]
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=(120, 3))
+    classifier = np.array([EMOTIONS.index(label) for label in labels])
+    classifier[:3] = -1  # a label the analysis clips do not have counts against the true class
+    config = ProbeArgs(seeds=2, mlp=True, mlp_hidden=8, folds=3, **CPU).to_config()
+    out = ProbeService(config=config).process(
+        cells, labels, speakers=speakers, targets=targets, target_names=["a", "b", "c"],
+        classifier=classifier,
+    )
+    for table, spec in (("probes", PROBES), ("probe_features", PROBE_FEATURES),
+                        ("probe_classes", PROBE_CLASSES), ("probe_confusion", PROBE_CONFUSION)):
+        assert out[table] and all(set(row) == _columns(spec) for row in out[table]), table
+    probes = out["probes"]
+    assert {r["n_clips"] for r in probes} == {120}  # every clip predicted exactly once
+    assert {(r["head"], r["task"]) for r in probes} == {
+        ("linear", "emotion"), ("mlp", "emotion"), ("mlp", "control")
+    }
+    assert all(r["f1_low"] <= r["f1_macro_cell"] <= r["f1_high"] for r in probes)
+    assert all("jackknife" in r["interval"] for r in probes)
+    assert len(out["probe_features"]) == 4 * 3  # embedding cells x targets
+    mine = [r for r in out["probe_classes"] if r["source"] == "classifier"]
+    assert min(r["f1"] for r in mine) < 1.0 and max(r["f1"] for r in mine) == 1.0
+    assert sum(r["chance_f1"] for r in mine) == 1.0
+    confusion = [r for r in out["probe_confusion"] if r["source"] == "classifier"]
+    assert sum(r["count"] for r in confusion) == 120
+    assert sum(r["count"] for r in confusion if r["predicted_label"] == "other") == 3
+
+
 def test_service_names_bad_cells_and_small_classes() -> None:
     cells, labels = _service_cells()
-    service = ProbeService(config=ProbeArgs(seeds=1, **CPU).to_config())
+    service = ProbeService(config=ProbeArgs(seeds=1, protocol="paper", **CPU).to_config())
     broken = dict(cells)
     broken[("embeddings", 0, 1)] = cells[("embeddings", 0, 1)][:-2]
     broken[("egemaps", None, None)] = np.where(
