@@ -21,6 +21,7 @@ from serlens.api.promotions import current_promotion
 from serlens.shared.audio import DecodedAudio, store_normalized
 from serlens.shared.errors import NotFoundError
 from serlens.shared.keys import egemaps_key, embed_key, normalize_key
+from serlens.shared.rows import clip_row, egemaps_table, embedding_table
 from serlens.shared.schema import CHECKPOINTS, CLIPS, EMBEDDINGS, LoudnessRecord, egemaps_spec
 from serlens.shared.store import FeatureStore
 from serlens.shared.workdir import Workdir
@@ -216,20 +217,13 @@ class StoreWriter:
             path, digest = store_normalized(
                 self.config.paths.normalized_audio(self.lineage.norm_key), upload.audio_sha256, upload.normalized
             )
-        row = {
-            "clip_id": upload.clip_id,
-            "dataset": API_DATASET,
-            "source_path": f"upload:{upload.name}",
-            "audio_sha256": upload.audio_sha256,
-            "duration_s": len(upload.normalized) / 16_000,
-            "sampling_rate": 16_000,
-            "source_sampling_rate": upload.decoded.source_sampling_rate,
-            "source_num_channels": upload.decoded.source_num_channels,
-            **upload.loudness.as_columns(),
-            "target_lufs": self.config.normalize.target_lufs,
-            "normalized_path": str(path),
-            "normalized_sha256": digest,
-        }
+        row = clip_row(
+            clip_id=upload.clip_id, dataset=API_DATASET, source_path=f"upload:{upload.name}",
+            audio_sha256=upload.audio_sha256, num_samples=len(upload.normalized),
+            source_sampling_rate=upload.decoded.source_sampling_rate,
+            source_num_channels=upload.decoded.source_num_channels, loudness=upload.loudness,
+            target_lufs=self.config.normalize.target_lufs, normalized_path=str(path), normalized_sha256=digest,
+        )
         self.store.write(CLIPS.name, [row], config_hash=self.lineage.norm_key)
         return {
             "table": CLIPS.name,
@@ -242,14 +236,12 @@ class StoreWriter:
         self, upload: Upload, features: Mapping[str, float], extractor_version: str
     ) -> dict[str, Any]:
         """One ``egemaps`` row: the 88 functionals verbatim, with the extractor's version."""
-        row = {
-            "clip_id": upload.clip_id,
-            "dataset": API_DATASET,
-            "audio_sha256": upload.audio_sha256,
-            "extractor_version": extractor_version,
-            **features,
-        }
-        self.store.write(egemaps_spec().name, [row], config_hash=self.lineage.egemaps_hash)
+        names = list(features)
+        values = np.asarray([[features[name] for name in names]], dtype=np.float32)
+        item = {"clip_id": upload.clip_id, "dataset": API_DATASET, "audio_sha256": upload.audio_sha256}
+        self.store.write(egemaps_spec().name,
+                         egemaps_table([item], values, feature_names=names, extractor_version=extractor_version),
+                         config_hash=self.lineage.egemaps_hash)
         return {"table": egemaps_spec().name, "config_hash": self.lineage.egemaps_hash}
 
     def write_embeddings(
@@ -257,20 +249,10 @@ class StoreWriter:
     ) -> dict[str, Any]:
         """One ``embeddings`` row per layer (mean pooling), keyed by model, run, step and layer."""
         embed_hash = self.lineage.embed_hash(checkpoint.train_key)
-        rows = [
-            {
-                "clip_id": upload.clip_id,
-                "dataset": API_DATASET,
-                "audio_sha256": upload.audio_sha256,
-                "model": checkpoint.model,
-                "train_key": checkpoint.train_key,
-                "checkpoint_step": checkpoint.checkpoint_step,
-                "layer": int(layer),
-                "pooling": "mean",
-                "embedding": np.asarray(vector, dtype=np.float32).tolist(),
-            }
-            for layer, vector in zip(layers, vectors, strict=True)
-        ]
+        item = {"clip_id": upload.clip_id, "dataset": API_DATASET, "audio_sha256": upload.audio_sha256}
+        rows = embedding_table([item], np.asarray(vectors, dtype=np.float32)[None], layers=layers,
+                               model=checkpoint.model, train_key=checkpoint.train_key,
+                               step=checkpoint.checkpoint_step)
         self.store.write(EMBEDDINGS.name, rows, config_hash=embed_hash)
-        return {"table": EMBEDDINGS.name, "config_hash": embed_hash, "rows": len(rows)}
+        return {"table": EMBEDDINGS.name, "config_hash": embed_hash, "rows": rows.num_rows}
 

@@ -28,6 +28,7 @@ from serlens.pipeline.keys import StageKeys
 from serlens.pipeline.preflight import check_study
 from serlens.shared.datasets import DatasetScan, scan_crema_d, scan_manifest
 from serlens.shared.errors import InvalidManifestError, StoreError
+from serlens.shared.rows import clip_row
 from serlens.shared.schema import egemaps_feature_names
 from serlens.shared.workdir import Workdir
 
@@ -177,17 +178,15 @@ class Study:
             if c.source_path in bad:
                 continue
             r = results[c.clip_id]
-            rows.append({
-                "clip_id": c.clip_id, "dataset": c.dataset, "source_path": c.source_path,
-                "audio_sha256": c.audio_sha256, "speaker": c.speaker, "gender": c.gender, "label": c.label,
-                "sentence": c.sentence,
-                "subset": subsets[c.clip_id], "duration_s": r["duration_s"], "sampling_rate": 16_000,
-                "source_sampling_rate": c.sampling_rate, "source_num_channels": c.num_channels,
-                "lufs_before": r["lufs_before"], "lufs_after": r["lufs_after"], "gain_db": r["gain_db"],
-                "peak_dbfs": r["peak_dbfs"], "clipped_fraction": r["clipped_fraction"],
-                "loudness_policy": r["loudness_policy"], "target_lufs": self.args.normalize.target_lufs,
-                "normalized_path": r["normalized_path"], "normalized_sha256": r["normalized_sha256"],
-            })
+            rows.append(clip_row(
+                clip_id=c.clip_id, dataset=c.dataset, source_path=c.source_path, audio_sha256=c.audio_sha256,
+                num_samples=r["num_samples"], source_sampling_rate=c.sampling_rate,
+                source_num_channels=c.num_channels, loudness=r["loudness"],
+                target_lufs=self.args.normalize.target_lufs, normalized_path=r["normalized_path"],
+                normalized_sha256=r["normalized_sha256"],
+                labels={"speaker": c.speaker, "gender": c.gender, "label": c.label, "sentence": c.sentence,
+                        "subset": subsets[c.clip_id]},
+            ))
         if problems:
             self.store.write("skipped", [{"item": item, "stage": "prepare", "reason": reason}
                                          for item, reason in problems], config_hash=keys.data)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import pyarrow as pa
 import ray
 from tqdm.auto import tqdm
 
 from serlens.shared.audio import read_wav, store_normalized
+from serlens.shared.rows import egemaps_table, embedding_table
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -127,7 +127,8 @@ def ray_map(fn: Callable[[T], R], items: Iterable[T], *, desc: str = "map", chun
 def normalize_chunk(items: Sequence[dict[str, Any]], config: Any, audio_dir: str) -> list[dict[str, Any]]:
     """Normalise each source file; write the 16 kHz float32 WAV under ``audio_dir``.
 
-    Returns one dict per item: the loudness record and output path, or ``{"problem": reason}``.
+    Returns one dict per item: the loudness record, sample count and output path, or
+    ``{"problem": reason}``; each with the node that did it.
     """
     from serlens.normalize.service import NormalizeService
     from serlens.shared.errors import ServiceError
@@ -142,8 +143,8 @@ def normalize_chunk(items: Sequence[dict[str, Any]], config: Any, audio_dir: str
             out.append({"clip_id": item["clip_id"], "problem": str(err), "node": node})
             continue
         path, digest = store_normalized(audio_dir, item["audio_sha256"], signal)
-        out.append({"clip_id": item["clip_id"], **record.as_columns(), "normalized_path": str(path),
-                    "normalized_sha256": digest, "duration_s": len(signal) / 16_000, "node": node})
+        out.append({"clip_id": item["clip_id"], "loudness": record, "num_samples": len(signal),
+                    "normalized_path": str(path), "normalized_sha256": digest, "node": node})
     return out
 
 
@@ -166,15 +167,9 @@ class EgemapsWorker:
         """Extract the 88 functionals of each clip and append them to ``egemaps``; ``(node, clips)``."""
         signals = [read_wav(item["normalized_path"])[0] for item in items]
         features = self.service.process_batch(signals, 16_000)
-        columns: dict[str, Any] = {
-            "clip_id": [i["clip_id"] for i in items],
-            "dataset": [i["dataset"] for i in items],
-            "audio_sha256": [i["audio_sha256"] for i in items],
-            "extractor_version": [self.service.extractor_version] * len(items),
-        }
-        for j, name in enumerate(self.service.feature_names):
-            columns[name] = pa.array(features[:, j], pa.float32())
-        self.store.write("egemaps", pa.table(columns), config_hash=config_hash)
+        self.store.write("egemaps", egemaps_table(items, features, feature_names=self.service.feature_names,
+                                                  extractor_version=self.service.extractor_version),
+                         config_hash=config_hash)
         return node_id(), len(items)
 
 
@@ -205,40 +200,6 @@ class EmbedWorker:
         self.store.write("embeddings", embedding_table(items, pooled, layers=self.service.layers, model=model,
                                                        train_key=train_key, step=step), config_hash=config_hash)
         return node_id(), len(items)
-
-
-def embedding_table(items: Sequence[dict[str, Any]], pooled: np.ndarray, *, layers: Sequence[int], model: str,
-                    train_key: str, step: int) -> pa.Table:
-    """The ``embeddings`` rows of ``pooled`` (clips x kept hidden states x dim).
-
-    ``layers`` are the hidden-state indices the service kept, in ``pooled``'s order: a row's
-    ``layer`` is the hidden-state index, never its position in ``embed.layers``.
-
-    Raises:
-        InvalidInputError: ``layers`` does not have one index per pooled hidden state.
-    """
-    from serlens.shared.errors import InvalidInputError
-    from serlens.shared.models import transformers_version
-
-    n, num_layers, dim = pooled.shape
-    if len(layers) != num_layers:
-        raise InvalidInputError([("layers", f"{len(layers)} indices {list(layers)}; pooled has {num_layers}")],
-                                source="embeddings table")
-    flat = pa.array(pooled.reshape(-1).astype(np.float32), pa.float32())
-    offsets = pa.array(np.arange(0, n * num_layers * dim + 1, dim, dtype=np.int32))
-    count = n * num_layers
-    return pa.table({
-        "clip_id": [i["clip_id"] for i in items for _ in range(num_layers)],
-        "dataset": [i["dataset"] for i in items for _ in range(num_layers)],
-        "audio_sha256": [i["audio_sha256"] for i in items for _ in range(num_layers)],
-        "model": [model] * count,
-        "train_key": [train_key] * count,
-        "checkpoint_step": pa.array([step] * count, pa.int32()),
-        "layer": pa.array([int(i) for i in layers] * n, pa.int16()),
-        "pooling": ["mean"] * count,
-        "embedding": pa.ListArray.from_arrays(offsets, flat),
-        "transformers_version": [transformers_version()] * count,
-    })
 
 
 @ray.remote
