@@ -14,7 +14,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,43 +262,11 @@ def _read_manifest_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     raise ValueError(f"unknown manifest format {path.suffix!r}; expected .csv, .tsv or .parquet")
 
 
-def scan_manifest(
-    path: str | os.PathLike[str],
-    *,
-    dataset: str | None = None,
-    labels: Sequence[str] | None = None,
-    map_fn: MapFn = map,
-) -> DatasetScan:
-    """Scan a manifest: columns ``path, label, speaker, gender`` and optionally ``id``, ``sentence``.
-
-    Relative paths are relative to the manifest's folder; audio may have any sampling
-    rate and channel count (it is converted to 16 kHz mono later by ``serlens.shared.audio.decode``).
-    A row without ``id`` gets its path's stem.
-
-    Args:
-        path: a ``.csv`` (or ``.tsv``) or ``.parquet`` file.
-        dataset: name stored in every record (default: the manifest's stem).
-        labels: accepted labels (None: any non-empty label).
-        map_fn: how to run ``inspect_audio`` over the files.
-
-    Returns:
-        The scan; problems are a missing manifest or column, a missing file, an unknown label,
-        a duplicate id, a speaker without gender, a speaker with two genders, unusable audio.
-    """
-    manifest = Path(path).absolute()
-    source, name = str(manifest), manifest.name
-    if not manifest.is_file():
-        return DatasetScan((), ((source, "no such manifest file"),), source)
-    try:
-        columns, rows = _read_manifest_rows(manifest)
-    except (ValueError, OSError, csv.Error) as err:  # pyarrow's ArrowInvalid is a ValueError
-        return DatasetScan((), ((source, f"unreadable manifest: {err}"),), source)
-    missing = [c for c in MANIFEST_REQUIRED if c not in columns]
-    if missing:
-        return DatasetScan(
-            (), ((source, f"missing required column(s) {missing}; found {columns}"),), source
-        )
-    dataset = dataset or manifest.stem
+def _check_rows(
+    rows: Iterable[Mapping[str, Any]], manifest: Path, labels: Sequence[str] | None
+) -> tuple[list[tuple[str, str]], list[tuple[int, str, str, dict[str, Any]]], dict[str, dict[str, list[int]]]]:
+    """Check each manifest row on its own: ``(problems, rows to inspect, speaker -> gender -> rows)``."""
+    name = manifest.name
     problems: list[tuple[str, str]] = []
     seen_ids: dict[str, int] = {}
     speaker_genders: dict[str, dict[str, list[int]]] = {}
@@ -343,6 +311,47 @@ def scan_manifest(
             "sentence": cells["sentence"] or None,
         }
         pending.append((number, culprit, audio_path, fields))
+    return problems, pending, speaker_genders
+
+
+def scan_manifest(
+    path: str | os.PathLike[str],
+    *,
+    dataset: str | None = None,
+    labels: Sequence[str] | None = None,
+    map_fn: MapFn = map,
+) -> DatasetScan:
+    """Scan a manifest: columns ``path, label, speaker, gender`` and optionally ``id``, ``sentence``.
+
+    Relative paths are relative to the manifest's folder; audio may have any sampling
+    rate and channel count (it is converted to 16 kHz mono later by ``serlens.shared.audio.decode``).
+    A row without ``id`` gets its path's stem.
+
+    Args:
+        path: a ``.csv`` (or ``.tsv``) or ``.parquet`` file.
+        dataset: name stored in every record (default: the manifest's stem).
+        labels: accepted labels (None: any non-empty label).
+        map_fn: how to run ``inspect_audio`` over the files.
+
+    Returns:
+        The scan; problems are a missing manifest or column, a missing file, an unknown label,
+        a duplicate id, a speaker without gender, a speaker with two genders, unusable audio.
+    """
+    manifest = Path(path).absolute()
+    source, name = str(manifest), manifest.name
+    if not manifest.is_file():
+        return DatasetScan((), ((source, "no such manifest file"),), source)
+    try:
+        columns, rows = _read_manifest_rows(manifest)
+    except (ValueError, OSError, csv.Error) as err:  # pyarrow's ArrowInvalid is a ValueError
+        return DatasetScan((), ((source, f"unreadable manifest: {err}"),), source)
+    missing = [c for c in MANIFEST_REQUIRED if c not in columns]
+    if missing:
+        return DatasetScan(
+            (), ((source, f"missing required column(s) {missing}; found {columns}"),), source
+        )
+    dataset = dataset or manifest.stem
+    problems, pending, speaker_genders = _check_rows(rows, manifest, labels)
     conflicted = {
         spk: by_gender for spk, by_gender in speaker_genders.items() if len(by_gender) > 1
     }

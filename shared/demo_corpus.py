@@ -224,3 +224,22 @@ def write_demo_corpus(
             writer.writerow([speaker.actor_id, speaker.age, speaker.sex, "Unknown", "Unknown"])
     (root / "README.txt").write_text(README_TEXT.format(seed=seed))
     return root
+
+
+def ensure_demo_corpus(folder: Path, *, num_speakers: int, sentences_per_emotion: int, seed: int) -> bool:
+    """Write the demo corpus into ``folder`` unless the same one is already complete there.
+
+    A marker file, written last, records the settings of a complete corpus: a corpus cut short
+    (a killed run) or made with other settings is written again.
+
+    Returns:
+        Whether the corpus was written now.
+    """
+    marker = Path(folder) / ".complete"
+    wanted = f"{num_speakers}/{sentences_per_emotion}/{seed}"
+    if marker.exists() and marker.read_text() == wanted:
+        return False
+    write_demo_corpus(Path(folder), num_speakers=num_speakers, sentences_per_emotion=sentences_per_emotion,
+                      seed=seed)
+    marker.write_text(wanted)
+    return True

@@ -79,7 +79,7 @@ def embedding_table(items: Sequence[Mapping[str, Any]], pooled: np.ndarray, *, l
     Raises:
         InvalidInputError: ``layers`` does not have one index per pooled hidden state.
     """
-    from serlens.shared.models import transformers_version
+    from serlens.shared.hidden_states import transformers_version
 
     n, num_layers, dim = pooled.shape
     if len(layers) != num_layers:

@@ -1,17 +1,23 @@
-"""Records and table schemas of the feature store.
+"""Table schemas of the feature store: one explicit pyarrow schema per table, its join keys, a version.
 
-One frozen dataclass per record (units in the names), one explicit pyarrow schema per table,
-the table's join keys, and a schema version. Services import these; they never restate
-column lists. Every table carries lineage columns: what produced the row (``config_hash``,
-an extractor or model version) and when (``created_at``, UTC).
+Services import these (and the records, re-exported from ``serlens.shared.records``); they never
+restate column lists. Every table carries lineage: what produced a row (``config_hash``, an
+extractor or model version) and when (``created_at``, UTC).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import pyarrow as pa
+
+from serlens.shared.egemaps_names import EGEMAPS_FEATURE_NAMES
+
+# Re-exported: callers import the records from here, beside their tables.
+from serlens.shared.records import ClipRecord as ClipRecord
+from serlens.shared.records import LoudnessRecord as LoudnessRecord
+from serlens.shared.records import SkipRecord as SkipRecord
+from serlens.shared.records import TableSpec as TableSpec
 
 SCHEMA_VERSION = 2
 
@@ -27,110 +33,13 @@ LINEAGE_FIELDS = [
 ]
 
 
-@dataclass(frozen=True)
-class ClipRecord:
-    """One audio clip of a dataset, as found on disk (before normalisation).
-
-    Attributes:
-        clip_id: unique within the dataset (CREMA-D: the file stem).
-        dataset: dataset name, e.g. ``crema-d``, ``demo``, ``api``.
-        source_path: absolute path of the source file.
-        audio_sha256: SHA-256 of the source file's bytes.
-        speaker: speaker id.
-        gender: ``F`` or ``M`` (or another label the dataset uses).
-        label: class label (for SER: one of ``EMOTIONS``).
-        duration_s: duration in seconds.
-        sampling_rate: sampling rate of the source file in Hz.
-        num_channels: channel count of the source file.
-        sentence: what was said (CREMA-D: the sentence code of the file name, e.g. ``DFA``);
-            None when the dataset does not say. A confound for partial CKA.
-    """
-
-    clip_id: str
-    dataset: str
-    source_path: str
-    audio_sha256: str
-    speaker: str
-    gender: str
-    label: str
-    duration_s: float
-    sampling_rate: int
-    num_channels: int = 1
-    sentence: str | None = None
-
-
-@dataclass(frozen=True)
-class LoudnessRecord:
-    """What loudness normalisation did to one clip.
-
-    Attributes:
-        lufs_before: integrated loudness of the input in LUFS (``-inf`` for silence).
-        lufs_after: integrated loudness of the output in LUFS.
-        gain_db: gain applied, in dB.
-        peak_dbfs: sample peak of the output in dBFS.
-        clipped_fraction: fraction of samples that the plain gain would have pushed
-            outside [-1, 1] (0 when nothing had to be limited).
-        policy: what was done: ``normalized``, ``limited``, ``clipped``, ``short_tiled``,
-            ``silence_passthrough``.
-    """
-
-    lufs_before: float
-    lufs_after: float
-    gain_db: float
-    peak_dbfs: float
-    clipped_fraction: float
-    policy: str
-
-    def as_columns(self) -> dict[str, float | str]:
-        """The record as the ``clips`` table's loudness columns."""
-        return {"lufs_before": self.lufs_before, "lufs_after": self.lufs_after, "gain_db": self.gain_db,
-                "peak_dbfs": self.peak_dbfs, "clipped_fraction": self.clipped_fraction,
-                "loudness_policy": self.policy}
-
-
-@dataclass(frozen=True)
-class SkipRecord:
-    """An input item left out of a run, and why."""
-
-    item: str
-    stage: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """A feature-store table: its schema, join keys and partition columns.
-
-    Attributes:
-        name: table (and view) name.
-        schema: the pyarrow schema of every Parquet file of the table.
-        keys: columns that identify a row; the view keeps the newest row per key,
-            so re-running a stage never shows duplicates.
-        partition_by: columns whose values name the folders the files go in.
-    """
-
-    name: str
-    schema: pa.Schema
-    keys: tuple[str, ...]
-    partition_by: tuple[str, ...] = ()
-    description: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
-
-
 def _schema(*fields: pa.Field) -> pa.Schema:
     return pa.schema([*fields, *LINEAGE_FIELDS], metadata={"serlens_schema_version": str(SCHEMA_VERSION)})
 
 
-@lru_cache(maxsize=1)
 def egemaps_feature_names() -> tuple[str, ...]:
-    """The 88 eGeMAPSv02 functional names, verbatim from opensmile."""
-    import opensmile
-
-    smile = opensmile.Smile(
-        feature_set=opensmile.FeatureSet.eGeMAPSv02,
-        feature_level=opensmile.FeatureLevel.Functionals,
-    )
-    return tuple(smile.feature_names)
+    """The 88 eGeMAPSv02 functional names, verbatim from openSMILE (kept as data: no extractor is built)."""
+    return EGEMAPS_FEATURE_NAMES
 
 
 CLIPS = TableSpec(

@@ -21,13 +21,8 @@ from serlens.embed.config import EmbedConfig
 from serlens.embed.feed import Feed
 from serlens.shared.errors import InvalidConfigError, ServiceError
 from serlens.shared.fast_wavlm import FastWavLM
-from serlens.shared.models import (
-    check_encoder_input,
-    load_encoder,
-    pooled_hidden_states,
-    prepare_batch,
-    resolve_device,
-)
+from serlens.shared.hidden_states import pooled_hidden_states
+from serlens.shared.models import check_encoder_input, load_encoder, prepare_batch, resolve_device
 
 T = TypeVar("T")
 

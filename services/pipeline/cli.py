@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, workdir: Path) -> int:
+    from serlens.pipeline.cluster import start_ray
     from serlens.pipeline.config import load_study_args
-    from serlens.pipeline.run import Study, start_ray
+    from serlens.pipeline.run import Study
 
     study_args = load_study_args(args.config, args.overrides)
     started = time.perf_counter()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,17 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 
+from serlens import __version__
 from serlens.pipeline import stages
+from serlens.pipeline.cluster import start_ray
 from serlens.pipeline.config import DEMO_MODEL, StudyArgs
 from serlens.pipeline.keys import StageKeys
 from serlens.pipeline.preflight import check_study
 from serlens.shared.datasets import DatasetScan, scan_crema_d, scan_manifest
-from serlens.shared.errors import InvalidManifestError, StoreError
+from serlens.shared.errors import InvalidManifestError
 from serlens.shared.rows import clip_row
-from serlens.shared.schema import egemaps_feature_names
 from serlens.shared.workdir import Workdir
 
 
@@ -51,24 +50,6 @@ class StudyResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
-
-
-def start_ray(address: str | None) -> None:
-    """Join a cluster (``address``) or start a local Ray sized to this machine."""
-    if ray.is_initialized():
-        return
-    # Keep Ray from hiding GPUs from tasks that ask for none (its upcoming default, without the warning).
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    quiet = ",".join(["ignore::DeprecationWarning", "ignore::FutureWarning",
-                      # transformers' WavLM passes a float bias and a bool padding mask to torch
-                      "ignore:Support for mismatched key_padding_mask:UserWarning"])
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": quiet,
-                        "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}}
-    if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=env,
-                 log_to_driver=True, logging_level="WARNING")
 
 
 class Study:
@@ -118,16 +99,12 @@ class Study:
             return stages.ray_map(fn, items, desc="checking audio", progress=self.progress)
 
         if ds.kind == "demo":
-            from serlens.shared.demo_corpus import write_demo_corpus
+            from serlens.shared.demo_corpus import ensure_demo_corpus
 
             folder = Path(ds.path) if ds.path else self.dir.demo_corpus
-            marker = folder / ".complete"
-            wanted = f"{ds.demo_speakers}/{ds.demo_sentences_per_emotion}/{ds.demo_seed}"
-            if not marker.exists() or marker.read_text() != wanted:
-                self._log(f"writing the demo corpus to {folder}")
-                write_demo_corpus(folder, num_speakers=ds.demo_speakers,
-                                  sentences_per_emotion=ds.demo_sentences_per_emotion, seed=ds.demo_seed)
-                marker.write_text(wanted)
+            if ensure_demo_corpus(folder, num_speakers=ds.demo_speakers,
+                                  sentences_per_emotion=ds.demo_sentences_per_emotion, seed=ds.demo_seed):
+                self._log(f"wrote the demo corpus to {folder}")
             return scan_crema_d(folder, dataset=name, labels=ds.labels, map_fn=ray_backed_map)
         if not ds.path:
             raise InvalidManifestError([("dataset.path", f"required for dataset.kind={ds.kind!r}")], source="config")
@@ -322,17 +299,6 @@ class Study:
 
     # ------------------------------------------------------------------ 5-6. analyses
 
-    def egemaps_matrix(self, clip_ids: Sequence[str], keys: StageKeys) -> np.ndarray:
-        """EGeMAPS (clips x 88) in ``clip_ids`` order."""
-        names = list(egemaps_feature_names())
-        tbl = self.store.read("egemaps", columns=["clip_id", *names], filters={"config_hash": keys.egemaps})
-        index = {c: i for i, c in enumerate(tbl.column("clip_id").to_pylist())}
-        missing = [c for c in clip_ids if c not in index]
-        if missing:
-            raise StoreError(f"eGeMAPS missing for {len(missing)} clip(s), e.g. {missing[:3]}")
-        matrix = np.column_stack([tbl.column(n).to_numpy(zero_copy_only=False) for n in names]).astype(np.float64)
-        return matrix[[index[c] for c in clip_ids]]
-
     def analyse(self, clips: Sequence[dict[str, Any]], checkpoints: Sequence[dict[str, Any]], keys: StageKeys) -> None:
         """CKA against eGeMAPS and the layer-wise probes, as two Ray tasks."""
         started = time.perf_counter()
@@ -342,7 +308,7 @@ class Study:
         self.result.steps = steps
         analysis_key = keys.analysis(self.args, clip_ids)
         self.result.analysis_key = analysis_key
-        reference = self.egemaps_matrix(clip_ids, keys)
+        reference = stages.egemaps_matrix(self.store, clip_ids, keys.egemaps)
         threads = stages.threads_for_task()
         gpus = stages.cluster_gpus()
         pending: dict[str, ray.ObjectRef] = {}
@@ -400,7 +366,7 @@ class Study:
         (run_dir / "config.yaml").write_text(self.args.to_yaml())
         provenance = json.dumps(self.provenance())
         self.store.write("runs", [{"run_id": self.run_id, "status": "started", "config_yaml": self.args.to_yaml(),
-                                   "serlens_version": _version(), "provenance_json": provenance}],
+                                   "serlens_version": __version__, "provenance_json": provenance}],
                          config_hash=keys.data)
         analysed = [c for c in clips if c["subset"] == self.args.analysis.subset]
         self._log(f"{len(clips)} clips: subset sizes "
@@ -411,7 +377,7 @@ class Study:
         self.analyse(analysed, checkpoints, keys)
         self.store.write("runs", [{
             "run_id": self.run_id, "status": "finished", "config_yaml": self.args.to_yaml(),
-            "serlens_version": _version(), "seconds": time.perf_counter() - t0, "data_key": keys.data,
+            "serlens_version": __version__, "seconds": time.perf_counter() - t0, "data_key": keys.data,
             "train_key": keys.train, "embed_hash": keys.embed, "analysis_key": self.result.analysis_key,
             "egemaps_key": keys.egemaps, "provenance_json": provenance,
             "mlflow_run_id": self.result.mlflow_run_id, "tracking_uri": self.result.tracking_uri,
@@ -424,15 +390,6 @@ class Study:
         self._timed("report", started)
         self.result.figures = sorted(self.dir.figures.glob("*.png"))
         return self.result
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("serlens")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def run_study(args: StudyArgs, *, workdir: Path, address: str | None = None, skip_invalid: bool = False,

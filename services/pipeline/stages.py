@@ -300,6 +300,25 @@ def cka_analysis_task(config: Any, store_root: str, train_key: str, steps: Seque
     return tables.by_table()
 
 
+def egemaps_matrix(store: Any, clip_ids: Sequence[str], egemaps_key: str) -> np.ndarray:
+    """EGeMAPS (clips x 88) in ``clip_ids`` order, from the rows stored under ``egemaps_key``.
+
+    Raises:
+        StoreError: a clip has no eGeMAPS row.
+    """
+    from serlens.shared.errors import StoreError
+    from serlens.shared.schema import egemaps_feature_names
+
+    names = list(egemaps_feature_names())
+    tbl = store.read("egemaps", columns=["clip_id", *names], filters={"config_hash": egemaps_key})
+    index = {c: i for i, c in enumerate(tbl.column("clip_id").to_pylist())}
+    missing = [c for c in clip_ids if c not in index]
+    if missing:
+        raise StoreError(f"eGeMAPS missing for {len(missing)} clip(s), e.g. {missing[:3]}")
+    matrix = np.column_stack([tbl.column(n).to_numpy(zero_copy_only=False) for n in names]).astype(np.float64)
+    return matrix[[index[c] for c in clip_ids]]
+
+
 def write_tables(store: Any, tables: dict[str, list[dict[str, Any]]], *, train_key: str, config_hash: str) -> int:
     """Write each table's rows (with ``train_key``) under one config hash; returns the row count."""
     count = 0

@@ -129,3 +129,17 @@ def test_core_checks_names_and_shapes():
     with pytest.raises(ServiceError, match="2 rows"):
         core.functionals_to_vector(pd.concat([frame, frame]), names)
     assert core.extractor_version("2.6.0", "eGeMAPSv02") == "opensmile-2.6.0/eGeMAPSv02/Functionals"
+
+
+def test_the_stored_names_are_opensmiles_and_the_schema_needs_no_extractor():
+    import subprocess
+    import sys
+
+    import opensmile
+
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    assert tuple(smile.feature_names) == egemaps_feature_names()
+    code = "import sys, serlens.shared.schema as s; s.egemaps_spec(); print('opensmile' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

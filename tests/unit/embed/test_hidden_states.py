@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from serlens.pipeline.stages import embedding_table
 from serlens.shared.errors import InvalidInputError
-from serlens.shared.models import (
-    create_random_encoder,
-    encoder_hidden_states,
-    load_encoder,
-    transformers_version,
-)
+from serlens.shared.hidden_states import encoder_hidden_states, transformers_version
+from serlens.shared.models import create_random_encoder, load_encoder
+from serlens.shared.rows import embedding_table
 
 
 @pytest.fixture(scope="module")
