@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
+
 from serlens.pipeline.config import StudyArgs
 from serlens.shared.errors import InvalidInputError
 from serlens.shared.schema import ClipRecord
@@ -21,6 +23,10 @@ from serlens.shared.splits import ANALYSIS, TRAIN, VALIDATION, split_speakers
 SUBSET_NAMES = {TRAIN: "subset 1 (training)", VALIDATION: "subset 2 (validation)", ANALYSIS: "subset 3 (analysis)"}
 #: Debiased CKA's unbiased HSIC divides by (n - 3); fewer analysis clips than this leave it undefined.
 MIN_ANALYSIS_CLIPS = 4
+#: Speaker-grouped probes need a test, a validation and a train speaker (or nested CV's 3 folds).
+MIN_GROUPED_SPEAKERS = 3
+#: Partial CKA's residual degrees of freedom must leave the debiased estimator defined.
+MIN_PARTIAL_DOF = 4
 
 
 def check_study(args: StudyArgs, clips: Sequence[ClipRecord], subsets: dict[str, int] | None = None, *,
@@ -79,20 +85,44 @@ def _analysis_problems(args: StudyArgs, analysed: Sequence[ClipRecord]) -> list[
     if len(analysed) < MIN_ANALYSIS_CLIPS:
         problems.append((name, f"{len(analysed)} clip(s); debiased CKA needs at least {MIN_ANALYSIS_CLIPS}"))
     counts = Counter(c.label for c in analysed)
-    needed = probe_clips_per_class(args)
-    for label in args.dataset.labels:
-        if counts[label] < needed:
-            problems.append((f"{name}, class {label!r}",
-                             f"{counts[label]} clip(s); the probes' {tuple(args.probe.split)} split "
-                             f"needs at least {needed} per class"))
+    if args.probe.protocol == "paper":
+        needed = probe_clips_per_class(args)
+        for label in args.dataset.labels:
+            if counts[label] < needed:
+                problems.append((f"{name}, class {label!r}",
+                                 f"{counts[label]} clip(s); the probes' {tuple(args.probe.split)} split "
+                                 f"needs at least {needed} per class"))
+    speakers = len({c.speaker for c in analysed})
+    if (args.probe.protocol == "grouped_cv" or args.probe.ridge) and speakers < MIN_GROUPED_SPEAKERS:
+        problems.append((name, f"{speakers} speaker(s); speaker-grouped probes (probe.protocol: grouped_cv, "
+                               f"probe.ridge) need at least {MIN_GROUPED_SPEAKERS}"))
+    if speakers < 2:
+        problems.append((name, f"{speakers} speaker(s); the delete-one-speaker jackknife needs at least 2"))
+    dof = _partial_dof(args, analysed)
+    if dof is not None and dof < MIN_PARTIAL_DOF:
+        problems.append((name, f"regressing out {', '.join(args.cka.confounds)} leaves {dof} degree(s) of freedom; "
+                               f"partial CKA needs at least {MIN_PARTIAL_DOF} (fewer cka.confounds or more clips)"))
     return problems
 
 
 def probe_clips_per_class(args: StudyArgs) -> int:
-    """Fewest analysis clips per class the probe protocol needs."""
+    """Fewest analysis clips per class the ``paper`` protocol's stratified split needs."""
     from serlens.probe.core import min_clips_per_class
 
     return min_clips_per_class(args.probe.split)
+
+
+def _partial_dof(args: StudyArgs, analysed: Sequence[ClipRecord]) -> int | None:
+    """Residual degrees of freedom of partial CKA's one-hot confound design (None: no confounds)."""
+    factors = [[getattr(c, name) for c in analysed] for name in args.cka.confounds]
+    factors = [values for values in factors if None not in values]
+    if not factors or not analysed:
+        return None
+    columns = [np.ones(len(analysed))]
+    for values in factors:
+        levels = sorted(set(values))
+        columns += [np.array([v == level for v in values], dtype=float) for level in levels[1:]]
+    return len(analysed) - int(np.linalg.matrix_rank(np.column_stack(columns)))
 
 
 def _counts(counts: Counter[str]) -> str:

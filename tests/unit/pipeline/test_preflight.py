@@ -11,13 +11,15 @@ from serlens.shared.schema import EMOTIONS, ClipRecord
 from serlens.shared.splits import ANALYSIS, VALIDATION, split_speakers
 
 ARGS = StudyArgs()
+PAPER = StudyArgs.model_validate({"probe": {"protocol": "paper"}})
 
 
-def _clips(per_label: int = 2, speakers: int = 12) -> list[ClipRecord]:
+def _clips(per_label: int = 2, speakers: int = 20, sentences: bool = False) -> list[ClipRecord]:
     return [
         ClipRecord(clip_id=f"{s:04d}_{label}_{i}", dataset="t", source_path=f"/x/{s}_{label}_{i}.wav",
                    audio_sha256=f"{s}{label}{i}", speaker=f"{s:04d}", gender="F" if s % 2 else "M",
-                   label=label, duration_s=2.0, sampling_rate=16_000)
+                   label=label, duration_s=2.0, sampling_rate=16_000,
+                   sentence=f"{s}{label}{i}" if sentences else None)
         for s in range(speakers) for label in EMOTIONS for i in range(per_label)
     ]
 
@@ -40,7 +42,7 @@ def test_every_problem_is_named_in_one_message():
     dropped = {c.clip_id for c in clips if subsets[c.clip_id] == VALIDATION and c.label == "NEU"}
     dropped |= {c.clip_id for c in analysis_sad[1:]}
     with pytest.raises(InvalidInputError) as info:
-        check_study(ARGS, [c for c in clips if c.clip_id not in dropped])
+        check_study(PAPER, [c for c in clips if c.clip_id not in dropped])
     culprits = dict(info.value.problems)
     assert "no clip labelled NEU" in culprits["subset 2 (validation)"]
     assert culprits["subset 3 (analysis), class 'SAD'"].startswith("1 clip(s); the probes'")
@@ -53,4 +55,21 @@ def test_recheck_after_skipping_uses_the_same_split():
     subsets = _subsets(clips)
     keep = [c for c in clips if not (subsets[c.clip_id] == ANALYSIS and c.label == "ANG")]
     with pytest.raises(InvalidInputError, match="class 'ANG'"):
+        check_study(PAPER, keep, subsets)
+
+
+def test_grouped_probes_need_three_analysis_speakers_and_partial_cka_its_degrees_of_freedom():
+    clips = _clips()
+    subsets = _subsets(clips)
+    analysis_speakers = sorted({c.speaker for c in clips if subsets[c.clip_id] == ANALYSIS})
+    keep = [c for c in clips if subsets[c.clip_id] != ANALYSIS or c.speaker == analysis_speakers[0]]
+    with pytest.raises(InvalidInputError) as info:
         check_study(ARGS, keep, subsets)
+    reasons = " | ".join(reason for _, reason in info.value.problems)
+    assert "speaker-grouped probes" in reasons and "jackknife needs at least 2" in reasons
+
+
+def test_partial_cka_needs_residual_degrees_of_freedom():
+    # every clip its own sentence: regressing sentence out leaves nothing
+    with pytest.raises(InvalidInputError, match="partial CKA needs at least 4"):
+        check_study(ARGS, _clips(sentences=True))
