@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -319,6 +320,33 @@ def check_signal(
         raise InvalidAudioError(f"{name}: {duration_s:.1f} s is longer than the {max_duration_s:g} s maximum")
     if not allow_silence and float(np.max(np.abs(signal))) < SILENCE_PEAK:
         raise InvalidAudioError(f"{name}: digital silence (peak below -120 dBFS)")
+
+
+def check_input_signal(signal: np.ndarray, sampling_rate: int, *, expected_rate: int, name: str = "signal",
+                       rate_hint: str = "", **limits: Any) -> np.ndarray:
+    """The one check of a signal handed to a service: its rate, float samples, then ``check_signal``.
+
+    Args:
+        signal: mono float samples.
+        sampling_rate: its rate, in Hz.
+        expected_rate: the rate the service takes, in Hz.
+        name: how to name the signal in errors.
+        rate_hint: what to do about another rate (appended to that error).
+        limits: ``check_signal``'s keyword arguments (duration bounds, silence).
+
+    Returns:
+        The samples as float32 (no copy when they already are).
+
+    Raises:
+        InvalidAudioError: another rate, integer samples, or whatever ``check_signal`` refuses.
+    """
+    if sampling_rate != expected_rate:
+        raise InvalidAudioError(f"{name}: sampling rate {sampling_rate} Hz, expected {expected_rate} Hz{rate_hint}")
+    array = np.asarray(signal)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidAudioError(f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}")
+    check_signal(array, sampling_rate, name=name, **limits)
+    return array.astype(np.float32, copy=False)
 
 
 def write_wav(path: str | os.PathLike[str], signal: np.ndarray, sampling_rate: int = TARGET_SAMPLING_RATE,

@@ -198,20 +198,16 @@ def check_encoder_input(signal: np.ndarray, sampling_rate: int, bundle: ModelBun
         InvalidAudioError: another rate than the model's, integer samples, not 1-D, empty, NaN,
             or fewer samples than one frame needs.
     """
-    from serlens.shared.audio import check_signal
+    from serlens.shared.audio import check_input_signal
     from serlens.shared.errors import InvalidAudioError
 
-    if sampling_rate != bundle.sampling_rate:
-        raise InvalidAudioError(f"{name}: sampling rate {sampling_rate} Hz, expected {bundle.sampling_rate} Hz "
-                                f"(the rate of {bundle.name_or_path})")
-    array = np.asarray(signal)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise InvalidAudioError(f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}")
-    check_signal(array, sampling_rate, name=name, min_duration_s=0.0, allow_silence=True)
+    array = check_input_signal(signal, sampling_rate, expected_rate=bundle.sampling_rate, name=name,
+                               rate_hint=f" (the rate of {bundle.name_or_path})", min_duration_s=0.0,
+                               allow_silence=True)
     if array.size < min_samples:
         raise InvalidAudioError(f"{name}: {array.size} samples, fewer than the {min_samples} the encoder needs "
                                 "for one frame")
-    return array.astype(np.float32, copy=False)
+    return array
 
 
 def prepare_batch(

@@ -14,8 +14,8 @@ import opensmile
 
 from serlens.egemaps import core
 from serlens.egemaps.config import EgemapsConfig
-from serlens.shared.audio import TARGET_SAMPLING_RATE, check_signal, decode
-from serlens.shared.errors import InvalidAudioError, InvalidConfigError
+from serlens.shared.audio import TARGET_SAMPLING_RATE, check_input_signal, decode
+from serlens.shared.errors import InvalidConfigError
 from serlens.shared.schema import egemaps_feature_names
 
 
@@ -54,18 +54,8 @@ class EgemapsService:
         )
 
     def _check(self, signal: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
-        if sampling_rate != TARGET_SAMPLING_RATE:
-            raise InvalidAudioError(
-                f"{name}: sampling rate {sampling_rate} Hz, expected the normalised "
-                f"{TARGET_SAMPLING_RATE} Hz signal"
-            )
-        array = np.asarray(signal)
-        if not np.issubdtype(array.dtype, np.floating):
-            raise InvalidAudioError(
-                f"{name}: expected float samples in [-1, 1], got dtype {array.dtype}"
-            )
-        check_signal(array, sampling_rate, name=name)
-        return array.astype(np.float32, copy=False)
+        return check_input_signal(signal, sampling_rate, expected_rate=TARGET_SAMPLING_RATE, name=name,
+                                  rate_hint=" (the normalised signal)")
 
     def _vector(self, signal: np.ndarray, name: str) -> np.ndarray:
         frame = self._smile.process_signal(signal, TARGET_SAMPLING_RATE)

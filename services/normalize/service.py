@@ -11,8 +11,7 @@ import numpy as np
 
 from serlens.normalize import core
 from serlens.normalize.config import NormalizeConfig
-from serlens.shared.audio import TARGET_SAMPLING_RATE, DecodedAudio, decode
-from serlens.shared.errors import InvalidAudioError
+from serlens.shared.audio import TARGET_SAMPLING_RATE, DecodedAudio, check_input_signal, decode
 from serlens.shared.schema import LoudnessRecord
 
 
@@ -47,26 +46,10 @@ class NormalizeService:
             InvalidAudioError: not a 1-D float array, empty, NaN or infinite samples, another
                 sampling rate, or refused by the short or silence policy.
         """
-        x = np.asarray(signal)
-        if x.ndim != 1:
-            raise InvalidAudioError(
-                f"{name}: expected a mono signal of shape (num_samples,), got shape {x.shape}"
-            )
-        if not np.issubdtype(x.dtype, np.floating):
-            raise InvalidAudioError(
-                f"{name}: expected float samples in [-1, 1], got dtype {x.dtype}"
-            )
-        if x.size == 0:
-            raise InvalidAudioError(f"{name}: no samples (0 s)")
-        if not np.all(np.isfinite(x)):
-            raise InvalidAudioError(
-                f"{name}: {int(np.count_nonzero(~np.isfinite(x)))} NaN or infinite sample(s)"
-            )
-        if sampling_rate != TARGET_SAMPLING_RATE:
-            raise InvalidAudioError(
-                f"{name}: sampling rate {sampling_rate} Hz, expected {TARGET_SAMPLING_RATE} Hz "
-                "(decode with serlens.shared.audio.decode first)"
-            )
+        # Duration and silence are the short and silence policies' to decide, not refused here.
+        x = check_input_signal(signal, sampling_rate, expected_rate=TARGET_SAMPLING_RATE, name=name,
+                               rate_hint=" (decode with serlens.shared.audio.decode first)", min_duration_s=0.0,
+                               allow_silence=True)
         return core.normalize_loudness(x, sampling_rate, config=self.config, name=name)
 
     def process_file(

@@ -79,7 +79,7 @@ def test_process_file_equals_process_signal(service, tmp_path):
 @pytest.mark.parametrize(
     ("signal", "rate", "message"),
     [
-        (voiced(), 8000, "sampling rate 8000 Hz, expected the normalised 16000 Hz"),
+        (voiced(), 8000, "sampling rate 8000 Hz, expected 16000 Hz (the normalised signal)"),
         (np.full(RATE, np.nan, np.float32), RATE, "16000 NaN or infinite"),
         (np.zeros(RATE, np.float32), RATE, "digital silence"),
         (voiced(duration_s=0.3), RATE, "300 ms is shorter than the 400 ms minimum"),
