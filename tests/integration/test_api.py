@@ -659,3 +659,21 @@ def test_submissions_racing_through_two_replicas_admit_one_and_stop_the_other(ap
         time.sleep(1)
     for job_id, _ in submitted:
         assert client.get_job_status(job_id) in (JobStatus.STOPPED, JobStatus.FAILED)
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, bytes]:
+    from tests.support.audio_bombs import upload_bombs
+
+    return upload_bombs(hours=2.0)
+
+
+def test_upload_bombs_get_a_named_answer_fast_through_the_served_app(client, bombs):
+    # Hours of silent FLAC, Vorbis, Opus and MP3, a WAV at 1 Hz, an 8-channel 96 kHz header that
+    # declares hours, every other container: each a 413/415/422 naming the problem, within 2 s.
+    for name, data in bombs.items():
+        started = time.monotonic()
+        response = client.post("/egemaps", files=upload(data, f"{name}.bin"))
+        elapsed = time.monotonic() - started
+        assert response.status_code in (413, 415, 422), (name, response.status_code, response.text[:300])
+        assert response.json()["error"] and elapsed < 2.0, (name, elapsed)
