@@ -116,7 +116,8 @@ def _init_lock_path(tracking_uri: str) -> Path | None:
     parsed = urlparse(tracking_uri)
     scheme = parsed.scheme.split("+")[0]
     if scheme == "sqlite" and parsed.path not in ("", "/:memory:"):
-        return Path(f"{parsed.path}.init.lock")
+        # SQLAlchemy's sqlite:///relative.db and sqlite:////absolute.db: drop one slash.
+        return Path(f"{parsed.path[1:]}.init.lock")
     if scheme in _DATABASE_SCHEMES:
         digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / f"serlens-mlflow-{digest}.init.lock"

@@ -224,3 +224,13 @@ def test_run_logger_keeps_the_loop_free_while_the_server_is_down(unused_port):
     assert logger.offline_since is not None
     with pytest.raises(TrackingError, match="closed"):
         logger.log_metrics([{"name": "x", "value": 1.0, "step": 0}])
+
+
+def test_a_relative_sqlite_uri_keeps_its_lock_beside_the_database(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tracking.TrackingConfig(tracking_uri="sqlite:///sub/relative.db", artifact_location=None)
+    tracking.start_run(config, tags={})
+    assert (tmp_path / "sub" / "relative.db").is_file() and (tmp_path / "sub" / "relative.db.init.lock").is_file()
+    absolute = tracking.tracking_config(tmp_path / "abs")
+    tracking.start_run(absolute, tags={})
+    assert (tmp_path / "abs" / "mlflow.db.init.lock").is_file()
