@@ -188,6 +188,17 @@ def load_encoder(
     return model.to(device).eval(), bundle
 
 
+#: Added to a clip's variance before the square root when it is standardised (as Hugging Face's
+#: ``Wav2Vec2FeatureExtractor`` does); the trainer, the embedding feed and ``prepare_batch`` share it.
+NORMALIZE_EPSILON = 1e-7
+
+
+def standardize(signal: np.ndarray) -> np.ndarray:
+    """Zero mean and unit variance over the clip's own samples (float32), as the feature extractor does."""
+    x = np.asarray(signal, dtype=np.float32)
+    return (x - x.mean()) / np.sqrt(x.var() + NORMALIZE_EPSILON)
+
+
 def check_encoder_input(signal: np.ndarray, sampling_rate: int, bundle: ModelBundle, *, min_samples: int,
                         name: str = "signal") -> np.ndarray:
     """The signal as float32 if an encoder can take it.
@@ -222,9 +233,7 @@ def prepare_batch(
     values = np.zeros((len(signals), longest), dtype=np.float32)
     mask = np.zeros((len(signals), longest), dtype=np.int64)
     for i, s in enumerate(signals):
-        x = np.asarray(s, dtype=np.float32)
-        if bundle.do_normalize:
-            x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+        x = standardize(s) if bundle.do_normalize else np.asarray(s, dtype=np.float32)
         values[i, : len(x)] = x
         mask[i, : len(x)] = 1
     values_t, mask_t = torch.from_numpy(values), torch.from_numpy(mask)

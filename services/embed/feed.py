@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-#: Added to the variance before the square root, as ``Wav2Vec2FeatureExtractor`` does.
-NORMALIZE_EPS = 1e-7
+from serlens.shared.models import NORMALIZE_EPSILON
+
+#: Added to the variance before the square root (the one constant, in ``serlens.shared.models``).
+NORMALIZE_EPS = NORMALIZE_EPSILON
 
 
 @dataclass

@@ -22,12 +22,9 @@ import torch
 
 from serlens.shared.audio import TARGET_SAMPLING_RATE, read_wav
 from serlens.shared.errors import InvalidConfigError, InvalidManifestError
+from serlens.shared.models import standardize
 from serlens.trainer import core
 from serlens.trainer.config import TrainConfig
-
-#: Added to the variance before the square root when a clip is standardised (as Hugging Face's
-#: feature extractors do).
-NORMALIZE_EPSILON = 1e-7
 
 
 @dataclass(frozen=True)
@@ -138,12 +135,6 @@ class TrainPlan:
         return [core.micro_batches(clips, config.batch_size, self.train_lengths,
                                    bucket_by_length=config.length_bucketing)
                 for clips in steps[step % self.steps_per_epoch:]]
-
-
-def standardize(signal: np.ndarray) -> np.ndarray:
-    """Zero mean and unit variance over the clip's own samples (float32)."""
-    x = np.asarray(signal, dtype=np.float32)
-    return (x - x.mean()) / np.sqrt(x.var() + NORMALIZE_EPSILON)
 
 
 class ClipDataset(torch.utils.data.Dataset):

@@ -22,8 +22,15 @@ from torch import nn
 from tqdm import tqdm
 
 from serlens.shared.audio import TARGET_SAMPLING_RATE
-from serlens.shared.errors import InvalidConfigError, ModelLoadError
-from serlens.shared.models import HEAD_FILENAME, ModelBundle, SpeechClassifier, length_groups, load_encoder
+from serlens.shared.errors import ModelLoadError
+from serlens.shared.models import (
+    HEAD_FILENAME,
+    ModelBundle,
+    SpeechClassifier,
+    length_groups,
+    load_encoder,
+    resolve_device,
+)
 from serlens.shared.tracking import TrackingConfig
 from serlens.shared.workdir import checkpoint_dirname
 from serlens.trainer import checkpoints, core
@@ -123,11 +130,8 @@ class TrainerService:
     def __init__(self, *, config: TrainConfig, tracking: TrackingConfig) -> None:
         self.config = config
         self.tracking = tracking
-        has_cuda = torch.cuda.is_available()
-        if config.device == "cuda" and not has_cuda:
-            raise InvalidConfigError("device='cuda' but torch sees no CUDA device; use device='auto' or 'cpu'")
-        use_cuda = config.device == "cuda" or (config.device == "auto" and has_cuda)
-        self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.device = resolve_device(config.device)
+        use_cuda = self.device.type == "cuda"
         bf16 = config.precision == "bf16" or (config.precision == "auto" and use_cuda)
         self.autocast_dtype = torch.bfloat16 if bf16 else None
 
