@@ -183,7 +183,9 @@ def permuted_inner(stack: np.ndarray, gram_y: np.ndarray, perms: np.ndarray, lay
         block = perms[start : start + chunk]
         for b, perm in enumerate(block):
             layout.strips(source, perm, out=buffer[b])
-        out[:, start : start + len(block)] = stack @ buffer[: len(block)].T
+        gathered = buffer[: len(block)]
+        # OpenBLAS is slow for a handful of rows times a long inner dimension; turn it around.
+        out[:, start : start + len(block)] = (gathered @ stack.T).T if len(stack) < 16 else stack @ gathered.T
     return out
 
 
