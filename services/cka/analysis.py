@@ -75,8 +75,10 @@ def _summaries(keys: Sequence[Cell], reps: Sequence[np.ndarray], gram_y: np.ndar
     grid = _Grid(list(keys), layout, np.empty((count, len(names))), np.empty((count, len(names))), np.empty(count),
                  np.full((count, len(names)), np.nan), None, np.empty((count, layout.size), dtype=dtype),
                  np.empty((count, n)), np.empty(count))
+    jackknife = None
     if speakers is not None and np.unique(speakers).size >= MIN_JACKKNIFE_SPEAKERS:
         grid.leave_out = np.empty((count, np.unique(speakers).size, len(names)))
+        jackknife = grams.LeaveOneGroupOut(gram_y, speakers)
     for i, rep in enumerate(reps):
         gram = grams.centred_gram(rep)
         kx = np.diag(gram)
@@ -89,8 +91,8 @@ def _summaries(keys: Sequence[Cell], reps: Sequence[np.ndarray], gram_y: np.ndar
         grid.ranks[i] = grams.effective_rank(gram)
         grid.stack[i] = grid.layout.pack(gram, dtype=dtype)
         grid.diagonals[i] = kx
-        if grid.leave_out is not None and speakers is not None:
-            grid.leave_out[i] = grams.leave_one_group_out(gram, gram_y, speakers, names)
+        if grid.leave_out is not None and jackknife is not None:
+            grid.leave_out[i] = jackknife.values(gram, names)
         if partial is not None:
             grid.partial[i] = partial.values(gram, names)
     return grid

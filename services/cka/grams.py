@@ -183,48 +183,67 @@ def permuted_inner(stack: np.ndarray, gram_y: np.ndarray, perms: np.ndarray, lay
         block = perms[start : start + chunk]
         for b, perm in enumerate(block):
             layout.strips(source, perm, out=buffer[b])
-        out[:, start : start + len(block)] = stack @ buffer[: len(block)].T
+        gathered = buffer[: len(block)]
+        # OpenBLAS is slow for a handful of rows times a long inner dimension; turn it around.
+        out[:, start : start + len(block)] = (gathered @ stack.T).T if len(stack) < 16 else stack @ gathered.T
     return out
+
+
+class LeaveOneGroupOut:
+    """CKA of many views with one reference, each group's clips left out in turn.
+
+    The sub-Gram of the remaining clips is not centred; the linear estimator re-centres it
+    through its row sums and the unbiased one does not need centring, so both come from
+    sums over the left-out group's rows of the full centred Grams. The reference's own sums
+    are computed once.
+
+    Args:
+        gram_y: centred Gram of the reference (n x n).
+        groups: a group label (speaker) per clip.
+    """
+
+    def __init__(self, gram_y: np.ndarray, groups: np.ndarray) -> None:
+        labels = np.unique(groups)
+        self.indicator = (np.asarray(groups)[:, None] == labels[None, :]).astype(np.float64)  # n x G
+        self.remaining = self.indicator.shape[0] - self.indicator.sum(axis=0)
+        self.gram_y = np.asarray(gram_y, dtype=np.float64)
+        self.y_in = self.gram_y @ self.indicator
+        self.terms_yy = _loo_terms(self.gram_y, self.y_in, self.gram_y, self.y_in, self.indicator)
+
+    def values(self, gram_x: np.ndarray, estimators: Sequence[Estimator]) -> np.ndarray:
+        """Leave-one-group-out CKA of one view (its centred Gram), groups x estimators."""
+        gram = np.asarray(gram_x, dtype=np.float64)
+        x_in = gram @ self.indicator
+        terms_xy = _loo_terms(gram, x_in, self.gram_y, self.y_in, self.indicator)
+        terms_xx = _loo_terms(gram, x_in, gram, x_in, self.indicator)
+        out = np.empty((self.indicator.shape[1], len(estimators)))
+        for j, estimator in enumerate(estimators):
+            out[:, j] = ratio(_loo_hsic(estimator, terms_xy, self.remaining),
+                              _loo_hsic(estimator, terms_xx, self.remaining),
+                              _loo_hsic(estimator, self.terms_yy, self.remaining))
+        return out
 
 
 def leave_one_group_out(gram_x: np.ndarray, gram_y: np.ndarray, groups: np.ndarray,
                         estimators: Sequence[Estimator]) -> np.ndarray:
-    """CKA of two views with each group's clips left out (groups x estimators).
+    """CKA of two views with each group's clips left out (groups x estimators); see ``LeaveOneGroupOut``."""
+    return LeaveOneGroupOut(gram_y, groups).values(gram_x, estimators)
 
-    The sub-Gram of the remaining clips is not centred; the linear estimator re-centres it
-    through its row sums and the unbiased one does not need centring, so both come from
-    sums over the left-out group's rows of the full centred Grams.
 
-    Args:
-        gram_x: centred Gram of the first view (n x n).
-        gram_y: centred Gram of the second view (n x n).
-        groups: a group label (speaker) per clip.
-        estimators: ``linear`` and/or ``debiased``.
+def _loo_terms(a: np.ndarray, a_in: np.ndarray, b: np.ndarray, b_in: np.ndarray,
+               indicator: np.ndarray) -> dict[str, np.ndarray]:
+    """Per left-out group g (complement S): the sums both estimators need over S x S.
+
+    ``a_in = A @ indicator`` (column g: A 1_g), likewise ``b_in``.
     """
-    labels = np.unique(groups)
-    indicator = (groups[:, None] == labels[None, :]).astype(np.float64)  # n x S
-    out = np.empty((labels.size, len(estimators)), dtype=np.float64)
-    terms = {name: _loo_terms(a, b, indicator) for name, (a, b) in
-             {"xy": (gram_x, gram_y), "xx": (gram_x, gram_x), "yy": (gram_y, gram_y)}.items()}
-    m = indicator.shape[0] - indicator.sum(axis=0)
-    for j, estimator in enumerate(estimators):
-        values = {name: _loo_hsic(estimator, t, m) for name, t in terms.items()}
-        out[:, j] = ratio(values["xy"], values["xx"], values["yy"])
-    return out
-
-
-def _loo_terms(a: np.ndarray, b: np.ndarray, indicator: np.ndarray) -> dict[str, np.ndarray]:
-    """Per left-out group g (complement S): the sums both estimators need over S x S."""
-    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    product = a64 * b64
+    product = a * b
     row_product = product.sum(axis=1)
-    a_in, b_in = a64 @ indicator, b64 @ indicator  # column j: A 1_g
-    diag_a, diag_b = np.diag(a64), np.diag(b64)
-    inside = np.einsum("ig,ij,jg->g", indicator, product, indicator)
+    diag_a, diag_b = np.diag(a), np.diag(b)
+    inside = np.einsum("ig,ig->g", product @ indicator, indicator)
     keep = 1.0 - indicator
     # With A 1 = 0, the rows of S sum to -(A 1_g) on S, and 1_Sᵀ A 1_S = 1_gᵀ A 1_g.
     return {
-        "inner": product.sum() - 2 * indicator.T @ row_product + inside,
+        "inner": row_product.sum() - 2 * indicator.T @ row_product + inside,
         "rows": np.einsum("ig,ig,ig->g", a_in, b_in, keep),
         "total_a": np.einsum("ig,ig->g", a_in, indicator),
         "total_b": np.einsum("ig,ig->g", b_in, indicator),
