@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from serlens.cka.config import ESTIMATORS, Estimator
+from serlens.shared.arrays import matrix_problem
 from serlens.shared.errors import InvalidConfigError, InvalidInputError
 
 #: Fewest clips the debiased estimator is defined for (its normaliser is n (n - 3)).
@@ -80,19 +81,11 @@ def check_representation(x: np.ndarray, *, name: str, num_clips: int | None = No
         InvalidInputError: ``x`` is not 2-D, has no features, has the wrong row count, or
             holds NaN or infinite values.
     """
+    reason = matrix_problem(x, num_rows=num_clips, rows_are="clip of the reference")
+    if reason is not None:
+        raise InvalidInputError([(name, reason)], source=_SOURCE)
     array = np.asarray(x)
-    if array.ndim != 2 or array.shape[1] == 0:
-        reason = f"shape {array.shape}; expected (clips, features) with at least one feature"
-    elif num_clips is not None and array.shape[0] != num_clips:
-        reason = f"{array.shape[0]} rows; expected {num_clips}, one per clip of the reference"
-    elif not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
-        reason = f"dtype {array.dtype}; expected numbers"
-    elif not np.isfinite(array).all():
-        bad = int(np.count_nonzero(~np.isfinite(array).all(axis=1)))
-        reason = f"{bad} row(s) hold NaN or infinite values"
-    else:
-        return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
-    raise InvalidInputError([(name, reason)], source=_SOURCE)
+    return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
 
 
 @dataclass(frozen=True)

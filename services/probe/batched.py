@@ -33,10 +33,10 @@ from serlens.probe.core import (
     _EarlyStopping,
     _metrics,
     batch_order,
-    resolve_device,
     single_threaded_ops,
     standardize_by_train,
 )
+from serlens.shared.models import resolve_device
 
 #: Byte budget of one CPU worker's training state (parameters, Adam moments, gradients, best
 #: parameters), so that it stays in cache across mini-batches.

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from serlens.shared.arrays import matrix_problem
 from serlens.shared.errors import InvalidConfigError, InvalidInputError
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -204,23 +205,6 @@ def single_threaded_ops() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU.
-
-    Raises:
-        InvalidConfigError: ``cuda`` asked for where there is none, or an unknown name.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InvalidConfigError(
-            "probe.device: 'cuda' but no CUDA device is available; use 'auto' or 'cpu'"
-        )
-    if device not in ("cpu", "cuda"):
-        raise InvalidConfigError(f"probe.device: {device!r}; expected 'auto', 'cpu' or 'cuda'")
-    return torch.device(device)
-
-
 def batch_order(num_train: int, epoch: int, seed: int, split_seed: int = 0) -> np.ndarray:
     """Return the order in which the probe of ``seed`` visits the train part in epoch ``epoch``.
 
@@ -310,17 +294,9 @@ def _check_inputs(
     num_classes = int(codes.max()) + 1
     problems = []
     for i, x in enumerate(feature_sets):
-        array = np.asarray(x)
-        if array.ndim != 2 or array.shape[1] == 0:
-            problems.append(
-                (f"feature set {i}", f"shape {array.shape}; expected (clips, features)")
-            )
-        elif array.shape[0] != codes.size:
-            problems.append(
-                (f"feature set {i}", f"{array.shape[0]} rows; expected {codes.size}, one per label")
-            )
-        elif not np.isfinite(array).all():
-            problems.append((f"feature set {i}", "holds NaN or infinite values"))
+        reason = matrix_problem(x, num_rows=codes.size, rows_are="label")
+        if reason is not None:
+            problems.append((f"feature set {i}", reason))
     parts = [np.asarray(p) for p in split]
     if len(parts) != 3 or any(p.size == 0 or p.min() < 0 or p.max() >= codes.size for p in parts):
         problems.append(

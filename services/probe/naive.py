@@ -22,10 +22,10 @@ from serlens.probe.core import (
     _EarlyStopping,
     _metrics,
     batch_order,
-    resolve_device,
     standardize_by_train,
 )
 from serlens.probe.heads import HeadKind, init_params
+from serlens.shared.models import resolve_device
 
 
 def build_probe(kind: HeadKind, dim: int, num_classes: int, seed: int, hidden: int) -> nn.Module:

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from serlens.probe import core, rows
+from serlens.probe import rows
 from serlens.probe.config import ProbeConfig
 from serlens.probe.folds import effective_folds, grouped_folds
 from serlens.probe.protocols import control_labels, protocol_splits, run_protocol
 from serlens.probe.ridge import ridge_probes
+from serlens.shared.arrays import matrix_problem
 from serlens.shared.errors import InvalidInputError
+from serlens.shared.models import resolve_device
 from serlens.shared.schema import EMOTIONS
 
 #: A cell key: ("embeddings", checkpoint_step, layer) or ("egemaps", None, None).
@@ -92,16 +94,9 @@ def check_cells(cells: Mapping[CellKey, np.ndarray], num_clips: int) -> list[Cel
         raise InvalidInputError(problems, source=_SOURCE)
     keys = sorted(cells, key=_sort_key)
     for key in keys:
-        array = np.asarray(cells[key])
-        if array.ndim != 2 or array.shape[1] == 0:
-            problems.append((_name(key), f"shape {array.shape}; expected (clips, features)"))
-        elif array.shape[0] != num_clips:
-            problems.append(
-                (_name(key), f"{array.shape[0]} rows; expected {num_clips}, one per label")
-            )
-        elif not np.isfinite(array).all():
-            bad = int(np.count_nonzero(~np.isfinite(array).all(axis=1)))
-            problems.append((_name(key), f"{bad} row(s) hold NaN or infinite values"))
+        reason = matrix_problem(cells[key], num_rows=num_clips, rows_are="label")
+        if reason is not None:
+            problems.append((_name(key), reason))
     if problems:
         raise InvalidInputError(problems, source=_SOURCE)
     return keys
@@ -119,7 +114,7 @@ class ProbeService:
 
     def __init__(self, *, config: ProbeConfig) -> None:
         self.config = config
-        self.device = core.resolve_device(config.device)
+        self.device = resolve_device(config.device)
 
     def process(
         self,

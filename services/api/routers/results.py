@@ -24,7 +24,17 @@ from serlens.api.auth import require
 from serlens.api.encoding import jsonable, rows_to_csv
 from serlens.shared.errors import InvalidRequestError, NotFoundError, ServiceError
 from serlens.shared.runs import latest_run
-from serlens.shared.schema import CKA, PROBES, table
+from serlens.shared.schema import (
+    CKA,
+    CKA_CHANGES,
+    CKA_DRIFT,
+    CKA_LAYERS,
+    PROBE_CLASSES,
+    PROBE_CONFUSION,
+    PROBE_FEATURES,
+    PROBES,
+    table,
+)
 from serlens.shared.store import FeatureStore
 
 
@@ -49,7 +59,17 @@ class ResultTable:
 RESULT_TABLES: dict[str, ResultTable] = {t.name: t for t in (
     ResultTable(CKA.name, "CKA of each checkpoint and layer against eGeMAPS",
                 ("serlens.cka.figures", "plot_cka_heatmap"), ("estimator",)),
+    ResultTable(CKA_CHANGES.name, "change of CKA with eGeMAPS against checkpoint 0 or the previous one, with "
+                "speaker-jackknife CIs", ("serlens.cka.inference_figures", "plot_cka_changes"), ("estimator",)),
+    ResultTable(CKA_DRIFT.name, "CKA of each checkpoint's layer with checkpoint 0, the previous checkpoint and "
+                "a re-embedding (the noise floor)"),
+    ResultTable(CKA_LAYERS.name, "layer x layer CKA per checkpoint"),
     ResultTable(PROBES.name, "layer-wise probe results", ("serlens.probe.figures", "plot_probe_f1")),
+    ResultTable(PROBE_FEATURES.name, "per-eGeMAPS-feature ridge R² with its control and selectivity",
+                ("serlens.probe.figures_detail", "plot_feature_r2")),
+    ResultTable(PROBE_CLASSES.name, "per-class F1 of the best cell, eGeMAPS and the fine-tuned classifier"),
+    ResultTable(PROBE_CONFUSION.name, "confusion matrices of the best cell, eGeMAPS and the classifier",
+                ("serlens.probe.figures_detail", "plot_confusions")),
 )}
 
 #: Tables also served at ``/{name}`` (the paths of the first API).
