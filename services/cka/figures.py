@@ -174,23 +174,19 @@ def plot_cka_heatmap(
     Raises:
         InvalidInputError: no rows for ``estimator``, or rows of several references.
     """
-    steps, layers, values, reference = grid_of(rows, estimator)
-    fig = Figure(figsize=_size(steps, layers, 0.48), layout="constrained")
-    ax = fig.add_subplot()
-    name = display_name(reference)
-    draw_heatmap(
-        fig,
-        ax,
-        steps,
-        layers,
-        values,
-        colorbar_label=f"{estimator} CKA with {name}",
-        title=title
-        if title is not None
-        else f"{estimator.capitalize()} CKA of the embeddings with {name}",
-        cell_width=0.48,
-    )
+    grid = grid_of(rows, estimator)
+    fig = Figure(figsize=_size(grid[0], grid[1], 0.48), layout="constrained")
+    name = display_name(grid[3])
+    _panel(fig, fig.add_subplot(), grid, estimator, cell_width=0.48,
+           title=title if title is not None else f"{estimator.capitalize()} CKA of the embeddings with {name}")
     return _save(fig, stem)
+
+
+def _panel(fig: Figure, ax: Any, grid: tuple[Any, ...], estimator: str, *, title: str, cell_width: float) -> None:
+    """One estimator's heatmap on ``ax``, its colour bar naming the reference."""
+    steps, layers, values, reference = grid
+    draw_heatmap(fig, ax, steps, layers, values, colorbar_label=f"{estimator} CKA with {display_name(reference)}",
+                 title=title, cell_width=cell_width)
 
 
 def plot_cka_panels(
@@ -217,19 +213,8 @@ def plot_cka_panels(
     width, height = _size(grids[0][0], grids[0][1], cell_width)
     fig = Figure(figsize=(2 * width, height + 0.3), layout="constrained")
     axes = fig.subplots(1, len(ESTIMATORS))
-    for ax, estimator, (steps, layers, values, reference) in zip(
-        axes, ESTIMATORS, grids, strict=True
-    ):
-        draw_heatmap(
-            fig,
-            ax,
-            steps,
-            layers,
-            values,
-            colorbar_label=f"{estimator} CKA with {display_name(reference)}",
-            title=f"{estimator} CKA",
-            cell_width=cell_width,
-        )
+    for ax, estimator, grid in zip(axes, ESTIMATORS, grids, strict=True):
+        _panel(fig, ax, grid, estimator, title=f"{estimator} CKA", cell_width=cell_width)
     fig.suptitle(
         title if title is not None else f"CKA of the embeddings with {display_name(grids[0][3])}"
     )

@@ -59,39 +59,14 @@ class CkaService:
     def __init__(self, *, config: CkaConfig) -> None:
         self.config = config
 
-    def process(
-        self,
-        cells: Mapping[tuple[int, int], np.ndarray],
-        reference: np.ndarray,
-        *,
-        reference_name: str = "egemaps",
-        speakers: Sequence[str] | None = None,
-        confounds: Mapping[str, Sequence[str]] | None = None,
-    ) -> list[dict[str, Any]]:
-        """CKA of every cell with the reference, one row per (cell, estimator).
-
-        Args:
-            cells: ``(checkpoint_step, layer) -> n x d`` mean-pooled embeddings; row i of every
-                cell and of ``reference`` is the same clip.
-            reference: n x q reference representation (the 88 eGeMAPS features).
-            reference_name: what the rows' ``reference`` column says.
-            speakers: the speaker of each clip (enables within-speaker permutations and the
-                speaker jackknife).
-            confounds: factor name -> label per clip (speaker, gender, sentence); those named
-                in ``config.confounds`` are regressed out for ``partial_value``.
-
-        Returns:
-            Rows with the ``cka`` table's columns other than ``train_key`` and lineage;
-            ordered by checkpoint, layer, then estimator as configured.
+    def process(self, cells: Mapping[tuple[int, int], np.ndarray], reference: np.ndarray,
+                **options: Any) -> list[dict[str, Any]]:
+        """The ``cka`` rows alone: one row per (cell, estimator); ``analyse`` has the arguments.
 
         Raises:
-            InvalidInputError: no cells; fewer than 4 clips; a cell or the reference that is
-                not 2-D, has another row count than the reference, or holds NaN/inf (every
-                offending cell is named).
-            InvalidConfigError: ``within_speaker`` permutations without speakers.
+            InvalidInputError, InvalidConfigError: as ``analyse``.
         """
-        return self.analyse(cells, reference, reference_name=reference_name, speakers=speakers,
-                            confounds=confounds).cka
+        return self.analyse(cells, reference, **options).cka
 
     def analyse(
         self,
@@ -105,11 +80,27 @@ class CkaService:
     ) -> CkaTables:
         """Every CKA table: cells vs the reference, changes, drift, layer x layer.
 
-        Args and Raises as ``process``; ``reembedded`` maps a layer to the first checkpoint's
-        cell embedded again with another batch composition (the drift noise floor).
+        Args:
+            cells: ``(checkpoint_step, layer) -> n x d`` mean-pooled embeddings; row i of every
+                cell and of ``reference`` is the same clip.
+            reference: n x q reference representation (the 88 eGeMAPS features).
+            reference_name: what the rows' ``reference`` column says.
+            speakers: the speaker of each clip (enables within-speaker permutations and the
+                speaker jackknife).
+            confounds: factor name -> label per clip (speaker, gender, sentence); those named
+                in ``config.confounds`` are regressed out for ``partial_value``.
+            reembedded: layer -> the first checkpoint's cell embedded again with another batch
+                composition (the drift noise floor).
 
         Returns:
-            The rows of ``cka``, ``cka_changes``, ``cka_drift`` and ``cka_layers``.
+            The rows of ``cka`` (ordered by checkpoint, layer, estimator), ``cka_changes``,
+            ``cka_drift`` and ``cka_layers``, without ``train_key`` and lineage.
+
+        Raises:
+            InvalidInputError: no cells; fewer than 4 clips; a cell or the reference that is
+                not 2-D, has another row count than the reference, or holds NaN/inf (every
+                offending cell is named).
+            InvalidConfigError: ``within_speaker`` permutations without speakers.
         """
         if not cells:
             raise InvalidInputError(
