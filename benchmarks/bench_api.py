@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 import psutil
 import soundfile as sf
-from cputime import process_tree_cpu_s
+from common import process_tree_cpu_s
 
 from serlens.egemaps import EgemapsArgs, EgemapsService
 from serlens.normalize.config import NormalizeArgs

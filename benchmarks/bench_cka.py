@@ -12,12 +12,12 @@ Usage: python benchmarks/bench_cka.py [--checkpoints 8] [--layers 25] [--dim 102
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
 import numpy as np
+from common import scale_parser
 
 from serlens.cka import CkaArgs, CkaService
 from serlens.cka.core import debiased_cka, linear_cka, standardize
@@ -46,12 +46,7 @@ def synthetic_cells(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", type=int, default=8)
-    parser.add_argument("--layers", type=int, default=25)
-    parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--clips", type=int, default=1231)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = scale_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
 
     cells, reference = synthetic_cells(

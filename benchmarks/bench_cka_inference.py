@@ -24,7 +24,6 @@ Usage: python benchmarks/bench_cka_inference.py [--permutations 10000] [--checkp
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -36,6 +35,7 @@ import time  # noqa: E402
 from collections.abc import Iterator, Mapping  # noqa: E402
 
 import numpy as np  # noqa: E402
+from common import scale_parser
 
 from serlens.cka import CkaArgs, CkaService  # noqa: E402
 from serlens.cka.core import cka_against, standardize  # noqa: E402
@@ -100,13 +100,8 @@ def baseline_seconds(cells: Mapping[tuple[int, int], np.ndarray], reference: np.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", type=int, default=8)
-    parser.add_argument("--layers", type=int, default=25)
-    parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--clips", type=int, default=1231)
+    parser = scale_parser(__doc__.splitlines()[0])
     parser.add_argument("--permutations", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     factors, reference, labels = corpus(args.clips, args.seed)

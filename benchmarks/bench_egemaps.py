@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import ray
-from cputime import process_tree_cpu_s
+from common import process_tree_cpu_s
 from ray.util import ActorPool
 
 from serlens.egemaps import EgemapsArgs, EgemapsService

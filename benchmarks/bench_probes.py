@@ -1,7 +1,7 @@
 """Claims: at CREMA-D scale, every layer-wise probe trains in <= 60 s on 2 cores, >= 20x faster
 than training the same probes one at a time on the same cores.
 
-Workload (``probe_workload.py``): 8 checkpoints x 25 layers of 1,024-d embeddings plus the 88
+Workload (``common.py``): 8 checkpoints x 25 layers of 1,024-d embeddings plus the 88
 eGeMAPS features, 1,231 clips, 10 seeds each: 2,010 probes, the paper's single split.
 
 In the same run: ``train_probes`` on everything (timed, torch on N threads), then
@@ -18,14 +18,13 @@ Usage: python benchmarks/bench_probes.py [--checkpoints 8] [--layers 25] [--dim 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
 import numpy as np
 import torch
-from probe_workload import EGEMAPS_DIM, naive_pool, synthetic_cells
+from common import EGEMAPS_DIM, naive_pool, scale_parser, synthetic_cells
 
 from serlens.probe.batched import train_probes
 from serlens.probe.config import ProbeArgs
@@ -36,13 +35,8 @@ TARGET_SPEEDUP = 20.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", type=int, default=8)
-    parser.add_argument("--layers", type=int, default=25)
-    parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--clips", type=int, default=1231)
+    parser = scale_parser(__doc__.splitlines()[0])
     parser.add_argument("--naive-sample", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     labels, _, _, cells, egemaps = synthetic_cells(

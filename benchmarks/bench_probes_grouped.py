@@ -1,7 +1,7 @@
 """Claim: at CREMA-D scale, the ``grouped_cv`` classification probes (200 cells + eGeMAPS,
 10 seeds, 5 speaker-grouped folds) train in <= 120 s on 2 cores.
 
-Workload (``probe_workload.py``): 1,231 clips from 15 speakers, 8 checkpoints x 25 layers of
+Workload (``common.py``): 1,231 clips from 15 speakers, 8 checkpoints x 25 layers of
 1,024-d embeddings plus the 88 eGeMAPS features: 2,010 probes per fold, 10,050 in all, every
 clip predicted once. In the same run, the naive baseline: ``train_probe_naive`` on a random
 sample of (probe, fold) pairs in a pool of as many single-threaded processes as the vectorised
@@ -14,14 +14,13 @@ Usage: python benchmarks/bench_probes_grouped.py [--checkpoints 8] [--layers 25]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
 import numpy as np
 import torch
-from probe_workload import naive_pool, synthetic_cells
+from common import naive_pool, scale_parser, synthetic_cells
 
 from serlens.probe.config import ProbeArgs
 from serlens.probe.protocols import protocol_splits, run_protocol
@@ -31,14 +30,9 @@ TARGET_S = 120.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", type=int, default=8)
-    parser.add_argument("--layers", type=int, default=25)
-    parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--clips", type=int, default=1231)
+    parser = scale_parser(__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--naive-sample", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     labels, speakers, _, cells, egemaps = synthetic_cells(

@@ -2,7 +2,7 @@
 their 88 controls, 5 speaker-grouped folds, a 10-value α grid chosen by nested grouped CV) run
 in <= 60 s on 2 cores, far faster than scikit-learn's ``RidgeCV`` per target on the same cores.
 
-Workload (``probe_workload.py``): 1,231 clips from 15 speakers, 8 checkpoints x 25 layers of
+Workload (``common.py``): 1,231 clips from 15 speakers, 8 checkpoints x 25 layers of
 1,024-d embeddings; the targets are the 88 eGeMAPS-like features. In the same run:
 ``serlens.probe.ridge.ridge_probes`` on every cell (N worker threads), then the baseline on a
 sample of (cell, target) pairs: for each outer fold, ``RidgeCV(alphas, cv=<the same inner
@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_probes_ridge.py [--checkpoints 8] [--layers 25] [
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -25,7 +24,7 @@ import time
 
 import numpy as np
 import torch
-from probe_workload import EGEMAPS_DIM, synthetic_cells
+from common import EGEMAPS_DIM, scale_parser, synthetic_cells
 
 from serlens.probe.config import ProbeArgs
 from serlens.probe.folds import grouped_folds
@@ -70,13 +69,8 @@ def _baseline(tasks: list, processes: int) -> list[tuple[float, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", type=int, default=8)
-    parser.add_argument("--layers", type=int, default=25)
-    parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--clips", type=int, default=1231)
+    parser = scale_parser(__doc__.splitlines()[0])
     parser.add_argument("--baseline-sample", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     _, speakers, _, cells, egemaps = synthetic_cells(

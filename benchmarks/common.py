@@ -1,4 +1,5 @@
-"""What the probe benchmarks share: the CREMA-D-scale synthetic workload and the naive baseline.
+"""What the benchmarks share (the one helper module they may share): the CREMA-D-scale workload's
+arguments and synthetic cells, the naive probe baseline, and process-tree CPU time.
 
 Scale: 1,231 clips (subset 3) from 15 speakers, 6 balanced classes, 8 checkpoints x 25 layers
 of 1,024-d embeddings plus the 88 eGeMAPS features. The data is synthetic: each cell has a
@@ -9,20 +10,38 @@ the later layers, so F1 spans chance to well above it and ridge R² spans 0 to h
 The naive baseline trains single probes (``serlens.probe.naive.train_probe_naive``) in a pool
 of as many processes as the vectorised trainer has threads, each on one torch thread (its
 fastest setting), so both sides use the same cores.
+
+CPU time: Ray's GCS and raylet are children of the driver that started them, and actors and
+Serve replicas are children of the raylet, so the process tree holds all of a local Ray's work;
+a multiprocessing pool's workers are children too. Both paths of a comparison are measured the
+same way, idle background included.
 """
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import psutil
 
 NUM_CLASSES = 6
 EGEMAPS_DIM = 88
 SPEAKERS = 15
+
+
+def scale_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the CREMA-D-scale workload's sizes (add a script's own options to it)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--checkpoints", type=int, default=8)
+    parser.add_argument("--layers", type=int, default=25)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--clips", type=int, default=1231)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
 
 
 def synthetic_cells(
@@ -85,3 +104,16 @@ def naive_pool(
         outcomes = pool.map(_naive_task, tasks, chunksize=1)
         wall = time.perf_counter() - started
     return outcomes, wall
+
+
+def process_tree_cpu_s() -> float:
+    """User + system CPU seconds so far of this process and all its descendants (living ones)."""
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended between listing and reading
+            continue
+        total += times.user + times.system
+    return total
