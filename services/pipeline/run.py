@@ -346,6 +346,7 @@ class Study:
 
         record = collect(model=self.model_path(), revision=self.args.model.revision,
                          cluster=dict(ray.cluster_resources()))
+        record["driver_node"] = ray.get_runtime_context().get_node_id()
         if stages.cluster_gpus() >= 1:
             record["gpu_node"] = ray.get(stages.hardware_task.options(num_gpus=1, num_cpus=0).remote())
         return record

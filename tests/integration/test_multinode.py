@@ -1,9 +1,13 @@
 """A real multi-node Ray run on the loopback address, and a worker node lost midway.
 
-Two Ray nodes (``ray start`` processes, one CPU each) on 127.0.0.1 share this machine's disk,
-so the workdir is a folder both see. The run must spread work over both nodes (recorded per
-stage in the ``stages`` table) and, when the worker node is killed during eGeMAPS, finish on the
-head alone with every row in the store.
+Three Ray nodes (``ray start`` processes) share this machine's disk, so the workdir is a folder
+all see: a head with no CPU for tasks (it keeps the GCS) and two workers with one CPU each. The
+run must spread work over both workers (recorded per stage in the ``stages`` table) and, when
+one worker is killed during eGeMAPS, finish on the other with every row in the store.
+
+Nodes on one machine share an IP, and a driver attaches to any node with its IP: the test reads
+which node the run's driver is on (recorded in the run's provenance) and kills a worker that
+is not that one, as losing the driver's own node ends any Ray job.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def _free_port() -> int:
 def _ray_node(args: list[str], temp_dir: str) -> subprocess.Popen:
     """A Ray node in its own process group, so that killing the group takes down the whole node."""
     ray = Path(sys.executable).with_name("ray")
-    cmd = [str(ray), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
+    cmd = [str(ray), "start", "--block", "--node-ip-address=127.0.0.1", "--num-gpus=0",
            f"--temp-dir={temp_dir}", "--disable-usage-stats", *args]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
@@ -56,14 +60,16 @@ def _stop(node: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         node.wait()
 
 
-def _wait_for_nodes(address: str, count: int, timeout_s: float = 90.0) -> None:
+def _wait_for_nodes(address: str, count: int, timeout_s: float = 90.0) -> set[str]:
+    """The ids of the alive nodes, once there are ``count`` of them."""
     code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-            "print(sum(n['Alive'] for n in ray.nodes()))")
+            "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
-            return
+        alive = set(out.stdout.split()) if out.returncode == 0 else set()
+        if len(alive) == count:
+            return alive
         time.sleep(1.0)
     raise AssertionError(f"{count} Ray nodes did not come up at {address}")
 
@@ -73,21 +79,29 @@ def cluster():
     temp_dir = tempfile.mkdtemp(prefix="rn", dir="/tmp")  # short: Ray's socket paths have a length limit
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    head = _ray_node(["--head", f"--port={port}", "--include-dashboard=false"], temp_dir)
-    worker = None
+    head = _ray_node(["--head", f"--port={port}", "--include-dashboard=false", "--num-cpus=0"], temp_dir)
+    workers: dict[str, subprocess.Popen] = {}
     try:
-        _wait_for_nodes(address, 1)
-        worker = _ray_node([f"--address={address}"], temp_dir)
-        _wait_for_nodes(address, 2)
-        yield address, worker
+        known = _wait_for_nodes(address, 1)
+        for count in (2, 3):
+            worker = _ray_node([f"--address={address}", "--num-cpus=1"], temp_dir)
+            alive = _wait_for_nodes(address, count)
+            (new,) = alive - known
+            workers[new], known = worker, alive
+        yield address, workers
     finally:
-        if worker is not None:
+        for worker in workers.values():
             _stop(worker)
         _stop(head)
 
 
+def _driver_node(store: FeatureStore) -> str:
+    started = store.read("runs", filters={"status": "started"}).to_pylist()
+    return json.loads(started[-1]["provenance_json"])["driver_node"]
+
+
 def test_a_run_spreads_over_two_nodes_and_survives_losing_one(cluster, tmp_path):
-    address, worker = cluster
+    address, workers = cluster
     workdir = tmp_path / "work"
     run = subprocess.Popen([sys.executable, "-m", "serlens.pipeline.cli", "run", "--address", address,
                             "--workdir", str(workdir), "--quiet", *SMALL],
@@ -98,15 +112,18 @@ def test_a_run_spreads_over_two_nodes_and_survives_losing_one(cluster, tmp_path)
         assert run.poll() is None, run.stdout.read() if run.stdout else ""
         assert time.monotonic() < deadline, "eGeMAPS never started"
         time.sleep(0.05)
-    _stop(worker, signal.SIGKILL)
+    store = FeatureStore(workdir / "store")
+    driver = _driver_node(store)
+    victim = next(node for node in sorted(workers) if node != driver)
+    _stop(workers[victim], signal.SIGKILL)
     killed_at = time.time()
     out, _ = run.communicate(timeout=900)
     assert run.returncode == 0, out[-4000:]
 
-    store = FeatureStore(workdir / "store")
     stages = {r["stage"]: r for r in store.read("stages").to_pylist()}
     prepare_nodes = json.loads(stages["prepare"]["nodes_json"])
-    assert len(prepare_nodes) == 2, f"normalisation ran on {prepare_nodes}"
+    assert set(prepare_nodes) == set(workers), f"normalisation ran on {prepare_nodes}"
+    assert victim not in json.loads(stages["embed"]["nodes_json"]), "a dead node embedded after its death"
     # The kill landed while eGeMAPS was still running, and the stage still finished in full.
     assert stages["egemaps"]["created_at"].timestamp() > killed_at
     clips = store.read("clips").to_pylist()
