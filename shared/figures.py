@@ -7,6 +7,9 @@ from pathlib import Path
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
+#: The axis label every figure uses for hidden states (see ``serlens.shared.hidden_states``).
+HIDDEN_STATE_LABEL = "hidden state (0 = CNN projection + positional conv.)"
+
 
 def save_figure(fig: Figure, stem: str | Path, *, dpi: int = 150, tight: bool = False) -> list[Path]:
     """Write ``stem.png`` and ``stem.svg``; returns both paths.

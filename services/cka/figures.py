@@ -19,7 +19,7 @@ from matplotlib.patches import Rectangle
 
 from serlens.cka.config import ESTIMATORS
 from serlens.shared.errors import InvalidInputError
-from serlens.shared.figures import save_figure
+from serlens.shared.figures import HIDDEN_STATE_LABEL, save_figure
 
 #: Largest grid (checkpoints x layers) whose cells get their value written in.
 MAX_ANNOTATED_CELLS = 400
@@ -74,7 +74,6 @@ def grid_of(
 
 
 #: Axis label of hidden states (0 is not a transformer layer).
-HIDDEN_STATE_LABEL = "hidden state (0 = CNN projection + positional conv.)"
 
 
 def shared_norm(*grids: np.ndarray, unit: bool = False) -> Normalize:

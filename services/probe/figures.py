@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from serlens.shared.errors import InvalidInputError
-from serlens.shared.figures import save_figure
+from serlens.shared.figures import HIDDEN_STATE_LABEL, save_figure
 
 #: First checkpoint blue, last red (the paper's colouring), through purple.
 CHECKPOINT_CMAP = LinearSegmentedColormap.from_list(
@@ -126,7 +126,7 @@ def plot_probe_f1(
     ax.set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
     margin = 0.04 * max(highest - lowest, 0.1)
     ax.set_ylim(max(0.0, lowest - margin), min(1.0, highest + margin))
-    ax.set_xlabel("transformer layer")
+    ax.set_xlabel(HIDDEN_STATE_LABEL)
     ax.set_ylabel(f"macro-F1, best-validation weights (mean of {seeds} seed{'s' if seeds != 1 else ''})")
     ax.grid(True, alpha=0.25, linewidth=0.6)
     ax.set_title(
