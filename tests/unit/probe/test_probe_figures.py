@@ -50,7 +50,7 @@ def test_probe_figure_has_checkpoint_lines_interval_baseline_and_chance(tables, 
     image = matplotlib.image.imread(png)
     assert image.shape[1] > 600 and image[..., :3].std() > 0.05
     labels = {t.strip() for t in re.findall(r">([^<>]+)</text>", svg.read_text())}
-    assert {"transformer layer", "chance (1/4)", "0", "50"} <= labels
+    assert {"hidden state (0 = CNN projection + positional conv.)", "chance (1/4)", "0", "50"} <= labels
     assert any(label.startswith("speaker jackknife 95%") for label in labels)
     assert any(label.startswith("eGeMAPS (") for label in labels)
     assert any("best-validation weights" in label for label in labels)
