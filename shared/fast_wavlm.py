@@ -223,10 +223,12 @@ class FastWavLM:
         sequence so far serves every shorter one as its top-left corner.
         """
         first = self.model.encoder.layers[0].attention
-        self._bias_steps = max(steps, self._bias_steps)
-        size = self._bias_steps
+        size = max(steps, self._bias_steps)
         (bias,) = _cached(self._caches, "bias", size, [first.rel_attn_embed.weight],
                           lambda: (first.compute_bias(size, size).unsqueeze(0),))
+        # Grown only once built: a length whose bias does not fit in memory fails its own
+        # request and leaves shorter ones the bias they had.
+        self._bias_steps = size
         return bias[:, :, :steps, :steps]
 
     def _qkv(self, attention: Any) -> tuple[torch.Tensor, torch.Tensor]:

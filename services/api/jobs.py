@@ -17,6 +17,7 @@ import shlex
 import shutil
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ def serlens_command() -> str:
 def _state(job: Any) -> str:
     return str(getattr(job.status, "value", job.status))
 
+
+#: How long a submission waits for a node's job agent that is still starting, in seconds.
+AGENT_WAIT_S = 30.0
 
 class TrainJobs:
     """Submits and inspects fine-tuning jobs on the Ray cluster this process belongs to.
@@ -124,16 +128,23 @@ class TrainJobs:
     def _submit(self, job_id: str, config_path: Path, **metadata: str) -> None:
         command = (serlens_command(), "train", "--config", str(config_path),
                    "--workdir", str(self.config.workdir), "--quiet")
-        try:
-            self.client().submit_job(
-                entrypoint=" ".join(shlex.quote(part) for part in command),
-                submission_id=job_id,
-                metadata={"serlens": JOB_KIND, "config": str(config_path), **metadata},
-                entrypoint_num_cpus=self.config.train_driver_num_cpus,
-                entrypoint_resources=self.config.train_driver_resources or None,
-            )
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise JobBackendError(f"the Ray job service refused the job: {err}") from err
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                self.client().submit_job(
+                    entrypoint=" ".join(shlex.quote(part) for part in command),
+                    submission_id=job_id,
+                    metadata={"serlens": JOB_KIND, "config": str(config_path), **metadata},
+                    entrypoint_num_cpus=self.config.train_driver_num_cpus,
+                    entrypoint_resources=self.config.train_driver_resources or None,
+                )
+                return
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                # A node's job agent starts after the node: "try again later" is retried, briefly.
+                if "No available agent" in str(err) and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    continue
+                raise JobBackendError(f"the Ray job service refused the job: {err}") from err
 
     def _settle(self, job_id: str, request_key: str, owner: str) -> dict[str, Any]:
         # Another ingress replica may have admitted a job at the same time: every replica

@@ -21,7 +21,7 @@ from serlens.shared.testing import voiced
 from serlens.shared.workdir import Workdir
 from tests.integration.conftest import MODEL_NAME, STEPS, TRAIN_KEY
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FORMATS = {
     "wav": ("WAV", "PCM_16"),

@@ -22,6 +22,7 @@ def _p_values(rows: list[dict]) -> list[float]:
     return [r["p_value"] for r in rows]
 
 
+@pytest.mark.slow  # 1,000 and 300 simulated replicates
 def test_plain_permutation_p_values_are_calibrated_on_independent_anisotropic_data():
     service = _service(199, scheme="plain")
     p = []
@@ -45,6 +46,7 @@ def _speaker_only(rng: np.random.Generator, speakers: int = 15, clips: int = 10)
     return x, y, labels.astype(str)
 
 
+@pytest.mark.slow  # 1,000 and 300 simulated replicates
 def test_shared_speaker_effect_fools_the_plain_shuffle_not_the_within_speaker_one():
     plain, within = _service(199, scheme="plain"), _service(199, scheme="within_speaker")
     plain_p, within_p = [], []

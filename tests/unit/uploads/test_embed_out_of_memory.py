@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from serlens.shared.models import create_random_encoder
 
 CHILD = textwrap.dedent(
@@ -40,6 +42,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess loads torch and the encoder
 def test_only_the_clip_that_runs_out_of_memory_fails(tmp_path):
     model = create_random_encoder(tmp_path / "tiny")
     done = subprocess.run([sys.executable, "-c", CHILD, str(model)], capture_output=True, text=True,
