@@ -75,8 +75,6 @@ class Study:
         self.run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         self.result = StudyResult(run_id=self.run_id, workdir=self.dir, data_key="")
 
-    # ------------------------------------------------------------------ helpers
-
     def _log(self, message: str) -> None:
         if self.progress:
             print(f"[serlens] {message}", flush=True)
@@ -344,9 +342,9 @@ class Study:
         """What this run ran on, recorded when it runs: packages, commit, hardware, the weights."""
         from serlens.shared.provenance import collect
 
+        driver = {"driver_node": ray.get_runtime_context().get_node_id()}
         record = collect(model=self.model_path(), revision=self.args.model.revision,
-                         cluster=dict(ray.cluster_resources()))
-        record["driver_node"] = ray.get_runtime_context().get_node_id()
+                         cluster=dict(ray.cluster_resources())) | driver
         if stages.cluster_gpus() >= 1:
             record["gpu_node"] = ray.get(stages.hardware_task.options(num_gpus=1, num_cpus=0).remote())
         return record
