@@ -111,9 +111,10 @@ def _reproduce(store: FeatureStore, run: dict[str, Any], summary: dict[str, Any]
             + f"</code> at <code>{html.escape(str(run.get('tracking_uri')))}</code>.</p>"
             + "<details open><summary>Config</summary><pre>" + html.escape(run["config_yaml"] or "")
             + "</pre></details>"
-            + "<details><summary>Provenance (recorded when the run ran)</summary><pre>"
-            + html.escape(json.dumps(recorded, indent=2, sort_keys=True)) + "</pre>"
+            + "<details><summary>Package versions (recorded when the run ran)</summary>"
             + _table(["package", "version"], sorted(packages.items())) + "</details>"
+            + "<details><summary>Provenance: commit, hardware, weights (recorded when the run ran)</summary><pre>"
+            + html.escape(json.dumps(recorded, indent=2, sort_keys=True)) + "</pre></details>"
             + "<details><summary>Stage times: the run that computed each stage's rows (s)</summary>"
             + _table(["stage", "seconds", "computed by"], times, fmt="{:.1f}") + "</details>")
 
