@@ -19,28 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
+from common import median_cpu_ms
 
 from serlens.embed.feed import Feed, fill_host
 from serlens.shared.models import ModelBundle, prepare_batch
 
 TARGET_MS = 10.0
 RATE = 16_000
-
-
-def cpu_ms(function, rounds: int) -> float:
-    """Median CPU time of ``function()`` in milliseconds, after one warm-up call."""
-    function()
-    times = []
-    for _ in range(rounds):
-        started = time.process_time()
-        function()
-        times.append((time.process_time() - started) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -66,9 +54,9 @@ def main() -> None:
     assert torch.equal(batch.lengths, mask.sum(1))
 
     host_buffer = np.empty((len(signals), max(len(s) for s in signals)), dtype=np.float32)
-    baseline_ms = cpu_ms(lambda: prepare_batch(signals, bundle), args.rounds)
-    host_ms = cpu_ms(lambda: fill_host(signals, host_buffer), args.rounds)
-    cpu_feed_ms = cpu_ms(lambda: list(feed.batches(signals, plan)), args.rounds)
+    baseline_ms = median_cpu_ms(lambda: prepare_batch(signals, bundle), args.rounds)
+    host_ms = median_cpu_ms(lambda: fill_host(signals, host_buffer), args.rounds)
+    cpu_feed_ms = median_cpu_ms(lambda: list(feed.batches(signals, plan)), args.rounds)
     print(json.dumps({
         "benchmark": "feed_prepare_batch", "clips": args.batch, "clip_s": args.seconds,
         "cores_serlens": 1, "cores_baseline": 1, "torch_threads": torch.get_num_threads(),

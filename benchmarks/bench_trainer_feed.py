@@ -16,25 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
+from common import median_cpu_ms
 
-from serlens.shared.models import ModelBundle, prepare_batch
-from serlens.trainer.data import DeviceFeeder, collate, standardize
+from serlens.shared.models import ModelBundle, prepare_batch, standardize
+from serlens.trainer.data import DeviceFeeder, collate
 
 RATE = 16_000
-
-
-def cpu_ms(fn, repeats: int) -> float:
-    """Median CPU milliseconds of ``fn()`` over ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        started = time.process_time()
-        fn()
-        times.append((time.process_time() - started) * 1000)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -65,8 +55,8 @@ def main() -> None:
     identical = bool(torch.equal(values, expected_values) and torch.equal(mask, expected_mask.bool()))
     serlens_ms, baseline_ms = [], []
     for _ in range(3):  # alternate, so a burst of contention does not favour one path
-        serlens_ms.append(cpu_ms(serlens_path, args.repeats))
-        baseline_ms.append(cpu_ms(baseline_path, args.repeats))
+        serlens_ms.append(median_cpu_ms(serlens_path, args.repeats, warm_up=False))
+        baseline_ms.append(median_cpu_ms(baseline_path, args.repeats, warm_up=False))
     result = {
         "claim": "trainer batch preparation CPU ms per batch, lengths instead of int64 masks",
         "batch": args.batch, "clip_seconds": args.seconds, "identical_to_baseline": identical,

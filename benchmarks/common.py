@@ -117,3 +117,15 @@ def process_tree_cpu_s() -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def median_cpu_ms(function: Any, rounds: int, *, warm_up: bool = True) -> float:
+    """Median CPU time of ``function()`` in milliseconds over ``rounds`` calls (after one warm-up call)."""
+    if warm_up:
+        function()
+    times = []
+    for _ in range(rounds):
+        started = time.process_time()
+        function()
+        times.append((time.process_time() - started) * 1e3)
+    return float(np.median(times))

@@ -16,8 +16,7 @@ import httpx
 import pytest
 import yaml
 from support.demo_workdir import DEMO_MODEL_NAME, write_demo_workdir
-
-from serlens.api.tokens import add_token
+from support.tokens import write_tokens
 
 TRAIN_KEY = "testrun0000000001"
 STEPS = (0, 10)
@@ -69,8 +68,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tokens(workdir: Path) -> dict[str, str]:
     """One token per caller of ``CALLERS``, written hashed to ``<workdir>/api-tokens.yaml``."""
-    return {name: add_token(workdir / "api-tokens.yaml", name=name, scopes=scopes)
-            for name, scopes in CALLERS.items()}
+    return write_tokens(workdir / "api-tokens.yaml", CALLERS)
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from support.demo_workdir import write_demo_workdir
+from support.tokens import write_tokens
 
 from serlens.api.config import ApiArgs
 from serlens.api.routes import IngressState, create_app
-from serlens.api.tokens import add_token
 
 TRAIN_KEY = "unitrun0000000001"
 CALLERS = {"reader": ["read"], "listener": ["read", "predict"], "trainer": ["read", "train"]}
@@ -29,8 +29,7 @@ def api_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tokens(api_workdir: Path) -> dict[str, str]:
-    return {name: add_token(api_workdir / "api-tokens.yaml", name=name, scopes=scopes)
-            for name, scopes in CALLERS.items()}
+    return write_tokens(api_workdir / "api-tokens.yaml", CALLERS)
 
 
 @pytest.fixture(scope="session")

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from serlens.probe import ProbeArgs
 from serlens.probe.batched import train_probes
 from serlens.probe.core import stratified_split
 from serlens.probe.naive import train_probe_naive
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _xor(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,15 +28,6 @@ from serlens.shared.schema import (
 CPU = {"device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny ops run fastest on one thread, and OpenMP teams stall on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _problem(
     n: int, dims_strengths, *, classes: int = 4, seed: int = 0
 ) -> tuple[np.ndarray, list[np.ndarray]]:
