@@ -42,14 +42,16 @@ def group_r2(rows: Sequence[Mapping[str, Any]], column: str = "r2") -> dict[int,
 
 
 def _panels(grids: Mapping[int, np.ndarray], layers: list[int], stem: Path, *, title: str,
-            label: str, cmap: str, limits: tuple[float, float]) -> list[Path]:
+            label: str, cmap: str, limits: tuple[float, float],
+            nulls: Mapping[int, np.ndarray] | None = None) -> list[Path]:
     steps = sorted(grids)
     fig = Figure(figsize=(max(7.0, 2.2 + 0.28 * len(layers) * len(steps)), 3.2), layout="constrained")
     axes = fig.subplots(1, len(steps), squeeze=False)[0]
     image = None
     for ax, step in zip(axes, steps, strict=True):
         image = ax.imshow(grids[step], aspect="auto", cmap=cmap, vmin=limits[0], vmax=limits[1])
-        ax.set_title(f"checkpoint {step}", fontsize=9)
+        null = f"\ncontrol R² ≤ {np.nanmax(nulls[step]):.3f}" if nulls is not None else ""
+        ax.set_title(f"checkpoint {step}{null}", fontsize=9)
         ax.set_xticks(range(len(layers)), labels=[str(x) for x in layers], fontsize=7)
         ax.set_xlabel("layer")
         ax.set_yticks(range(len(GROUPS)), labels=list(GROUPS) if ax is axes[0] else [""] * len(GROUPS))
@@ -74,9 +76,11 @@ def plot_feature_r2(rows: Sequence[Mapping[str, Any]], stem: Path) -> list[Path]
     """
     grids = group_r2(rows)
     layers = sorted({int(r["layer"]) for r in rows})
+    # The null beside the values: the same probes on targets permuted within the folds.
     return _panels(grids, layers, stem, cmap="viridis", limits=(0.0, 1.0),
-                   label="mean R² over the group's features",
-                   title="eGeMAPS group R² by layer (ridge probes, speaker-grouped CV)")
+                   label="mean R² over the group's features", nulls=group_r2(rows, "r2_control"),
+                   title="eGeMAPS group R² by layer (ridge, speaker-grouped CV)\n"
+                         "control: the same probes on targets permuted within folds")
 
 
 def plot_feature_r2_change(rows: Sequence[Mapping[str, Any]], stem: Path) -> list[Path]:
