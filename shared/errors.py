@@ -21,10 +21,16 @@ class ServiceError(Exception):
     """Root of every error serlens raises on purpose.
 
     Every subclass survives pickling with its message and attributes, so an error raised in a
-    Ray task or actor reaches the driver as the same named error.
+    Ray task or actor reaches the driver as the same named error. A subclass states its HTTP
+    status in its header: ``class NotFoundError(ServiceError, http_status=404)``.
     """
 
     http_status: int = 500
+
+    def __init_subclass__(cls, *, http_status: int | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if http_status is not None:
+            cls.http_status = http_status
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return _rebuild, (type(self), self.args, dict(self.__dict__))
@@ -62,32 +68,24 @@ def _plain(err: ServiceError) -> ServiceError:
     return err
 
 
-class InvalidConfigError(ServiceError):
+class InvalidConfigError(ServiceError, http_status=400):
     """A config file or ``--set`` override that does not validate."""
 
-    http_status = 400
 
-
-class InvalidAudioError(ServiceError):
+class InvalidAudioError(ServiceError, http_status=422):
     """Audio that decodes but cannot be used: NaN, silence, too short, too long."""
-
-    http_status = 422
 
 
 class AudioDecodeError(InvalidAudioError):
     """Bytes or a file that are not decodable audio (empty, truncated, not audio)."""
 
 
-class UnsupportedMediaTypeError(ServiceError):
+class UnsupportedMediaTypeError(ServiceError, http_status=415):
     """An upload whose container is not one of WAV, FLAC, MP3, OGG."""
 
-    http_status = 415
 
-
-class PayloadTooLargeError(ServiceError):
+class PayloadTooLargeError(ServiceError, http_status=413):
     """An upload over the configured size limit."""
-
-    http_status = 413
 
 
 class InvalidInputError(ServiceError):
@@ -125,22 +123,16 @@ class InvalidManifestError(InvalidInputError):
         super().__init__(problems, source=source)
 
 
-class InvalidRequestError(ServiceError):
+class InvalidRequestError(ServiceError, http_status=400):
     """A request parameter or body that does not validate (names it and what was expected)."""
 
-    http_status = 400
 
-
-class JobBackendError(ServiceError):
+class JobBackendError(ServiceError, http_status=503):
     """The Ray job service (the dashboard) cannot be reached or refused a call."""
 
-    http_status = 503
 
-
-class QueryRejectedError(ServiceError):
+class QueryRejectedError(ServiceError, http_status=400):
     """A SQL query refused by the read-only query guard."""
-
-    http_status = 400
 
 
 class QueryTimeoutError(QueryRejectedError):
@@ -151,61 +143,41 @@ class QueryLimitError(QueryRejectedError):
     """A SQL query over its memory, spill or response-size limit; stopped."""
 
 
-class QueryBusyError(ServiceError):
+class QueryBusyError(ServiceError, http_status=503):
     """Too many SQL queries at once in this process; retry later."""
 
-    http_status = 503
 
-
-class NotFoundError(ServiceError):
+class NotFoundError(ServiceError, http_status=404):
     """A checkpoint, run or table that does not exist."""
 
-    http_status = 404
 
-
-class ModelLoadError(ServiceError):
+class ModelLoadError(ServiceError, http_status=500):
     """A model folder or hub id that cannot be loaded as a speech encoder."""
 
-    http_status = 500
 
-
-class ModelOutOfMemoryError(ServiceError):
+class ModelOutOfMemoryError(ServiceError, http_status=503):
     """A clip that ran the model out of memory (CUDA or CPU) even on its own."""
 
-    http_status = 503
 
-
-class StoreError(ServiceError):
+class StoreError(ServiceError, http_status=503):
     """The feature store is missing, unreadable, or inconsistent."""
 
-    http_status = 503
 
-
-class TrackingError(ServiceError):
+class TrackingError(ServiceError, http_status=503):
     """The MLflow tracking server or store could not be reached or refused a call."""
 
-    http_status = 503
 
-
-class AuthenticationError(ServiceError):
+class AuthenticationError(ServiceError, http_status=401):
     """A request without a valid API token (missing, malformed, unknown or revoked)."""
 
-    http_status = 401
 
-
-class PermissionDeniedError(ServiceError):
+class PermissionDeniedError(ServiceError, http_status=403):
     """A valid API token whose scopes do not include what the endpoint needs."""
 
-    http_status = 403
 
-
-class ConflictError(ServiceError):
+class ConflictError(ServiceError, http_status=409):
     """A request that clashes with work in progress (the same fit running for another caller)."""
 
-    http_status = 409
 
-
-class TooManyJobsError(ServiceError):
+class TooManyJobsError(ServiceError, http_status=429):
     """A training submission over the limit of concurrent jobs; retry when one has finished."""
-
-    http_status = 429

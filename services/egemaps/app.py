@@ -19,9 +19,7 @@ from serlens.shared.serving import health_clip, merge_options
 #: core beside the light deployments (ingress, normalize), which is what keeps /egemaps close to
 #: calling openSMILE directly.
 DEPLOYMENT_OPTIONS: dict[str, Any] = {
-    "name": "Egemaps",
-    "ray_actor_options": {"num_cpus": 0.5},
-    "max_ongoing_requests": 8,
+    "name": "Egemaps", "ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 8,
 }
 
 

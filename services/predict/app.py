@@ -17,9 +17,7 @@ from serlens.shared.serving import health_clip, merge_options
 
 #: Serve options of the deployment; ``build_app`` overrides and a Serve config's entry win.
 DEPLOYMENT_OPTIONS: dict[str, Any] = {
-    "name": "Predict",
-    "ray_actor_options": {"num_cpus": 0.1},
-    "max_ongoing_requests": 16,
+    "name": "Predict", "ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 16,
 }
 
 
