@@ -18,6 +18,7 @@ import numpy as np
 
 from serlens.cka import grams, stats
 from serlens.cka.config import CkaConfig
+from serlens.cka.core import cka_against
 from serlens.cka.drift import pairwise_cka
 from serlens.cka.partial import PartialCka, design_basis
 
@@ -64,11 +65,16 @@ def scheme_of(config: CkaConfig, speakers: np.ndarray | None) -> str:
     return config.scheme
 
 
-def _summaries(keys: Sequence[Cell], reps: Sequence[np.ndarray], gram_y: np.ndarray, config: CkaConfig,
-               speakers: np.ndarray | None, partial: PartialCka | None) -> _Grid:
+def _summaries(keys: Sequence[Cell], reps: Sequence[np.ndarray], reference: np.ndarray, gram_y: np.ndarray,
+               config: CkaConfig, speakers: np.ndarray | None, partial: PartialCka | None) -> _Grid:
+    """One pass over the cells: the point estimates, and what the inference needs of each Gram.
+
+    The point estimates come from ``cka_against`` (the estimator in feature space, as the study
+    has always computed them); the permutation, jackknife and partial statistics use the
+    cells' n x n Grams. Both are float32 products summed in float64, so they agree to float32
+    round-off (about 1e-8), which no p-value or interval can resolve.
+    """
     n, names = gram_y.shape[0], config.estimators
-    ky = np.diag(gram_y)
-    self_y = {e: float(grams.hsic(e, np.vdot(gram_y, gram_y), ky @ ky, ky.sum(), ky.sum(), n)) for e in names}
     dtype = np.float32 if config.gram_dtype == "float32" else np.float64
     layout = grams.StripLayout(n)
     count = len(keys)
@@ -82,12 +88,11 @@ def _summaries(keys: Sequence[Cell], reps: Sequence[np.ndarray], gram_y: np.ndar
     for i, rep in enumerate(reps):
         gram = grams.centred_gram(rep)
         kx = np.diag(gram)
-        inner, self_inner = float(np.vdot(gram, gram_y)), float(np.vdot(gram, gram))
+        self_inner = float(np.vdot(gram, gram))
         grid.self_inner[i] = self_inner
         for j, e in enumerate(names):
             grid.self_terms[i, j] = grams.hsic(e, self_inner, kx @ kx, kx.sum(), kx.sum(), n)
-            cross = grams.hsic(e, inner, kx @ ky, kx.sum(), ky.sum(), n)
-            grid.observed[i, j] = grams.ratio(cross, grid.self_terms[i, j], self_y[e])
+        grid.observed[i] = cka_against([rep], reference, names)[0]
         grid.ranks[i] = grams.effective_rank(gram)
         grid.stack[i] = grid.layout.pack(gram, dtype=dtype)
         grid.diagonals[i] = kx
@@ -138,7 +143,7 @@ def analyse_cells(keys: Sequence[Cell], reps: Sequence[np.ndarray], reference: n
     groups = np.asarray([str(s) for s in speakers]) if speakers is not None else None
     gram_y = grams.centred_gram(reference)
     partial = PartialCka(gram_y, design_basis(confounds)) if confounds else None
-    grid = _summaries(keys, reps, gram_y, config, groups, partial)
+    grid = _summaries(keys, reps, reference, gram_y, config, groups, partial)
     scheme = scheme_of(config, groups)
     p_values, permuted_means = _permutation_tests(grid, gram_y, config, groups if scheme == "within_speaker" else None)
     n = gram_y.shape[0]
