@@ -1,8 +1,9 @@
 """Which run is meant: the one meaning of "the latest run" that the report, CLI and API share.
 
-A run is a row of the ``runs`` table. "The latest run" is the newest run whose status is
-``finished`` (a run that died midway never counts); its keys select the rows of every other
-table that belong to it.
+A run is one row of the ``runs`` table: written ``running`` when it starts and replaced (the
+newest row per ``run_id`` wins) by ``finished``, with every stage key, or ``failed``, with the
+error. "The latest run" is the newest run whose status is ``finished`` (a run that died midway
+never counts); its keys select the rows of every other table that belong to it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,24 @@ from typing import Any
 from serlens.shared.errors import NotFoundError
 from serlens.shared.schema import RUNS
 from serlens.shared.store import FeatureStore
+
+#: The states a run's row goes through.
+RUN_STATUSES = ("running", "finished", "failed")
+
+
+def record_run(store: FeatureStore, run_id: str, status: str, *, config_hash: str, **fields: Any) -> None:
+    """Write the run's row in its new state (``running``, ``finished`` or ``failed``).
+
+    Args:
+        store: the feature store.
+        run_id: the run.
+        status: its state now.
+        config_hash: lineage of the row (the run's data key).
+        fields: the other columns of ``runs`` (the same on every write: the row replaces the last).
+    """
+    if status not in RUN_STATUSES:
+        raise ValueError(f"run status {status!r}; expected one of {RUN_STATUSES}")
+    store.write(RUNS.name, [{"run_id": run_id, "status": status, **fields}], config_hash=config_hash)
 
 
 def finished_runs(store: FeatureStore) -> list[dict[str, Any]]:

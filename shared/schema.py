@@ -323,8 +323,8 @@ RUNS = TableSpec(
         # JSON: package versions, git commit, hardware (driver host and GPU node), weights' identity.
         pa.field("provenance_json", pa.string()),
     ),
-    keys=("run_id", "status"),
-    description="one row per `serlens run` start and end",
+    keys=("run_id",),
+    description="one row per `serlens run`: running, then finished (with every stage key) or failed (with the error)",
 )
 
 STAGES = TableSpec(

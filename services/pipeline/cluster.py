@@ -1,8 +1,9 @@
-"""Starting or joining the Ray cluster a run uses."""
+"""Starting or joining the Ray cluster a run uses, and what it runs on."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import ray
 
@@ -23,3 +24,15 @@ def start_ray(address: str | None) -> None:
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=env,
                  log_to_driver=True, logging_level="WARNING")
+
+
+def run_provenance(model: str, revision: str | None) -> dict[str, Any]:
+    """What a run runs on, recorded when it runs: packages, commit, hardware, the weights, the driver's node."""
+    from serlens.pipeline import stages
+    from serlens.shared.provenance import collect
+
+    record = collect(model=model, revision=revision, cluster=dict(ray.cluster_resources()))
+    record["driver_node"] = ray.get_runtime_context().get_node_id()
+    if stages.cluster_gpus() >= 1:
+        record["gpu_node"] = ray.get(stages.hardware_task.options(num_gpus=1, num_cpus=0).remote())
+    return record

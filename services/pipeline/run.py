@@ -22,13 +22,14 @@ import ray
 
 from serlens import __version__
 from serlens.pipeline import stages
-from serlens.pipeline.cluster import start_ray
+from serlens.pipeline.cluster import run_provenance, start_ray
 from serlens.pipeline.config import DEMO_MODEL, StudyArgs
 from serlens.pipeline.keys import StageKeys
 from serlens.pipeline.preflight import check_study
 from serlens.shared.datasets import DatasetScan, scan_crema_d, scan_manifest
 from serlens.shared.errors import InvalidManifestError
 from serlens.shared.rows import clip_row
+from serlens.shared.runs import record_run
 from serlens.shared.workdir import Workdir
 
 
@@ -338,17 +339,6 @@ class Study:
 
     # ------------------------------------------------------------------ the run
 
-    def provenance(self) -> dict[str, Any]:
-        """What this run ran on, recorded when it runs: packages, commit, hardware, the weights."""
-        from serlens.shared.provenance import collect
-
-        driver = {"driver_node": ray.get_runtime_context().get_node_id()}
-        record = collect(model=self.model_path(), revision=self.args.model.revision,
-                         cluster=dict(ray.cluster_resources())) | driver
-        if stages.cluster_gpus() >= 1:
-            record["gpu_node"] = ray.get(stages.hardware_task.options(num_gpus=1, num_cpus=0).remote())
-        return record
-
     def run(self) -> StudyResult:
         """Every stage in order; then figures and the report."""
         from serlens.pipeline.report import write_report
@@ -363,10 +353,32 @@ class Study:
         run_dir = self.dir.run_dir(self.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(self.args.to_yaml())
-        provenance = json.dumps(self.provenance())
-        self.store.write("runs", [{"run_id": self.run_id, "status": "started", "config_yaml": self.args.to_yaml(),
-                                   "serlens_version": __version__, "provenance_json": provenance}],
-                         config_hash=keys.data)
+        provenance = run_provenance(self.model_path(), self.args.model.revision)
+        row = {"config_yaml": self.args.to_yaml(), "serlens_version": __version__,
+               "provenance_json": json.dumps(provenance), "data_key": keys.data, "train_key": keys.train,
+               "embed_hash": keys.embed, "egemaps_key": keys.egemaps}
+        record_run(self.store, self.run_id, "running", config_hash=keys.data, **row)
+        try:
+            self._stages(clips, keys)
+        except BaseException as err:
+            error = json.dumps({"error": f"{type(err).__name__}: {err}"})
+            record_run(self.store, self.run_id, "failed", config_hash=keys.data, **row,
+                       seconds=time.perf_counter() - t0, summary_json=error)
+            raise
+        record_run(self.store, self.run_id, "finished", config_hash=keys.data, **row,
+                   seconds=time.perf_counter() - t0, analysis_key=self.result.analysis_key,
+                   mlflow_run_id=self.result.mlflow_run_id, tracking_uri=self.result.tracking_uri,
+                   summary_json=json.dumps({"warnings": self.result.warnings, "reused": self.result.reused,
+                                            "stage_seconds": self.result.stage_seconds, "steps": self.result.steps}))
+        self.store.refresh_views()
+        started = time.perf_counter()
+        write_report(self.dir.root)
+        self._timed("report", started)
+        self.result.figures = sorted(self.dir.figures.glob("*.png"))
+        return self.result
+
+    def _stages(self, clips: list[dict[str, Any]], keys: StageKeys) -> None:
+        """eGeMAPS, fine-tuning, embedding and the analyses, in order."""
         analysed = [c for c in clips if c["subset"] == self.args.analysis.subset]
         self._log(f"{len(clips)} clips: subset sizes "
                   + ", ".join(f"{s}: {sum(c['subset'] == s for c in clips)}" for s in (1, 2, 3)))
@@ -374,21 +386,6 @@ class Study:
         checkpoints = self.train(clips, keys)
         self.embed(analysed, checkpoints, keys)
         self.analyse(analysed, checkpoints, keys)
-        self.store.write("runs", [{
-            "run_id": self.run_id, "status": "finished", "config_yaml": self.args.to_yaml(),
-            "serlens_version": __version__, "seconds": time.perf_counter() - t0, "data_key": keys.data,
-            "train_key": keys.train, "embed_hash": keys.embed, "analysis_key": self.result.analysis_key,
-            "egemaps_key": keys.egemaps, "provenance_json": provenance,
-            "mlflow_run_id": self.result.mlflow_run_id, "tracking_uri": self.result.tracking_uri,
-            "summary_json": json.dumps({"warnings": self.result.warnings, "stage_seconds": self.result.stage_seconds,
-                                        "reused": self.result.reused, "steps": self.result.steps}),
-        }], config_hash=keys.data)
-        self.store.refresh_views()
-        started = time.perf_counter()
-        write_report(self.dir.root)
-        self._timed("report", started)
-        self.result.figures = sorted(self.dir.figures.glob("*.png"))
-        return self.result
 
 
 def run_study(args: StudyArgs, *, workdir: Path, address: str | None = None, skip_invalid: bool = False,

@@ -96,8 +96,8 @@ def cluster():
 
 
 def _driver_node(store: FeatureStore) -> str:
-    started = store.read("runs", filters={"status": "started"}).to_pylist()
-    return json.loads(started[-1]["provenance_json"])["driver_node"]
+    runs = store.read("runs", order_by=["created_at"]).to_pylist()
+    return json.loads(runs[-1]["provenance_json"])["driver_node"]
 
 
 def test_a_run_spreads_over_two_nodes_and_survives_losing_one(cluster, tmp_path):
