@@ -186,3 +186,24 @@ def describe(table: str, column: str) -> str | None:
     if table == "egemaps" and column in _EGEMAPS:
         return f"eGeMAPSv02 functional {column} (openSMILE's name; egemaps_long gives its parameter group)"
     return TABLES.get(table, {}).get(column) or COMMON.get(column)
+
+
+def schema_listing(name: str | None = None) -> list[dict[str, object]]:
+    """Every table (or one) with its meaning, keys and columns (name, type, nullable, meaning).
+
+    What ``serlens schema`` prints and ``GET /schema`` returns.
+
+    Raises:
+        NotFoundError: no table of that name (the message lists them).
+    """
+    from serlens.shared.errors import NotFoundError
+    from serlens.shared.schema import all_tables
+
+    tables = [t for t in all_tables() if name is None or t.name == name]
+    if not tables:
+        raise NotFoundError(f"no table {name!r}; tables: {', '.join(t.name for t in all_tables())}")
+    return [{"table": t.name, "description": t.description, "keys": list(t.keys),
+             "partition_by": list(t.partition_by),
+             "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable,
+                          "description": describe(t.name, f.name)} for f in t.schema]}
+            for t in tables]

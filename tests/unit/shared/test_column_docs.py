@@ -1,6 +1,9 @@
 """Every column of the store has a written meaning, and nothing written down names a missing column."""
 
-from serlens.shared.column_docs import COMMON, TABLES, describe
+import pytest
+
+from serlens.shared.column_docs import COMMON, TABLES, describe, schema_listing
+from serlens.shared.errors import NotFoundError
 from serlens.shared.schema import all_tables
 
 
@@ -22,3 +25,13 @@ def test_table_specific_text_wins_over_the_common_one() -> None:
     assert describe("cka", "value") == COMMON["value"]
     assert "parameter group" in (describe("egemaps", "loudness_sma3_amean") or "")
     assert describe("clips", "no_such_column") is None
+
+
+def test_the_listing_gives_every_table_and_names_an_unknown_one() -> None:
+    listing = schema_listing()
+    assert [t["table"] for t in listing] == [t.name for t in all_tables()]
+    (cka,) = schema_listing("cka")
+    value = next(c for c in cka["columns"] if c["name"] == "value")
+    assert value == {"name": "value", "type": "double", "nullable": True, "description": COMMON["value"]}
+    with pytest.raises(NotFoundError, match="tables: clips, egemaps"):
+        schema_listing("nope")
