@@ -13,16 +13,13 @@ is not that one, as losing the driver's own node ends any Ray job.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
+from support.ray_cluster import local_cluster, stop_node
 
 from serlens.shared.store import FeatureStore
 
@@ -34,65 +31,10 @@ SMALL = ["--set", "dataset.demo_speakers=12", "--set", "dataset.demo_sentences_p
          "--set", "split.holdout_fraction=0.5"]  # 4 speakers in subset 3, enough for speaker-grouped probes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray_node(args: list[str], temp_dir: str) -> subprocess.Popen:
-    """A Ray node in its own process group, so that killing the group takes down the whole node."""
-    ray = Path(sys.executable).with_name("ray")
-    cmd = [str(ray), "start", "--block", "--node-ip-address=127.0.0.1", "--num-gpus=0",
-           f"--temp-dir={temp_dir}", "--disable-usage-stats", *args]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
-
-
-def _stop(node: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if node.poll() is None:
-        os.killpg(node.pid, sig)
-    try:
-        node.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(node.pid, signal.SIGKILL)
-        node.wait()
-
-
-def _wait_for_nodes(address: str, count: int, timeout_s: float = 90.0) -> set[str]:
-    """The ids of the alive nodes, once there are ``count`` of them."""
-    code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-            "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True)
-        alive = set(out.stdout.split()) if out.returncode == 0 else set()
-        if len(alive) == count:
-            return alive
-        time.sleep(1.0)
-    raise AssertionError(f"{count} Ray nodes did not come up at {address}")
-
-
 @pytest.fixture
 def cluster():
-    temp_dir = tempfile.mkdtemp(prefix="rn", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    head = _ray_node(["--head", f"--port={port}", "--include-dashboard=false", "--num-cpus=0"], temp_dir)
-    workers: dict[str, subprocess.Popen] = {}
-    try:
-        known = _wait_for_nodes(address, 1)
-        for count in (2, 3):
-            worker = _ray_node([f"--address={address}", "--num-cpus=1"], temp_dir)
-            alive = _wait_for_nodes(address, count)
-            (new,) = alive - known
-            workers[new], known = worker, alive
-        yield address, workers
-    finally:
-        for worker in workers.values():
-            _stop(worker)
-        _stop(head)
+    with local_cluster([1, 1]) as running:
+        yield running.address, running.workers
 
 
 def _driver_node(store: FeatureStore) -> str:
@@ -115,7 +57,7 @@ def test_a_run_spreads_over_two_nodes_and_survives_losing_one(cluster, tmp_path)
     store = FeatureStore(workdir / "store")
     driver = _driver_node(store)
     victim = next(node for node in sorted(workers) if node != driver)
-    _stop(workers[victim], signal.SIGKILL)
+    stop_node(workers[victim], signal.SIGKILL)
     killed_at = time.time()
     out, _ = run.communicate(timeout=900)
     assert run.returncode == 0, out[-4000:]
