@@ -128,7 +128,7 @@ class InvalidRequestError(ServiceError, http_status=400):
 
 
 class JobBackendError(ServiceError, http_status=503):
-    """The Ray job service (the dashboard) cannot be reached or refused a call."""
+    """The training ledger (a Ray actor of the cluster) cannot be reached or did not answer."""
 
 
 class QueryRejectedError(ServiceError, http_status=400):

@@ -180,9 +180,9 @@ def start_app(
         args: the application's ``ApiArgs`` mapping.
         host: interface to listen on.
         port: HTTP port.
-        address: a Ray cluster to join (default: start a local Ray with a dashboard, which
-            ``POST /train`` submits jobs to; being the only node, it also offers the training
-            drivers' resource, ``max_train_jobs`` of it).
+        address: a Ray cluster to join (default: start a local Ray with a dashboard; being
+            the only node, it also offers the training drivers' resource, ``max_train_jobs``
+            of it, for the runs ``POST /train`` starts).
         num_cpus: logical CPUs of a local Ray (default: the machine's).
         dashboard_port: port of a local Ray's dashboard (default: Ray's 8265).
     """

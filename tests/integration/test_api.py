@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import io
+import threading
 import time
 
 import httpx
@@ -15,6 +17,7 @@ import soundfile as sf
 from serlens.embed import EmbedArgs, EmbedService
 from serlens.predict import PredictArgs, PredictService
 from serlens.shared.audio import decode
+from serlens.shared.errors import NotFoundError
 from serlens.shared.schema import EMOTIONS, egemaps_feature_names
 from serlens.shared.store import FeatureStore
 from serlens.shared.testing import voiced
@@ -612,53 +615,59 @@ def test_training_changes_the_served_model_only_by_promotion(client, as_caller, 
     )
 
 
-def test_submissions_racing_through_two_replicas_admit_one_and_stop_the_other(api, api_args, store):
-    """Two replicas that both passed the admission check: the later job stops itself (429)."""
-    from ray.job_submission import JobStatus
+def test_submissions_racing_through_two_replicas_admit_one_and_the_run_stays_off_the_head(api, api_args, store):
+    """Two replicas submitting at once: the cluster's ledger admits one (limit 1), the other 429.
+
+    No job service is involved (nothing but the operator may reach port 8265 on a cluster):
+    the run is a Ray task with the driver resources, and stopping it stops its process.
+    """
+    import ray
+    from ray.util.state import list_tasks
 
     from serlens.api.config import ApiArgs
     from serlens.api.jobs import TrainJobs
     from serlens.api.train_request import TrainRequest, prepare_config
-    from serlens.shared.errors import JobBackendError, TooManyJobsError
+    from serlens.shared.errors import TooManyJobsError
 
     config = ApiArgs.model_validate(api_args).to_config()
     replicas = [TrainJobs(config, store), TrainJobs(config, store)]
     assert replicas[0].active() == []  # the fixture's job has finished: one slot is free
-    submitted = []
-    for seed, jobs in zip((11, 12), replicas, strict=True):
-        path, key = prepare_config(TrainRequest(dataset="tiny-demo", train={"seed": seed}), config)
-        job_id = f"serlens-train-{seed:012x}"
-        deadline = time.monotonic() + 90
-        while True:  # the job agent may still be starting when this test runs first
-            try:
-                jobs._submit(job_id, path, request_key=key, owner="trainer", dataset="tiny-demo")
-                break
-            except JobBackendError:
-                assert time.monotonic() < deadline
-                time.sleep(2)
-        submitted.append((job_id, key))
-    admitted = replicas[0]._settle(*submitted[0], "trainer")
-    assert admitted["job_id"] == submitted[0][0] and admitted["joined"] is False
-    with pytest.raises(TooManyJobsError):
-        replicas[1]._settle(*submitted[1], "trainer")
-    client = replicas[0].client()
-    # Drivers ask for the resource only workers offer (here the one local node plays both).
-    import ray
-    from ray.util.state import list_actors
+    requests = [prepare_config(TrainRequest(dataset="tiny-demo", train={"seed": seed}), config)
+                for seed in (11, 12)]
+    barrier = threading.Barrier(2)
 
-    supervisors = list_actors(address=ray.get_runtime_context().gcs_address,
-                              filters=[("class_name", "=", "JobSupervisor")], detail=True)
-    (driver,) = [a for a in supervisors if submitted[0][0] in (a.name or "")]
-    assert driver.required_resources.get("serlens_train_driver") == 1.0
-    assert driver.required_resources.get("CPU") == pytest.approx(0.1)
-    # The stopped job waits for that resource (1 locally) before it can stop: free it.
-    client.stop_job(submitted[0][0])
-    deadline = time.monotonic() + 120
-    while replicas[0].active():
-        assert time.monotonic() < deadline, [(j.submission_id, j.status) for j in replicas[0].active()]
+    def submit(jobs: TrainJobs, request: tuple) -> object:
+        barrier.wait()
+        try:
+            return jobs.submit(request[0], request_key=request[1], owner="trainer", dataset="tiny-demo")
+        except TooManyJobsError as err:
+            return err
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(submit, replicas, requests))
+    admitted = [a for a in answers if isinstance(a, dict)]
+    assert len(admitted) == 1 and sum(isinstance(a, TooManyJobsError) for a in answers) == 1, answers
+    job_id = admitted[0]["job_id"]
+    assert admitted[0]["joined"] is False
+    assert [j["job_id"] for j in replicas[1].active()] == [job_id]  # every replica sees the one ledger
+    address = ray.get_runtime_context().gcs_address
+    deadline = time.monotonic() + 30  # task events reach the state API within seconds
+    while not (tasks := list_tasks(address=address, filters=[("name", "=", job_id)], detail=True)):
+        assert time.monotonic() < deadline, "the run's task never showed up"
         time.sleep(1)
-    for job_id, _ in submitted:
-        assert client.get_job_status(job_id) in (JobStatus.STOPPED, JobStatus.FAILED)
+    (task,) = tasks
+    assert task.required_resources.get("serlens_train_driver") == 1.0
+    assert task.required_resources.get("CPU") == pytest.approx(0.1)
+    with pytest.raises(NotFoundError):
+        replicas[1].stop(job_id, owner="other-trainer")
+    assert replicas[1].stop(job_id, owner="trainer") is True
+    assert replicas[0].active() == []
+    assert replicas[0].status(job_id, owner="trainer")["state"] == "STOPPED"
+    deadline = time.monotonic() + 60  # the task ends once its `serlens train` process has exited
+    by_name = [("name", "=", job_id)]
+    while any(t.state not in ("FINISHED", "FAILED") for t in list_tasks(address=address, filters=by_name)):
+        assert time.monotonic() < deadline
+        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
