@@ -17,8 +17,6 @@ KUBERAY_SCHEMAS = REPO_ROOT / "tests" / "data" / "kuberay-v1.7.0"
 #: The CI clone has the shared folder beside the repository; a plain clone does not.
 SHARED_CRDS = REPO_ROOT.parent / "shared" / "kuberay-crds-v1.7.0"
 KUBERAY_KINDS = {"RayService", "RayJob", "RayCluster"}
-#: Applied by hand, not through kustomize (see the file's header).
-MANUAL_MANIFESTS = {"data-loader.yaml"}
 
 
 def _kubernetes_validate() -> Any:
@@ -191,14 +189,17 @@ def test_every_object_is_in_the_serlens_namespace(manifests: list[Any]) -> None:
             assert manifest.body["metadata"].get("namespace") == "serlens", str(manifest)
 
 
-def test_kustomization_lists_every_component_once() -> None:
-    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+@pytest.mark.parametrize("folder", ["", "study", "loader"])
+def test_each_kustomization_lists_its_files_once_and_takes_the_shared_images(folder: str) -> None:
+    root = K8S_DIR / folder
+    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
     assert kustomization["namespace"] == "serlens"
     resources = kustomization["resources"]
     assert len(resources) == len(set(resources)), resources
-    on_disk = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"} - MANUAL_MANIFESTS
-    assert set(resources) == on_disk
-    assert resources[0] == "namespace.yaml", "the namespace goes first"
+    assert set(resources) == {p.name for p in root.glob("*.yaml")} - {"kustomization.yaml"}
+    assert kustomization["components"][0] == ("image" if not folder else "../image")
+    if not folder:
+        assert resources[0] == "namespace.yaml", "the namespace goes first"
 
 
 def test_network_policies_deny_by_default_then_allow_ray_serve_and_mlflow(
@@ -218,10 +219,9 @@ def test_network_policies_deny_by_default_then_allow_ray_serve_and_mlflow(
         for port in rule.get("ports", [])
     }
     assert {8000, 8265, 5000} <= opened, opened
-    intra = [
-        spec
-        for spec in policies.values()
-        for rule in spec.get("ingress", [])
-        if "ports" not in rule and spec["podSelector"] != {}
-    ]
-    assert intra, "Ray pods must accept any port from Ray pods"
+    # Ray pods take every port from Ray pods but the API's (8000) and, on the head, the job API's.
+    closed = {"allow-ray-workers-from-ray": {8000}, "allow-ray-head-from-ray-but-the-job-api": {8000, 8265}}
+    for name, shut in closed.items():
+        (rule,) = policies[name]["ingress"]
+        ranges = [range(p["port"], p.get("endPort", p["port"]) + 1) for p in rule["ports"]]
+        assert set(range(1, 65536)) - {port for r in ranges for port in r} == shut, name
