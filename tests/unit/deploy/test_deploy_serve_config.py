@@ -84,12 +84,34 @@ def test_listens_on_all_interfaces_port_8000(config: dict[str, Any]) -> None:
     assert config["http_options"]["port"] == 8000
 
 
-def test_names_no_gpu_and_leaves_actor_options_to_build_app(config: dict[str, Any]) -> None:
-    # A ray_actor_options entry here would replace build_app's GPU share, and num_gpus would
-    # make `serve run deploy/serve_config.yaml` hang on a CPU-only machine.
-    assert "num_gpus" not in _all_keys(config)
-    for deployment in config["applications"][0]["deployments"]:
+def test_gpu_share_and_cpu_placement_are_explicit(config: dict[str, Any]) -> None:
+    # Not decided when the app is built (a cold GPU node would make Embed and Predict serve on
+    # CPU): two replicas share one GPU, the CPU services ask for the CPU group's resource.
+    (app,) = config["applications"]
+    api = ApiArgs.model_validate(app["args"]).to_config()
+    assert app["args"]["model_gpus"] == 0.5
+    for name in ("Ingress", "Normalize", "Egemaps"):
+        assert api.deployment_options[name]["ray_actor_options"]["resources"] == {"serlens_cpu": 1}, name
+    for name in ("Embed", "Predict"):
+        assert "resources" not in api.deployment_options[name]["ray_actor_options"], name
+    # A ray_actor_options entry under `deployments` would replace build_app's options.
+    for deployment in app["deployments"]:
         assert "ray_actor_options" not in deployment, deployment["name"]
+
+
+def test_the_cluster_offers_what_the_config_asks_for(config: dict[str, Any], rayservice: Any) -> None:
+    import json
+
+    (app,) = config["applications"]
+    api = ApiArgs.model_validate(app["args"]).to_config()
+    cluster = rayservice.body["spec"]["rayClusterConfig"]
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    offered = json.loads(json.loads(groups["cpu"]["rayStartParams"]["resources"]))
+    asked = {key for options in api.deployment_options.values()
+             for key in options.get("ray_actor_options", {}).get("resources", {})}
+    assert asked | set(api.train_driver_resources) <= set(offered)
+    gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+    assert 2 * app["args"]["model_gpus"] <= gpu  # one Embed and one Predict replica per GPU worker
 
 
 def test_every_deployment_sets_its_serving_limits(config: dict[str, Any]) -> None:

@@ -53,7 +53,7 @@ def test_ray_version_is_the_same_in_pyproject_dockerfile_and_manifests(
 
 def test_rayversion_is_a_quoted_string_in_the_yaml() -> None:
     # Unquoted, 2.50 would parse as a float: the CRD wants a string.
-    for name in ("rayservice.yaml", "rayjob.yaml"):
+    for name in ("rayservice.yaml", "study/rayjob.yaml"):
         text = (REPO_ROOT / "k8s" / name).read_text()
         assert re.search(r'^\s+rayVersion: "\d+\.\d+\.\d+"$', text, re.M), name
 
@@ -64,11 +64,25 @@ def test_serlens_version_is_the_same_in_pyproject_dockerfile_and_images(
     version = _pyproject()["project"]["version"]
     assert re.search(rf"^ARG SERLENS_VERSION={re.escape(version)}$", DOCKERFILE.read_text(), re.M)
     images = {c["image"] for t in templates for c in t.spec.get("containers", [])}
-    assert images == {f"serlens:{version}"}, (
-        f"every pod runs the serlens image of pyproject's version: {images}"
+    assert images == {f"serlens:{version}", f"serlens-mlflow:{version}"}, (
+        f"every pod runs an image of pyproject's version: {images}"
     )
-    kustomization = yaml.safe_load((REPO_ROOT / "k8s" / "kustomization.yaml").read_text())
-    assert {"name": "serlens", "newTag": version} in kustomization["images"]
+    mlflow_pods = {str(t) for t in templates for c in t.spec["containers"] if c["image"].startswith("serlens-mlflow:")}
+    assert mlflow_pods == {"k8s:Deployment/mlflow:spec.template.spec"}, mlflow_pods
+    # One place sets them for every kustomization (k8s/image, a component).
+    component = yaml.safe_load((REPO_ROOT / "k8s" / "image" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    assert component["images"] == [{"name": "serlens", "newTag": version},
+                                   {"name": "serlens-mlflow", "newTag": version}]
+
+
+def test_the_mlflow_image_pins_the_tested_mlflow() -> None:
+    import mlflow
+
+    requirements = (REPO_ROOT / "docker" / "mlflow" / "requirements.txt").read_text().splitlines()
+    assert f"mlflow[auth]=={mlflow.__version__}" in requirements
+    for driver in ("psycopg2-binary", "boto3", "google-cloud-storage", "azure-storage-blob"):
+        assert any(line.startswith(driver) for line in requirements), driver
 
 
 def test_installed_ray_is_the_pinned_one() -> None:
