@@ -198,15 +198,8 @@ def run_fit(command: list[str], job_id: str, ledger: Any) -> int:
 
 
 def _forward(process: subprocess.Popen[str], job_id: str, ledger: Any) -> None:
-    """Send the process's output to the ledger, at most about once a second."""
+    """Send each line of the process's output to the ledger as it comes (fire and forget)."""
     if process.stdout is None:
         return
-    batch: list[str] = []
-    sent = time.monotonic()
     for line in process.stdout:
-        batch.append(line.rstrip("\n"))
-        if time.monotonic() - sent >= 1.0 or len(batch) >= 200:
-            ledger.output.remote(job_id, batch)
-            batch, sent = [], time.monotonic()
-    if batch:
-        ledger.output.remote(job_id, batch)
+        ledger.output.remote(job_id, [line.rstrip("\n")])
