@@ -155,6 +155,10 @@ class ModelLoadError(ServiceError, http_status=500):
     """A model folder or hub id that cannot be loaded as a speech encoder."""
 
 
+class UnsupportedModelError(ModelLoadError, http_status=400):
+    """A model whose type serlens cannot run as a speech encoder (the message lists the supported ones)."""
+
+
 class ModelOutOfMemoryError(ServiceError, http_status=503):
     """A clip that ran the model out of memory (CUDA or CPU) even on its own."""
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from serlens.shared import settings
-from serlens.shared.errors import InvalidConfigError, ModelLoadError
+from serlens.shared.errors import InvalidConfigError, ModelLoadError, UnsupportedModelError
 
 HEAD_FILENAME = "classifier_head.pt"
 LABELS_FILENAME = "labels.json"
@@ -31,6 +31,38 @@ TINY_WAVLM = dict(
     feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=False,
     num_buckets=32, max_bucket_distance=200,
 )
+
+#: The encoders serlens runs: ``model_type`` -> the transformers classes of a tiny random one
+#: (config, model). Whisper is adapted by ``serlens.shared.whisper`` (log-mel input, 30 s window).
+SUPPORTED_MODEL_TYPES: dict[str, tuple[str, str]] = {
+    "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
+    "hubert": ("HubertConfig", "HubertModel"),
+    "wavlm": ("WavLMConfig", "WavLMModel"),
+    "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+    "whisper": ("WhisperConfig", "WhisperModel"),
+}
+
+#: Tiny shapes of the other raw-waveform encoders (WavLM's without its relative-position buckets;
+#: data2vec-audio's positional convolution is a stack of layers, kept at its default depth).
+_TINY_BY_TYPE: dict[str, dict[str, Any]] = {
+    "wavlm": TINY_WAVLM,
+    "wav2vec2": {k: v for k, v in TINY_WAVLM.items() if k not in ("num_buckets", "max_bucket_distance")},
+    "hubert": {k: v for k, v in TINY_WAVLM.items() if k not in ("num_buckets", "max_bucket_distance")},
+    "data2vec-audio": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128,
+                           conv_dim=(32,) * 7, num_conv_pos_embeddings=2, conv_pos_kernel_size=5,
+                           num_conv_pos_embedding_groups=4, conv_bias=False),
+}
+
+
+def check_model_type(model_type: str, name_or_path: str) -> None:
+    """Raise unless serlens can run ``model_type`` as a speech encoder.
+
+    Raises:
+        UnsupportedModelError: naming the model, its type and the supported types.
+    """
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(f"{name_or_path!r} is a {model_type!r} model; serlens runs speech encoders of "
+                                    f"type {', '.join(SUPPORTED_MODEL_TYPES)}")
 
 
 @dataclass(frozen=True)
@@ -47,7 +79,8 @@ class ModelBundle:
         hidden_size: width of every hidden state.
         do_normalize: whether inputs are standardised per clip (its feature extractor's setting).
         supports_padding_mask: whether padded batches can be masked exactly (layer-norm feature
-            encoders); group-norm encoders (wavlm-base) are run one length at a time.
+            encoders); group-norm encoders (wavlm-base) and data2vec-audio are embedded one
+            length at a time.
         random_init: the weights are random (tests, demo): numbers mean nothing about the model.
     """
 
@@ -60,6 +93,11 @@ class ModelBundle:
     do_normalize: bool
     supports_padding_mask: bool
     random_init: bool = False
+
+    @property
+    def takes_attention_mask(self) -> bool:
+        """Whether padded batches get a padding mask (data2vec-audio's is inexact, but better than none)."""
+        return self.supports_padding_mask or self.model_type == "data2vec-audio"
 
     @property
     def num_hidden_states(self) -> int:
@@ -92,24 +130,34 @@ def resolve_device(setting: str) -> torch.device:
     raise InvalidConfigError(f"device {setting!r}; expected 'auto', 'cpu' or 'cuda'")
 
 
-def create_random_encoder(path: str | os.PathLike[str], *, seed: int = 0, **overrides: Any) -> Path:
-    """Write a randomly initialised tiny WavLM (weights + feature extractor) with ``save_pretrained``.
+def create_random_encoder(path: str | os.PathLike[str], *, seed: int = 0, model_type: str = "wavlm",
+                          **overrides: Any) -> Path:
+    """Write a randomly initialised tiny encoder (weights + feature extractor) with ``save_pretrained``.
 
     Args:
         path: folder to write.
         seed: torch seed for the initialisation (same seed, same weights).
-        overrides: ``WavLMConfig`` fields replacing ``TINY_WAVLM``.
-    """
-    from transformers import WavLMConfig, WavLMModel
+        model_type: one of ``SUPPORTED_MODEL_TYPES`` (default: WavLM, as the paper).
+        overrides: config fields replacing the tiny shapes (``TINY_WAVLM`` for WavLM).
 
+    Raises:
+        UnsupportedModelError: an unknown ``model_type``.
+    """
+    import transformers
+
+    check_model_type(model_type, f"a random {model_type}")
+    if model_type == "whisper":
+        from serlens.shared.whisper import create_random_whisper
+
+        return create_random_whisper(path, seed=seed, **overrides)
+    config_class, model_class = (getattr(transformers, n) for n in SUPPORTED_MODEL_TYPES[model_type])
     folder = Path(path)
     torch.manual_seed(seed)
-    config = WavLMConfig(**{**TINY_WAVLM, **overrides})
+    config = config_class(**{**_TINY_BY_TYPE[model_type], **overrides})
     config.serlens_random_init = True
-    model = WavLMModel(config)
-    model.save_pretrained(folder)
+    model_class(config).save_pretrained(folder)
     save_feature_extractor(folder, sampling_rate=16_000, do_normalize=True,
-                           attention_mask=config.feat_extract_norm == "layer")
+                           attention_mask=getattr(config, "feat_extract_norm", "layer") == "layer")
     return folder
 
 
@@ -138,7 +186,7 @@ def load_encoder(
     device: str | torch.device = "cpu",
     local_files_only: bool | None = None,
 ) -> tuple[nn.Module, ModelBundle]:
-    """Load a Hugging Face speech encoder (WavLM, HuBERT, wav2vec 2.0...) and its identity.
+    """Load a Hugging Face speech encoder (``SUPPORTED_MODEL_TYPES``) and its identity.
 
     Args:
         name_or_path: a local folder written by ``save_pretrained`` or a hub id.
@@ -148,32 +196,23 @@ def load_encoder(
             or ``HF_HUB_OFFLINE`` is set).
 
     Raises:
+        UnsupportedModelError: a model of another type (the message lists the supported ones).
         ModelLoadError: when the folder or id cannot be loaded as an encoder.
     """
-    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+    from transformers import AutoConfig
 
     is_local = Path(name_or_path).is_dir()
     offline = local_files_only if local_files_only is not None else (is_local or settings.hf_hub_offline())
     try:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
-        model = AutoModel.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load a speech encoder from {name_or_path!r}: {err}") from err
-    # The extractor's settings decide how raw audio is fed (per-clip standardisation, rate):
-    # guessing them would feed the encoder inputs it was not trained on, so a missing or
-    # unreadable config is an error, not a default.
+    check_model_type(config.model_type, name_or_path)
     try:
-        extractor = AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
-        do_normalize = bool(extractor.do_normalize)
-        sampling_rate = int(extractor.sampling_rate)
-    except (OSError, ValueError, AttributeError) as err:
-        raise ModelLoadError(
-            f"{name_or_path!r}: its feature extractor config (preprocessor_config.json) is missing or unreadable "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); save it beside the weights with "
-            "AutoFeatureExtractor.from_pretrained(<base model>).save_pretrained(<folder>)"
-        ) from err
-    if not hasattr(config, "num_hidden_layers") or not hasattr(model, "feature_extractor"):
-        raise ModelLoadError(f"{name_or_path!r} is a {config.model_type!r} model, not a wav2vec2-style speech encoder")
+        model, do_normalize, sampling_rate = _load_weights_and_extractor(name_or_path, revision, offline,
+                                                                         whisper=config.model_type == "whisper")
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"cannot load a speech encoder from {name_or_path!r}: {err}") from err
     bundle = ModelBundle(
         name_or_path=str(name_or_path),
         revision=revision,
@@ -182,10 +221,49 @@ def load_encoder(
         num_layers=int(config.num_hidden_layers),
         hidden_size=int(config.hidden_size),
         do_normalize=do_normalize,
-        supports_padding_mask=getattr(config, "feat_extract_norm", "layer") == "layer",
+        supports_padding_mask=_exact_under_padding(config),
         random_init=bool(getattr(config, "serlens_random_init", False)),
     )
     return model.to(device).eval(), bundle
+
+
+def _exact_under_padding(config: Any) -> bool:
+    """Whether a padded batch gives each clip the numbers it gets alone.
+
+    Not for group-norm CNNs (wavlm-base: the norm spans the padding), nor for data2vec-audio,
+    whose stacked positional convolutions turn the zeroed padding into non-zero frames that the
+    next layer reads into the clip's last frames (measured: up to 0.12 on hidden state 0).
+    """
+    return getattr(config, "feat_extract_norm", "layer") == "layer" and config.model_type != "data2vec-audio"
+
+
+def _load_weights_and_extractor(name_or_path: str, revision: str | None, offline: bool, *,
+                                whisper: bool) -> tuple[nn.Module, bool, int]:
+    """The encoder and how raw audio is fed to it: ``(model, do_normalize, sampling_rate)``.
+
+    Raises:
+        ModelLoadError: a missing or unreadable feature extractor config.
+    """
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    if whisper:  # log-mel input, computed inside the wrapper; no per-clip standardisation of samples
+        from serlens.shared.whisper import load_whisper_encoder
+
+        encoder = load_whisper_encoder(name_or_path, revision=revision, offline=offline)
+        return encoder, False, int(encoder.extractor.sampling_rate)
+    model = AutoModel.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
+    # The extractor's settings decide how raw audio is fed (per-clip standardisation, rate):
+    # guessing them would feed the encoder inputs it was not trained on, so a missing or
+    # unreadable config is an error, not a default.
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision, local_files_only=offline)
+        return model, bool(extractor.do_normalize), int(extractor.sampling_rate)
+    except (OSError, ValueError, AttributeError) as err:
+        raise ModelLoadError(
+            f"{name_or_path!r}: its feature extractor config (preprocessor_config.json) is missing or unreadable "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); save it beside the weights with "
+            "AutoFeatureExtractor.from_pretrained(<base model>).save_pretrained(<folder>)"
+        ) from err
 
 
 #: Added to a clip's variance before the square root when it is standardised (as Hugging Face's
@@ -200,14 +278,22 @@ def standardize(signal: np.ndarray) -> np.ndarray:
 
 
 def check_encoder_input(signal: np.ndarray, sampling_rate: int, bundle: ModelBundle, *, min_samples: int,
-                        name: str = "signal") -> np.ndarray:
+                        max_samples: int | None = None, name: str = "signal") -> np.ndarray:
     """The signal as float32 if an encoder can take it.
 
     Silence is accepted: standardised, it is just zeros to the encoder.
 
+    Args:
+        signal: mono float samples.
+        sampling_rate: its rate, in Hz.
+        bundle: the encoder's identity (its rate and type).
+        min_samples: fewest samples that give one frame.
+        max_samples: the encoder's window (Whisper: 30 s), or None for no limit.
+        name: how to name the signal in errors.
+
     Raises:
         InvalidAudioError: another rate than the model's, integer samples, not 1-D, empty, NaN,
-            or fewer samples than one frame needs.
+            fewer samples than one frame needs, or more than the encoder's window.
     """
     from serlens.shared.audio import check_input_signal
     from serlens.shared.errors import InvalidAudioError
@@ -218,6 +304,10 @@ def check_encoder_input(signal: np.ndarray, sampling_rate: int, bundle: ModelBun
     if array.size < min_samples:
         raise InvalidAudioError(f"{name}: {array.size} samples, fewer than the {min_samples} the encoder needs "
                                 "for one frame")
+    if max_samples is not None and array.size > max_samples:
+        raise InvalidAudioError(f"{name}: {array.size / sampling_rate:.1f} s is longer than the "
+                                f"{max_samples / sampling_rate:g} s window of {bundle.model_type} encoders; "
+                                "cut it into segments (manifest start/end)")
     return array
 
 
@@ -291,7 +381,7 @@ class SpeechClassifier(nn.Module):
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits, shape (batch, num_labels)."""
-        kwargs = {"attention_mask": attention_mask} if self.bundle.supports_padding_mask else {}
+        kwargs = {"attention_mask": attention_mask} if self.bundle.takes_attention_mask else {}
         hidden = self.encoder(input_values, **kwargs).last_hidden_state
         valid = frame_mask(self.encoder, attention_mask, hidden.shape[1])
         return self.head(masked_mean(hidden, valid))
@@ -301,8 +391,10 @@ class SpeechClassifier(nn.Module):
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(path)  # type: ignore[operator]
-        save_feature_extractor(path, sampling_rate=self.bundle.sampling_rate, do_normalize=self.bundle.do_normalize,
-                               attention_mask=self.bundle.supports_padding_mask)
+        if self.bundle.model_type != "whisper":  # Whisper's wrapper writes its own log-mel extractor
+            save_feature_extractor(path, sampling_rate=self.bundle.sampling_rate,
+                                   do_normalize=self.bundle.do_normalize,
+                                   attention_mask=self.bundle.takes_attention_mask)
         torch.save(self.head.state_dict(), path / HEAD_FILENAME)
         (path / LABELS_FILENAME).write_text(json.dumps(self.labels))
         return path

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Integral
+from typing import Any
 
 import torch
 
 from serlens.shared.errors import InvalidConfigError
 from serlens.shared.fast_wavlm import FastWavLM, frame_lengths
 from serlens.shared.models import ModelBundle, length_groups, masked_mean
+from serlens.shared.whisper import WhisperAudioEncoder, min_samples, window_frames
 
 
 def select_layers(layers: Sequence[int] | None, num_hidden_states: int) -> tuple[int, ...]:
@@ -132,6 +134,30 @@ def receptive_field_samples(conv_kernel: Sequence[int], conv_stride: Sequence[in
         field += (kernel - 1) * hop
         hop *= stride
     return field
+
+
+def min_input_samples(model: torch.nn.Module) -> int:
+    """Fewest samples that give the encoder one frame (Whisper: one STFT window)."""
+    if isinstance(model, WhisperAudioEncoder):
+        return min_samples(model)
+    config: Any = model.config
+    return receptive_field_samples(config.conv_kernel, config.conv_stride)
+
+
+def max_input_samples(model: torch.nn.Module) -> int | None:
+    """Most samples the encoder takes (Whisper's 30 s window), or None for no limit."""
+    return model.max_samples if isinstance(model, WhisperAudioEncoder) else None
+
+
+def frames_computed(model: torch.nn.Module, samples: int) -> int:
+    """Frames the encoder computes for a clip of ``samples`` samples: the work a batch budget counts.
+
+    Whisper computes its whole window whatever the clip's length.
+    """
+    if isinstance(model, WhisperAudioEncoder):
+        return window_frames(model)
+    config: Any = model.config
+    return num_frames(samples, config.conv_kernel, config.conv_stride)
 
 
 def uses_autocast(precision: str, device: str) -> bool:

@@ -113,19 +113,19 @@ class EmbedService:
             torch.backends.cuda.matmul.allow_tf32 = False
         self.model, self.bundle = load_encoder(model, revision=revision, device=self.device)
         self.layers = core.select_layers(config.layers, self.bundle.num_hidden_states)
-        model_config = self.model.config
-        self.min_samples = core.receptive_field_samples(
-            model_config.conv_kernel, model_config.conv_stride
-        )
-        # The fast path (config.fast): wraps the same model, nothing is copied.
+        self.min_samples = core.min_input_samples(self.model)
+        self.max_samples = core.max_input_samples(self.model)
+        # The fast path (config.fast): wraps the same model, nothing is copied. Whisper's log-mel
+        # input is computed by its wrapper, so it takes the Hugging Face path.
         self.fast: FastWavLM | None = None
         self.feed: Feed | None = None
-        if config.fast:
+        if config.fast and self.bundle.model_type != "whisper":
             self.fast = FastWavLM(self.model, compile_layers=config.compile_layers)
             self.feed = Feed(device=self.device, do_normalize=self.bundle.do_normalize)
 
     def _check(self, signal: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
-        return check_encoder_input(signal, sampling_rate, self.bundle, min_samples=self.min_samples, name=name)
+        return check_encoder_input(signal, sampling_rate, self.bundle, min_samples=self.min_samples,
+                                   max_samples=self.max_samples, name=name)
 
     def process_signal(
         self,
@@ -191,13 +191,12 @@ class EmbedService:
         return self._embed(checked, chosen)
 
     def _plan(self, signals: list[np.ndarray]) -> list[list[int]]:
-        kernel, stride = self.model.config.conv_kernel, self.model.config.conv_stride
         budget = int(self.config.max_batch_audio_s * self.bundle.sampling_rate)
         return core.plan_batches(
             [len(s) for s in signals],
             self.bundle,
-            frames=[core.num_frames(len(s), kernel, stride) for s in signals],
-            max_batch_frames=max(core.num_frames(budget, kernel, stride), 1),
+            frames=[core.frames_computed(self.model, len(s)) for s in signals],
+            max_batch_frames=max(core.frames_computed(self.model, budget), 1),
             batch_size=self.config.batch_size,
         )
 

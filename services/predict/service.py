@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from serlens.embed.core import receptive_field_samples
+from serlens.embed.core import max_input_samples, min_input_samples
 from serlens.predict import core
 from serlens.predict.config import PredictConfig
 from serlens.shared.models import (
@@ -48,13 +48,12 @@ class PredictService:
         self.model = SpeechClassifier.load(self.checkpoint, device=self.device)
         self.labels: tuple[str, ...] = tuple(self.model.labels)
         self.bundle = self.model.bundle
-        encoder_config = self.model.encoder.config
-        self.min_samples = receptive_field_samples(
-            encoder_config.conv_kernel, encoder_config.conv_stride
-        )
+        self.min_samples = min_input_samples(self.model.encoder)
+        self.max_samples = max_input_samples(self.model.encoder)
 
     def _check(self, signal: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
-        return check_encoder_input(signal, sampling_rate, self.bundle, min_samples=self.min_samples, name=name)
+        return check_encoder_input(signal, sampling_rate, self.bundle, min_samples=self.min_samples,
+                                   max_samples=self.max_samples, name=name)
 
     def process_signal(
         self, signal: np.ndarray, sampling_rate: int, *, name: str = "signal"
