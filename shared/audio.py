@@ -20,21 +20,16 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from serlens.shared.errors import (
-    AudioDecodeError,
-    InvalidAudioError,
-    PayloadTooLargeError,
-    UnsupportedMediaTypeError,
-)
+from serlens.shared.audio_header import SUPPORTED_FORMATS as SUPPORTED_FORMATS
+from serlens.shared.audio_header import AudioLimits as AudioLimits
+from serlens.shared.audio_header import check_header, check_riff_complete, open_audio
+from serlens.shared.errors import AudioDecodeError, InvalidAudioError, PayloadTooLargeError
 
 #: The sampling rate of every signal past decoding, in Hz.
 TARGET_SAMPLING_RATE = 16_000
 
 #: Shortest clip accepted, in seconds: ITU-R BS.1770 gates loudness in 400 ms blocks.
 MIN_DURATION_S = 0.4
-
-#: Containers accepted at the HTTP ingress (libsndfile's format names).
-SUPPORTED_FORMATS = {"WAV": "wav", "WAVEX": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
 
 #: Below this peak (about -120 dBFS) a signal counts as digital silence.
 SILENCE_PEAK = 1e-6
@@ -96,90 +91,9 @@ def resample(signal: np.ndarray, sampling_rate: int, target_rate: int = TARGET_S
     return soxr.resample(signal.astype(np.float32, copy=False), sampling_rate, target_rate, quality="VHQ")
 
 
-@dataclass(frozen=True)
-class AudioLimits:
-    """What an input may declare and decode to, checked on the header before any decoding.
-
-    Attributes:
-        max_duration_s: longest accepted audio, in seconds; also the hard decode budget
-            (``max_duration_s`` times the declared rate, in frames), whatever the header says.
-        max_channels: most channels.
-        min_sampling_rate: lowest accepted rate, in Hz (a 1 Hz WAV is refused before resampling).
-        max_sampling_rate: highest accepted rate, in Hz.
-        block_frames: frames decoded (and resampled) at a time.
-        max_decode_s: longest decoding may take, in seconds of wall time.
-    """
-
-    max_duration_s: float = 3600.0
-    max_channels: int = 8
-    min_sampling_rate: int = 8_000
-    max_sampling_rate: int = 192_000
-    block_frames: int = 1 << 16
-    max_decode_s: float = 10.0
-
-
-#: The codecs accepted inside an Ogg container.
-OGG_CODECS = frozenset({"VORBIS", "OPUS"})
-
-#: A minimal ID3v2.3 tag (one empty TIT2 frame). libsndfile recognises MP3 bytes without a
-#: file name only behind an ID3 tag, so a bare MPEG frame stream gets this one in front.
-_EMPTY_ID3 = b"ID3\x03\x00\x00\x00\x00\x00\x0b" + b"TIT2\x00\x00\x00\x01\x00\x00\x00"
-
-
-def _open(source: str | os.PathLike[str] | bytes, label: str) -> sf.SoundFile:
-    """Open (parse the header of) a path or upload bytes with libsndfile."""
-    if isinstance(source, bytes):
-        if not source:
-            raise AudioDecodeError(f"{label}: empty upload (0 bytes)")
-        if source[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xe3", b"\xff\xfa", b"\xff\xf2", b"\xff\xe2"):
-            source = _EMPTY_ID3 + source
-        handle: io.BytesIO | str = io.BytesIO(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise AudioDecodeError(f"{label}: no such file")
-        if path.stat().st_size == 0:
-            raise AudioDecodeError(f"{label}: empty file (0 bytes)")
-        handle = str(path)
-    try:
-        return sf.SoundFile(handle)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        # libsndfile's own words, without soundfile's "Error opening <object at 0x...>" prefix.
-        reason = getattr(err, "error_string", None) or str(err)
-        raise AudioDecodeError(f"{label}: not decodable audio ({reason})") from err
-
-
-def check_header(snd: sf.SoundFile, label: str, limits: AudioLimits) -> int | None:
-    """Check container, codec, channels, rate and declared length before any decoding.
-
-    Returns:
-        The declared number of frames, or None when the header does not know it.
-
-    Raises:
-        UnsupportedMediaTypeError: a container other than WAV, FLAC, OGG (Vorbis, Opus), MP3.
-        InvalidAudioError: too many channels, a rate out of range, declared too long.
-    """
-    accepted = sorted(set(SUPPORTED_FORMATS.values()))
-    if snd.format not in SUPPORTED_FORMATS:
-        raise UnsupportedMediaTypeError(f"{label}: container {snd.format} is not one of {accepted}")
-    if snd.format == "OGG" and snd.subtype not in OGG_CODECS:
-        raise UnsupportedMediaTypeError(f"{label}: Ogg codec {snd.subtype} is not one of {sorted(OGG_CODECS)}")
-    if not 1 <= snd.channels <= limits.max_channels:
-        raise InvalidAudioError(f"{label}: {snd.channels} channels; at most {limits.max_channels} are accepted")
-    if not limits.min_sampling_rate <= snd.samplerate <= limits.max_sampling_rate:
-        raise InvalidAudioError(f"{label}: sampling rate {snd.samplerate} Hz is outside "
-                                f"{limits.min_sampling_rate}-{limits.max_sampling_rate} Hz")
-    frames = int(snd.frames)
-    if not 0 < frames < 2**62:  # libsndfile's "unknown" is 2**63 - 1
-        return None
-    if frames / snd.samplerate > limits.max_duration_s:
-        raise InvalidAudioError(f"{label}: {frames / snd.samplerate:.1f} s is longer than the "
-                                f"{limits.max_duration_s:g} s maximum")
-    return frames
-
-
-def _decode_blocks(snd: sf.SoundFile, label: str, limits: AudioLimits) -> tuple[np.ndarray, int]:
-    """Decode block by block to 16 kHz mono, stopping past the duration budget.
+def _decode_blocks(snd: sf.SoundFile, label: str, limits: AudioLimits,
+                   stop: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode block by block to 16 kHz mono, stopping past the duration budget (or after ``stop`` frames).
 
     Returns:
         ``(signal, frames read)``.
@@ -194,7 +108,9 @@ def _decode_blocks(snd: sf.SoundFile, label: str, limits: AudioLimits) -> tuple[
     while True:
         if time.monotonic() > deadline:
             raise InvalidAudioError(f"{label}: decoding took longer than {limits.max_decode_s:g} s; refused")
-        block = snd.read(frames=limits.block_frames, dtype="float32", always_2d=True)
+        want = limits.block_frames if stop is None else min(limits.block_frames, stop - read)
+        block = (snd.read(frames=want, dtype="float32", always_2d=True) if want > 0
+                 else np.zeros((0, snd.channels), dtype=np.float32))
         read += len(block)
         if read > budget:
             raise InvalidAudioError(f"{label}: longer than the {limits.max_duration_s:g} s maximum "
@@ -206,37 +122,66 @@ def _decode_blocks(snd: sf.SoundFile, label: str, limits: AudioLimits) -> tuple[
     return np.concatenate(out), read
 
 
+def _seek_segment(snd: sf.SoundFile, label: str, frames: int | None,
+                  segment: tuple[float | None, float | None]) -> tuple[int | None, str]:
+    """Seek to a segment's first frame; returns ``(frames to read, None: to the end; its label)``.
+
+    Raises:
+        InvalidAudioError: bounds that are negative, reversed, or past the file's declared end.
+    """
+    start_s, end_s = segment
+    rate = int(snd.samplerate)
+    label = f"{label} [{start_s or 0:g}-{'end' if end_s is None else format(end_s, 'g')} s]"
+    first = int(round((start_s or 0.0) * rate))
+    last = None if end_s is None else int(round(end_s * rate))
+    if first < 0 or (last is not None and last <= first):
+        raise InvalidAudioError(f"{label}: a segment needs 0 <= start < end")
+    if frames is not None and max(last or 0, first) > frames:
+        raise InvalidAudioError(f"{label}: the segment ends past the file's end ({frames / rate:.3f} s)")
+    if first:
+        snd.seek(first)
+    return (None if last is None else last - first), label
+
+
 def decode(
     source: str | os.PathLike[str] | bytes,
     *,
     name: str | None = None,
     limits: AudioLimits | None = None,
+    segment: tuple[float | None, float | None] | None = None,
 ) -> DecodedAudio:
     """Decode a file or bytes to 16 kHz mono float32, deciding on the header first.
 
     Container, codec, channels, rate and declared length are checked before a single frame
     is decoded; decoding then runs in blocks (each resampled as it comes) and stops at the
     ``limits.max_duration_s`` budget whatever the header claimed, so memory and time stay
-    bounded by the limits, never by the input.
+    bounded by the limits, never by the input. A segment is read by seeking to its start and
+    decoding only its frames, through the same bounded blocks.
 
     Args:
         source: a path, or the bytes of an upload.
         name: how to name the input in errors (default: the path).
         limits: header and decode limits (default ``AudioLimits()``).
+        segment: ``(start_s, end_s)`` in seconds of the source (None: its start, its end).
 
     Raises:
         AudioDecodeError: empty, truncated or non-audio input.
         UnsupportedMediaTypeError: a container other than WAV, FLAC, OGG (Vorbis, Opus), MP3.
-        InvalidAudioError: too many channels, a rate out of range, longer than allowed.
+        InvalidAudioError: too many channels, a rate out of range, longer than allowed, or a
+            segment outside the file.
     """
     limits = limits or AudioLimits()
     label = name or (str(source) if not isinstance(source, bytes) else "upload")
     try:
-        with _open(source, label) as snd:
+        with open_audio(source, label) as snd:
             frames = check_header(snd, label, limits)
             fmt, rate, channels = snd.format, int(snd.samplerate), int(snd.channels)
+            stop = None
+            if segment is not None:
+                stop, label = _seek_segment(snd, label, frames, segment)
+                frames = stop if stop is not None else (None if frames is None else frames - int(snd.tell()))
             try:
-                signal, read = _decode_blocks(snd, label, limits)
+                signal, read = _decode_blocks(snd, label, limits, stop)
             except (sf.LibsndfileError, RuntimeError) as err:
                 reason = getattr(err, "error_string", None) or str(err)
                 raise AudioDecodeError(f"{label}: not decodable audio ({reason})") from err
@@ -246,7 +191,7 @@ def decode(
     if frames is not None and read < frames and fmt in ("WAV", "WAVEX", "FLAC"):
         raise AudioDecodeError(f"{label}: truncated: header says {frames} frames, file holds {read}")
     if fmt in ("WAV", "WAVEX"):
-        _check_riff_complete(source if isinstance(source, bytes) else Path(source), label)
+        check_riff_complete(source if isinstance(source, bytes) else Path(source), label)
     return DecodedAudio(
         signal=signal,
         sampling_rate=TARGET_SAMPLING_RATE,
@@ -254,31 +199,6 @@ def decode(
         source_num_channels=channels,
         source_format=fmt,
     )
-
-
-def _check_riff_complete(source: bytes | Path, label: str) -> None:
-    """Raise when a RIFF/WAVE file's data chunk claims more bytes than the file holds.
-
-    libsndfile quietly reads what is there; a truncated upload must be refused instead.
-    """
-    if isinstance(source, bytes):
-        head, total = source[:1 << 16], len(source)
-    else:
-        total = source.stat().st_size
-        with open(source, "rb") as fh:
-            head = fh.read(1 << 16)
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return
-    offset = 12
-    while offset + 8 <= len(head):
-        chunk_id, size = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
-        if chunk_id == b"data":
-            if size != 0xFFFFFFFF and offset + 8 + size > total:
-                raise AudioDecodeError(
-                    f"{label}: truncated WAV: data chunk declares {size} bytes, file holds {total - offset - 8}"
-                )
-            return
-        offset += 8 + size + (size & 1)
 
 
 def check_signal(

@@ -3,30 +3,30 @@
 Both return a ``DatasetScan``: the valid ``ClipRecord``s and every problem found, as
 ``(culprit, reason)`` pairs. ``DatasetScan.raise_for_problems`` reports them all at once;
 a pipeline run with ``--skip-invalid`` records them instead. Each file is decoded and
-checked by ``inspect_audio``, a module-level function that the caller's ``map_fn`` may run
+checked by ``inspect_segment``, a module-level function that the caller's ``map_fn`` may run
 in parallel (the pipeline passes a Ray-backed map).
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import soundfile as sf
 
-from serlens.shared.audio import check_signal, decode, sha256_file
+from serlens.shared.audio import check_signal, decode, sha256_bytes, sha256_file
 from serlens.shared.errors import InvalidManifestError, ServiceError
+from serlens.shared.manifest import MANIFEST_REQUIRED, check_rows, read_manifest_rows, split_problems
 from serlens.shared.schema import EMOTIONS, ClipRecord
 
-#: ``map_fn(inspect_audio, paths)``: the builtin ``map``, or a parallel one with the same call.
-MapFn = Callable[[Callable[[str], Any], Iterable[str]], Iterable[Any]]
+#: ``map_fn(inspect_segment, items)``: the builtin ``map``, or a parallel one with the same call.
+MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 
 #: CREMA-D file names: ``<ActorID>_<Sentence>_<Emotion>_<Level>.wav``.
 CREMA_D_NAME = re.compile(
@@ -35,8 +35,6 @@ CREMA_D_NAME = re.compile(
 CREMA_D_SEX = {"Male": "M", "Female": "F"}
 CREMA_D_DEMOGRAPHICS = "VideoDemographics.csv"
 CREMA_D_AUDIO = "AudioWAV"
-
-MANIFEST_REQUIRED = ("path", "label", "speaker", "gender")
 
 
 @dataclass(frozen=True)
@@ -103,19 +101,32 @@ def inspect_audio(path: str) -> tuple[dict[str, Any], None] | tuple[None, str]:
         audio (rate and channels of the source file, duration in seconds), else
         ``(None, reason)``: empty, truncated, not audio, NaN, shorter than 400 ms, silence.
     """
+    return inspect_segment((path, None, None))
+
+
+def inspect_segment(item: tuple[str, float | None, float | None]) -> tuple[dict[str, Any], None] | tuple[None, str]:
+    """``inspect_audio`` of a segment ``(path, start_s, end_s)`` (None: the file's start, its end).
+
+    Only the segment is decoded (the same bounded decode, from a seek). A segment's
+    ``audio_sha256`` is the SHA-256 of ``"<file's SHA-256>:<start_s>:<end_s>"``: each segment
+    has its own identity, and it changes with the file's bytes.
+    """
+    path, start_s, end_s = item
+    whole = start_s is None and end_s is None
     try:
-        decoded = decode(path, name=path)
+        decoded = decode(path, name=path, segment=None if whole else (start_s, end_s))
         check_signal(decoded.signal, decoded.sampling_rate, name=path)
         info = sf.info(path)
     except ServiceError as err:
         return None, _strip_prefix(str(err), path)
     except (OSError, RuntimeError) as err:
         return None, f"unreadable: {err}"
+    digest = sha256_file(path)
     return {
-        "duration_s": float(info.frames) / float(info.samplerate),
+        "duration_s": float(info.frames) / float(info.samplerate) if whole else decoded.duration_s,
         "sampling_rate": int(info.samplerate),
         "num_channels": int(info.channels),
-        "audio_sha256": sha256_file(path),
+        "audio_sha256": digest if whole else sha256_bytes(f"{digest}:{start_s}:{end_s}".encode()),
     }, None
 
 
@@ -131,7 +142,8 @@ def _inspect_all(
     dataset: str,
 ) -> tuple[list[ClipRecord], list[tuple[str, str]]]:
     """Run ``inspect_audio`` over ``(culprit, path, fields)`` and build the records."""
-    results = list(map_fn(inspect_audio, [path for _, path, _ in candidates]))
+    items = [(path, fields.get("start_s"), fields.get("end_s")) for _, path, fields in candidates]
+    results = list(map_fn(inspect_segment, items))
     clips, problems = [], []
     for (culprit, path, fields), (info, reason) in zip(candidates, results, strict=True):
         if info is None:
@@ -236,84 +248,6 @@ def scan_crema_d(
                        tuple(labels) if labels is not None else None)
 
 
-def _cell(value: Any) -> str:
-    """Return a manifest cell as a stripped string; None, NaN and empty become ``""``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
-def _read_manifest_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """Columns and rows of a CSV or Parquet manifest.
-
-    Raises:
-        ValueError: for an unknown suffix or an unreadable file.
-    """
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        tbl = pq.read_table(path)
-        return list(tbl.column_names), tbl.to_pylist()
-    if path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            rows = list(reader)
-            return list(reader.fieldnames or []), rows
-    raise ValueError(f"unknown manifest format {path.suffix!r}; expected .csv, .tsv or .parquet")
-
-
-def _check_rows(
-    rows: Iterable[Mapping[str, Any]], manifest: Path, labels: Sequence[str] | None
-) -> tuple[list[tuple[str, str]], list[tuple[int, str, str, dict[str, Any]]], dict[str, dict[str, list[int]]]]:
-    """Check each manifest row on its own: ``(problems, rows to inspect, speaker -> gender -> rows)``."""
-    name = manifest.name
-    problems: list[tuple[str, str]] = []
-    seen_ids: dict[str, int] = {}
-    speaker_genders: dict[str, dict[str, list[int]]] = {}
-    pending: list[tuple[int, str, str, dict[str, Any]]] = []
-    for number, row in enumerate(rows, start=1):
-        cells = {key: _cell(row.get(key)) for key in (*MANIFEST_REQUIRED, "id", "sentence")}
-        clip_id = cells["id"] or Path(cells["path"]).stem
-        culprit = f"{name} row {number} (id={clip_id})"
-        errors = []
-        if not cells["path"]:
-            errors.append("empty path")
-        if clip_id in seen_ids:
-            errors.append(f"duplicate id {clip_id!r} (first at row {seen_ids[clip_id]})")
-        else:
-            seen_ids[clip_id] = number
-        if not cells["label"]:
-            errors.append("empty label")
-        elif labels is not None and cells["label"] not in labels:
-            errors.append(f"unknown label {cells['label']!r}; expected one of {list(labels)}")
-        if not cells["speaker"]:
-            errors.append("empty speaker")
-        elif not cells["gender"]:
-            errors.append(f"speaker {cells['speaker']!r} has no gender")
-        else:
-            speaker_genders.setdefault(cells["speaker"], {}).setdefault(cells["gender"], []).append(
-                number
-            )
-        audio = Path(cells["path"]) if cells["path"] else None
-        if audio is not None and not audio.is_absolute():
-            audio = manifest.parent / audio
-        audio_path = os.path.normpath(str(audio)) if audio is not None else ""
-        if audio is not None and not Path(audio_path).is_file():
-            errors.append(f"no such file: {audio_path}")
-        if errors:
-            problems.append((culprit, "; ".join(errors)))
-            continue
-        fields = {
-            "clip_id": clip_id,
-            "speaker": cells["speaker"],
-            "gender": cells["gender"],
-            "label": cells["label"],
-            "sentence": cells["sentence"] or None,
-        }
-        pending.append((number, culprit, audio_path, fields))
-    return problems, pending, speaker_genders
-
-
 def scan_manifest(
     path: str | os.PathLike[str],
     *,
@@ -321,28 +255,29 @@ def scan_manifest(
     labels: Sequence[str] | None = None,
     map_fn: MapFn = map,
 ) -> DatasetScan:
-    """Scan a manifest: columns ``path, label, speaker, gender`` and optionally ``id``, ``sentence``.
+    """Scan a manifest: columns ``path, label, speaker, gender``, optionally ``id, sentence, start, end, split``.
 
-    Relative paths are relative to the manifest's folder; audio may have any sampling
-    rate and channel count (it is converted to 16 kHz mono later by ``serlens.shared.audio.decode``).
-    A row without ``id`` gets its path's stem.
+    The columns are described in ``serlens.shared.manifest``. Relative paths are relative to the
+    manifest's folder; audio may have any sampling rate and channel count (it is converted to
+    16 kHz mono later by ``serlens.shared.audio.decode``); a segment is decoded alone.
 
     Args:
         path: a ``.csv`` (or ``.tsv``) or ``.parquet`` file.
         dataset: name stored in every record (default: the manifest's stem).
         labels: accepted labels (None: any non-empty label).
-        map_fn: how to run ``inspect_audio`` over the files.
+        map_fn: how to run ``inspect_segment`` over the rows.
 
     Returns:
         The scan; problems are a missing manifest or column, a missing file, an unknown label,
-        a duplicate id, a speaker without gender, a speaker with two genders, unusable audio.
+        a duplicate id, a speaker without gender, a speaker with two genders, a bad segment or
+        split value, a speaker in two given splits, unusable audio.
     """
     manifest = Path(path).absolute()
     source, name = str(manifest), manifest.name
     if not manifest.is_file():
         return DatasetScan((), ((source, "no such manifest file"),), source)
     try:
-        columns, rows = _read_manifest_rows(manifest)
+        columns, rows = read_manifest_rows(manifest)
     except (ValueError, OSError, csv.Error) as err:  # pyarrow's ArrowInvalid is a ValueError
         return DatasetScan((), ((source, f"unreadable manifest: {err}"),), source)
     missing = [c for c in MANIFEST_REQUIRED if c not in columns]
@@ -351,7 +286,7 @@ def scan_manifest(
             (), ((source, f"missing required column(s) {missing}; found {columns}"),), source
         )
     dataset = dataset or manifest.stem
-    problems, pending, speaker_genders = _check_rows(rows, manifest, labels)
+    problems, pending, speaker_genders = check_rows(rows, manifest, labels, columns)
     conflicted = {
         spk: by_gender for spk, by_gender in speaker_genders.items() if len(by_gender) > 1
     }
@@ -360,6 +295,7 @@ def scan_manifest(
             f"{g} (rows {', '.join(map(str, nums))})" for g, nums in sorted(by_gender.items())
         )
         problems.append((f"{name} speaker {speaker!r}", f"has two or more genders: {detail}"))
+    problems += split_problems(pending, name)
     candidates = [
         (culprit, audio_path, fields)
         for _, culprit, audio_path, fields in pending

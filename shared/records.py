@@ -19,15 +19,20 @@ class ClipRecord:
         clip_id: unique within the dataset (CREMA-D: the file stem).
         dataset: dataset name, e.g. ``crema-d``, ``demo``, ``api``.
         source_path: absolute path of the source file.
-        audio_sha256: SHA-256 of the source file's bytes.
+        audio_sha256: SHA-256 of the source file's bytes (a segment's: of the file's hash and its
+            bounds, see ``serlens.shared.datasets.inspect_segment``).
         speaker: speaker id.
         gender: ``F`` or ``M`` (or another label the dataset uses).
         label: class label (for SER: one of ``EMOTIONS``).
-        duration_s: duration in seconds.
+        duration_s: duration in seconds (of the segment, for a segment).
         sampling_rate: sampling rate of the source file in Hz.
         num_channels: channel count of the source file.
         sentence: what was said (CREMA-D: the sentence code of the file name, e.g. ``DFA``);
             None when the dataset does not say. A confound for partial CKA.
+        start_s: where the clip starts in the source file, in seconds (None: at its start).
+        end_s: where it ends, in seconds (None: at the file's end).
+        split: the subset the manifest gives (``train``, ``validation``, ``analysis``); None
+            when serlens' speaker-independent split decides.
     """
 
     clip_id: str
@@ -41,6 +46,9 @@ class ClipRecord:
     sampling_rate: int
     num_channels: int = 1
     sentence: str | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    split: str | None = None
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,7 @@ CLIPS = TableSpec(
         pa.field("sampling_rate", pa.int32()),
         pa.field("source_sampling_rate", pa.int32()),
         pa.field("source_num_channels", pa.int16()),
-        pa.field("lufs_before", pa.float64()),
-        pa.field("lufs_after", pa.float64()),
+        pa.field("lufs_before", pa.float64()), pa.field("lufs_after", pa.float64()),
         pa.field("gain_db", pa.float64()),
         pa.field("peak_dbfs", pa.float64()),
         pa.field("clipped_fraction", pa.float64()),
@@ -67,10 +66,11 @@ CLIPS = TableSpec(
         pa.field("target_lufs", pa.float64()),
         pa.field("normalized_path", pa.string()),
         pa.field("normalized_sha256", pa.string()),
+        pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()), pa.field("split", pa.string()),
     ),
     keys=("dataset", "clip_id", "config_hash"),
     partition_by=("dataset",),
-    description="one row per clip: metadata, subset, loudness record, normalised audio",
+    description="one row per clip or segment (start_s, end_s): metadata, subset, loudness record, normalised audio",
 )
 
 CHECKPOINTS = TableSpec(

@@ -53,12 +53,13 @@ class NormalizeService:
         return core.normalize_loudness(x, sampling_rate, config=self.config, name=name)
 
     def process_file(
-        self, path: str | os.PathLike[str]
+        self, path: str | os.PathLike[str], *, segment: tuple[float | None, float | None] | None = None
     ) -> tuple[np.ndarray, LoudnessRecord, DecodedAudio]:
         """Decode a file to 16 kHz mono (any rate, channels, WAV/FLAC/OGG/MP3), then normalise.
 
         Args:
             path: the audio file.
+            segment: ``(start_s, end_s)`` to decode only that part (None: the whole file).
 
         Returns:
             ``(output, record, decoded)``: the normalised float32 16 kHz signal, what was done,
@@ -69,6 +70,6 @@ class NormalizeService:
             UnsupportedMediaTypeError: a container other than WAV, FLAC, OGG, MP3.
             InvalidAudioError: NaN samples, or refused by the short or silence policy.
         """
-        decoded = decode(path)
+        decoded = decode(path, segment=segment)
         signal, record = self.process_signal(decoded.signal, decoded.sampling_rate, name=str(path))
         return signal, record, decoded

@@ -33,7 +33,7 @@ class StageKeys:
         """All keys of a run, known before any stage runs."""
         norm = normalize_key(args.normalize)
         data = config_hash("data", args.dataset, args.normalize, args.split,
-                           sorted((c.clip_id, c.audio_sha256) for c in clips))
+                           sorted((c.clip_id, c.audio_sha256, *([c.split] if c.split else [])) for c in clips))
         train = config_hash("train", args.model, args.train, data)
         return cls(norm=norm, data=data, egemaps=egemaps_key(norm, args.egemaps), train=train,
                    embed=embed_key(train, args.embed, args.analysis))

@@ -17,7 +17,7 @@ import numpy as np
 from serlens.pipeline.config import StudyArgs
 from serlens.shared.errors import InvalidInputError
 from serlens.shared.schema import ClipRecord
-from serlens.shared.splits import ANALYSIS, TRAIN, VALIDATION, split_speakers
+from serlens.shared.splits import ANALYSIS, TRAIN, VALIDATION, assign_subsets
 
 #: Subset names as the messages say them.
 SUBSET_NAMES = {TRAIN: "subset 1 (training)", VALIDATION: "subset 2 (validation)", ANALYSIS: "subset 3 (analysis)"}
@@ -47,7 +47,7 @@ def check_study(args: StudyArgs, clips: Sequence[ClipRecord], subsets: dict[str,
         InvalidInputError: anything a later stage needs is missing; every problem is named.
     """
     if subsets is None:
-        subsets = split_speakers(clips, seed=args.split.seed, holdout_fraction=args.split.holdout_fraction,
+        subsets = assign_subsets(clips, seed=args.split.seed, holdout_fraction=args.split.holdout_fraction,
                                  validation_fraction=args.split.validation_fraction)
     problems = _subset_problems(args, clips, subsets)
     analysed = [c for c in clips if subsets[c.clip_id] == args.analysis.subset]

@@ -134,7 +134,8 @@ class Study:
             self._timed("prepare", started)
             return rows
 
-        items = [{"clip_id": c.clip_id, "source_path": c.source_path, "audio_sha256": c.audio_sha256} for c in clips]
+        items = [{"clip_id": c.clip_id, "source_path": c.source_path, "audio_sha256": c.audio_sha256,
+                  "segment": None if c.start_s is None and c.end_s is None else (c.start_s, c.end_s)} for c in clips]
         chunks = stages.chunked(items, 32)
         config = self.args.normalize.to_config()
         audio_dir = str(self.dir.normalized_audio(keys.norm))
@@ -161,7 +162,7 @@ class Study:
                 target_lufs=self.args.normalize.target_lufs, normalized_path=r["normalized_path"],
                 normalized_sha256=r["normalized_sha256"],
                 labels={"speaker": c.speaker, "gender": c.gender, "label": c.label, "sentence": c.sentence,
-                        "subset": subsets[c.clip_id]},
+                        "subset": subsets[c.clip_id], "start_s": c.start_s, "end_s": c.end_s, "split": c.split},
             ))
         if problems:
             self.store.write("skipped", [{"item": item, "stage": "prepare", "reason": reason}

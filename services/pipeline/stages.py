@@ -138,7 +138,7 @@ def normalize_chunk(items: Sequence[dict[str, Any]], config: Any, audio_dir: str
     out: list[dict[str, Any]] = []
     for item in items:
         try:
-            signal, record, decoded = service.process_file(item["source_path"])
+            signal, record, decoded = service.process_file(item["source_path"], segment=item.get("segment"))
         except ServiceError as err:
             out.append({"clip_id": item["clip_id"], "problem": str(err), "node": node})
             continue
