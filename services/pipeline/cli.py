@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from serlens.shared.errors import unwrap
+from serlens.shared.importers.command import add_import_parser, run_import
 from serlens.shared.settings import default_workdir, ray_address
 
 EXAMPLE_QUERY = (
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("report", help="rebuild the figures and report.html from the store")
     _common(p)
+    add_import_parser(sub, _common)
     p = sub.add_parser("serve", help="serve the HTTP API on this machine (Ray Serve, port 8000)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -183,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sql(args, workdir)
         if args.command == "promote":
             return _promote(args, workdir)
+        if args.command == "import":
+            return run_import(args)
         if args.command == "config":
             from serlens.pipeline.config import load_study_args
 
