@@ -99,18 +99,17 @@ def split_speakers(
     return {clip.clip_id: subset_of_speaker[clip.speaker] for clip in clips}
 
 
-def assign_subsets(
-    clips: Sequence[ClipRecord],
-    *,
-    seed: int = 0,
-    holdout_fraction: float = 0.2,
-    validation_fraction: float = 0.2,
-) -> dict[str, int]:
+def assign_subsets(clips: Sequence[ClipRecord], *, seed: int = 0, **fractions: float) -> dict[str, int]:
     """The split a run uses: the manifest's own (``ClipRecord.split``) when it gives one, else ``split_speakers``.
 
     A manifest with a ``split`` column gives it on every row (``serlens.shared.manifest``
     checks that, and that no speaker is in two subsets); ``train``, ``validation`` and
     ``analysis`` are subsets 1, 2 and 3.
+
+    Args:
+        clips: the dataset's clips.
+        seed: ``split_speakers``' seed.
+        fractions: ``split_speakers``' ``holdout_fraction`` and ``validation_fraction``.
 
     Raises:
         InvalidManifestError: some clips carry a split and others do not, or as ``split_speakers``.
@@ -120,8 +119,7 @@ def assign_subsets(
 
     given = [c for c in clips if c.split is not None]
     if not given:
-        return split_speakers(clips, seed=seed, holdout_fraction=holdout_fraction,
-                              validation_fraction=validation_fraction)
+        return split_speakers(clips, seed=seed, **fractions)
     if len(given) != len(clips):
         missing = [c.clip_id for c in clips if c.split is None][:5]
         raise InvalidManifestError([("split", f"{len(clips) - len(given)} clip(s) have no split (e.g. {missing}); "

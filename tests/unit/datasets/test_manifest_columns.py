@@ -115,3 +115,14 @@ def test_segments_split_and_sentence_reach_the_clips_table(tmp_path):
     stored = store.read("clips", columns=["start_s", "end_s", "split", "sentence", "subset"]).to_pylist()
     assert stored == [{"start_s": 0.5, "end_s": 1.5, "split": "analysis", "sentence": "It is eleven o'clock",
                        "subset": 3}]
+
+
+def test_the_prepare_stage_normalises_only_the_segment(tmp_path):
+    from serlens.normalize import NormalizeArgs, NormalizeService
+
+    path = _session(tmp_path)
+    service = NormalizeService(config=NormalizeArgs().to_config())
+    signal, _, decoded = service.process_file(path, segment=(1.0, 2.5))
+    expected, _ = service.process_signal(decode(path).signal[16_000:40_000], RATE)
+    assert len(decoded.signal) == 24_000
+    np.testing.assert_array_equal(signal, expected)
