@@ -59,6 +59,9 @@ TABLES: dict[str, dict[str, str]] = {
         "target_lufs": "loudness target (LUFS)",
         "normalized_path": "the normalised 16 kHz WAV the features and embeddings read",
         "normalized_sha256": "SHA-256 of the normalised WAV file's bytes",
+        "start_s": "where the clip starts in the source file, seconds (null: at its start; manifest column start)",
+        "end_s": "where the clip ends in the source file, seconds (null: at its end; manifest column end)",
+        "split": "the manifest's split (train, validation, analysis) that set subset; null: serlens' speaker split",
     },
     "egemaps": {
         "extractor_version": "openSMILE version and feature set that computed the row",

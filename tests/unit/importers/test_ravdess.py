@@ -23,7 +23,8 @@ def _corpus(root, actors=(1, 2, 3, 4), song=False):
         folder.mkdir(parents=True, exist_ok=True)
         for i, (emotion, statement) in enumerate(CODES):
             name = f"03-01-{emotion}-0{1 + i % 2}-{statement}-01-{actor:02d}.wav"
-            sf.write(str(folder / name), voiced(0.6, sampling_rate=48_000, seed=actor * 10 + i), 48_000, subtype="PCM_16")
+            signal = voiced(0.6, sampling_rate=48_000, seed=actor * 10 + i)
+            sf.write(str(folder / name), signal, 48_000, subtype="PCM_16")
         if song:
             sf.write(str(folder / f"03-02-03-01-01-01-{actor:02d}.wav"), voiced(0.6, seed=actor), 48_000)
     return root
