@@ -77,8 +77,9 @@ class WhisperAudioEncoder(nn.Module):
                    else torch.full((input_values.shape[0],), input_values.shape[1])).tolist()
         too_long = [i for i, n in enumerate(lengths) if n > self.max_samples]
         if too_long:
+            window_s = self.max_samples / self.extractor.sampling_rate
             raise InvalidAudioError(
-                f"clip(s) {too_long} of the batch are longer than Whisper's {self.max_samples / 16_000:g} s window "
+                f"clip(s) {too_long} of the batch are longer than Whisper's {window_s:g} s window "
                 f"({max(lengths[i] for i in too_long)} samples); cut them into segments (manifest start/end)")
         host = input_values.detach().float().cpu().numpy()
         clips = [np.ascontiguousarray(host[i, : int(n)]) for i, n in enumerate(lengths)]

@@ -7,6 +7,7 @@ import torch
 from support.trainer import LABELS, make_clips
 
 from serlens.embed import EmbedArgs, EmbedService
+from serlens.predict import PredictArgs, PredictService
 from serlens.shared import tracking
 from serlens.shared.errors import InvalidAudioError, UnsupportedModelError
 from serlens.shared.hidden_states import encoder_hidden_states
@@ -53,6 +54,9 @@ def test_each_family_embeds_and_fine_tunes(model_type, tmp_path):
     assert any(n.startswith("encoder.") for n in changed) and "head.weight" in changed
     tuned = EmbedService(config=EmbedArgs(device="cpu").to_config(), model=result.checkpoints[-1].local_path)
     assert not np.allclose(tuned.process_batch(signals), batched)
+    predicted = PredictService(config=PredictArgs(device="cpu").to_config(),
+                               checkpoint=result.checkpoints[-1].local_path).process_signal(signals[0], RATE)
+    assert list(predicted) == list(LABELS) and sum(predicted.values()) == pytest.approx(1.0)
 
 
 def test_whisper_pools_only_the_frames_of_the_clip(tmp_path):
