@@ -83,7 +83,7 @@ def _segment(cells: Mapping[str, str], errors: list[str]) -> tuple[float | None,
     start, end = _seconds(cells["start"], "start", errors), _seconds(cells["end"], "end", errors)
     if start is not None and end is not None and end <= start:
         errors.append(f"end {end:g} s is not after start {start:g} s")
-    return (None if start == 0 else start), end
+    return start, end
 
 
 def _split(cells: Mapping[str, str], has_split: bool, errors: list[str]) -> str | None:

@@ -55,7 +55,7 @@ def test_manifest_segments_become_clips_with_their_own_identity(tmp_path):
     assert scan.problems == ()
     assert [c.clip_id for c in scan.clips] == ["session_0-1", "middle", "session_2.5-end"]
     assert [c.duration_s for c in scan.clips] == pytest.approx([1.0, 1.5, 0.5])
-    assert [(c.start_s, c.end_s) for c in scan.clips] == [(None, 1.0), (1.0, 2.5), (2.5, None)]
+    assert [(c.start_s, c.end_s) for c in scan.clips] == [(0.0, 1.0), (1.0, 2.5), (2.5, None)]
     hashes = {c.audio_sha256 for c in scan.clips}
     assert len(hashes) == 3 and sha256_file(path) not in hashes
 
