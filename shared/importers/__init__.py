@@ -1,7 +1,7 @@
 """Importers: turn a corpus in another layout into a manifest that ``serlens run`` reads.
 
 Each importer checks everything first and writes nothing when a problem is found (every
-problem named in one ``InvalidManifestError``); then it writes ``<out>/manifest.csv`` (and, for
+problem named in one ``InvalidInputError``); then it writes ``<out>/manifest.csv`` (and, for
 a Hugging Face dataset, the audio under ``<out>/audio/``). ``serlens import ravdess`` and
 ``serlens import hf-datasets`` are the commands (``serlens.shared.importers.command``).
 """

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from serlens.shared.audio import write_wav
-from serlens.shared.errors import InvalidConfigError, InvalidManifestError
+from serlens.shared.errors import InvalidConfigError, InvalidInputError
 from serlens.shared.importers import ImportResult, write_manifest_csv
 
 #: A ``DatasetDict`` split name -> the manifest's ``split`` value (with ``use_splits``).
@@ -121,7 +121,7 @@ def import_hf_dataset(path: str | os.PathLike[str], out: str | os.PathLike[str],
 
     Raises:
         InvalidConfigError: not a dataset folder, or ``datasets`` missing.
-        InvalidManifestError: missing columns, unmappable splits, rows without audio, label,
+        InvalidInputError: missing columns, unmappable splits, rows without audio, label,
             speaker or gender (every one named); nothing is written then.
     """
     import datasets
@@ -130,7 +130,7 @@ def import_hf_dataset(path: str | os.PathLike[str], out: str | os.PathLike[str],
     splits = _load(Path(path))
     problems = _check_columns(splits, columns, use_splits)
     if problems:
-        raise InvalidManifestError(problems, source=f"Hugging Face dataset {path}")
+        raise InvalidInputError(problems, source=f"Hugging Face dataset {path}")
     keep = [c for c in (columns.audio, columns.label, columns.speaker, columns.gender, columns.sentence, columns.id)
             if c]
     rows, audio_dir = [], Path(out).absolute() / "audio"
@@ -153,7 +153,7 @@ def import_hf_dataset(path: str | os.PathLike[str], out: str | os.PathLike[str],
                          "split": HF_SPLITS[split] if use_splits else None,
                          "audio": item[columns.audio], "target": audio_dir / split / clip_id})
     if problems:
-        raise InvalidManifestError(problems, source=f"Hugging Face dataset {path}")
+        raise InvalidInputError(problems, source=f"Hugging Face dataset {path}")
     for row in rows:  # everything checked: only now is anything written
         row["path"] = _audio(row.pop("audio"), row.pop("target"))
     return write_manifest_csv(out, rows)

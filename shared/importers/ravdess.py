@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from serlens.shared.errors import InvalidManifestError
+from serlens.shared.errors import InvalidInputError
 from serlens.shared.importers import ImportResult, write_manifest_csv
 
 RAVDESS_NAME = re.compile(r"^(?P<modality>\d{2})-(?P<channel>\d{2})-(?P<emotion>\d{2})-(?P<intensity>\d{2})-"
@@ -58,13 +58,13 @@ def import_ravdess(folder: str | os.PathLike[str], out: str | os.PathLike[str], 
         include_song: keep the song recordings (vocal channel ``02``) too.
 
     Raises:
-        InvalidManifestError: no WAV file, or files whose names are not RAVDESS codes (every one
+        InvalidInputError: no WAV file, or files whose names are not RAVDESS codes (every one
             named); nothing is written then.
     """
     root = Path(folder).absolute()
     files = sorted(root.rglob("*.wav"))
     if not files:
-        raise InvalidManifestError([(str(root), "holds no .wav file (expected RAVDESS's Actor_NN/*.wav)")],
+        raise InvalidInputError([(str(root), "holds no .wav file (expected RAVDESS's Actor_NN/*.wav)")],
                                    source="RAVDESS import")
     rows, problems, left_out = [], [], Counter[str]()
     for file in files:
@@ -78,5 +78,5 @@ def import_ravdess(folder: str | os.PathLike[str], out: str | os.PathLike[str], 
         else:
             rows.append(row)
     if problems:
-        raise InvalidManifestError(problems, source=f"RAVDESS import of {root}")
+        raise InvalidInputError(problems, source=f"RAVDESS import of {root}")
     return write_manifest_csv(out, rows, left_out)

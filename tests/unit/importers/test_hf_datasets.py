@@ -8,7 +8,7 @@ import soundfile as sf
 
 from serlens.pipeline.cli import main
 from serlens.shared.datasets import scan_manifest
-from serlens.shared.errors import InvalidManifestError
+from serlens.shared.errors import InvalidInputError
 from serlens.shared.importers.hf_datasets import HfColumns, import_hf_dataset
 from serlens.shared.testing import voiced
 
@@ -77,16 +77,16 @@ def test_audio_the_dataset_only_points_to_is_referenced_where_it_is(tmp_path):
     assert [c.source_path for c in scan_manifest(result.manifest).clips] == [str(folder / "0.wav"),
                                                                              str(folder / "1.wav")]
     (folder / "1.wav").unlink()
-    with pytest.raises(InvalidManifestError, match=r"row 1 \(id=data-000001\): audio neither embedded nor found"):
+    with pytest.raises(InvalidInputError, match=r"row 1 \(id=data-000001\): audio neither embedded nor found"):
         import_hf_dataset(tmp_path / "saved", tmp_path / "out2")
 
 
 def test_missing_columns_and_empty_cells_are_named_before_anything_is_written(tmp_path):
     _dataset(tmp_path / "src", ROWS).save_to_disk(str(tmp_path / "saved"))
-    with pytest.raises(InvalidManifestError, match=r"no column\(s\) \['label', 'speaker_id', 'gender'\]"):
+    with pytest.raises(InvalidInputError, match=r"no column\(s\) \['label', 'speaker_id', 'gender'\]"):
         import_hf_dataset(tmp_path / "saved", tmp_path / "out")
     _dataset(tmp_path / "src2", [(0, "", "female", "a"), (1, "s2", "", "b")]).save_to_disk(str(tmp_path / "s2"))
-    with pytest.raises(InvalidManifestError) as caught:
+    with pytest.raises(InvalidInputError) as caught:
         import_hf_dataset(tmp_path / "s2", tmp_path / "out", columns=COLUMNS)
     assert "row 0 (id=data-000000): empty speaker" in str(caught.value)
     assert "row 1 (id=data-000001): empty gender" in str(caught.value)

@@ -7,7 +7,7 @@ import soundfile as sf
 
 from serlens.pipeline.cli import main
 from serlens.shared.datasets import scan_manifest
-from serlens.shared.errors import InvalidManifestError
+from serlens.shared.errors import InvalidInputError
 from serlens.shared.importers.ravdess import import_ravdess
 from serlens.shared.schema import EMOTIONS
 from serlens.shared.testing import voiced
@@ -56,7 +56,7 @@ def test_names_that_are_not_ravdess_codes_are_named_and_nothing_is_written(tmp_p
     root = _corpus(tmp_path / "ravdess", actors=(1,))
     for bad in ("notes.wav", "03-01-09-01-01-01-01.wav", "01-01-03-01-01-01-30.wav"):
         sf.write(str(root / "Actor_01" / bad), voiced(0.6), 16_000)
-    with pytest.raises(InvalidManifestError) as caught:
+    with pytest.raises(InvalidInputError) as caught:
         import_ravdess(root, tmp_path / "out")
     message = str(caught.value)
     assert "notes.wav: file name is not MM-VV-EE-II-SS-RR-AA" in message
