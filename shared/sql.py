@@ -6,8 +6,8 @@ type SELECT, that ``json_serialize_sql`` accepts (it serialises SELECT only, so 
 COPY, EXPORT, ATTACH, INSTALL/LOAD, SET, PRAGMA and CALL fail there too), calling none of
 the functions that reveal settings or run SQL text (``_FORBIDDEN_FUNCTIONS``).
 
-It then runs in a fresh child process (``forkserver``) whose DuckDB is in memory, sees the
-tables as Arrow datasets registered over the Parquet files, and has
+It then runs in a fresh child process whose DuckDB is in memory, sees the tables as Arrow
+datasets registered over exactly the Parquet files the commit log lists, and has
 ``enable_external_access = false`` with its configuration locked: no file anywhere can be
 read, listed (``glob``), written (``COPY ... TO``) or attached, and the DuckDB file that
 ``refresh_views`` rewrites is never opened, so a refresh cannot race a query. The parent
@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ _FORBIDDEN_FUNCTIONS = frozenset({
     "pragma_platform", "pragma_user_agent", "current_database", "current_schema", "version",
 })
 
+#: The folder, under the store's root, that holds one folder per table.
+TABLES_DIR = "tables"
 _PATH = re.compile(r"""(["'])[^"']*[/\\][^"']*\1|(?<![\w.])/[^\s"',)]+""")
 _NUMBERS_AFTER = re.compile(r"\b(PID|pid|process)\s*\d+")
 _SIZES = re.compile(r"\(?\d+(\.\d+)?\s*[KMGT]i?B(/\d+(\.\d+)?\s*[KMGT]i?B)?( used)?\)?")
@@ -167,20 +170,42 @@ def check_query(query: str, *, max_chars: int = 100_000) -> str:
     return statement.query
 
 
-def sandbox_connection(tables_dir: Path, limits: SqlLimits, spill_dir: str) -> duckdb.DuckDBPyConnection:
+def table_dataset(spec: TableSpec, root: Path, paths: Sequence[str]) -> ds.Dataset | pa.Table:
+    """A table's committed files as one Arrow dataset, partition columns from the folder names.
+
+    Args:
+        spec: the table.
+        root: the store's root.
+        paths: its files, relative to ``root`` (from the commit log; never a glob).
+    """
+    if not paths:
+        return spec.schema.empty_table()
+    partitioning = None
+    if spec.partition_by:
+        partitioning = ds.partitioning(pa.schema([spec.schema.field(c) for c in spec.partition_by]), flavor="hive")
+    return ds.dataset([str(root / p) for p in paths], schema=spec.schema, format="parquet",
+                      partitioning=partitioning, partition_base_dir=str(root / TABLES_DIR / spec.name))
+
+
+def sandbox_connection(root: Path, sources: Mapping[str, Sequence[str]], limits: SqlLimits,
+                       spill_dir: str, *, damaged: Mapping[str, str] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with one view per table and no access to any file.
 
     Args:
-        tables_dir: the store's ``tables`` folder.
+        root: the store's root.
+        sources: each table's committed files, relative to ``root`` (tables left out are empty).
         limits: memory, threads and spill limits.
         spill_dir: an empty private folder for DuckDB's spill files.
+        damaged: ``{table: error}`` for tables with a damaged file: their view raises the error.
     """
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute("SET enable_progress_bar = false")
     for spec in all_tables():
-        files = sorted(str(p) for p in (tables_dir / spec.name).rglob("*.parquet")
-                       if not p.name.startswith("."))
-        con.register(f"__parts_{spec.name}", ds.dataset(files, schema=spec.schema, format="parquet"))
+        if damaged and spec.name in damaged:
+            message = f"table {spec.name} has a damaged file ({damaged[spec.name]})".replace("'", "''")
+            con.execute(f"CREATE VIEW \"{spec.name}\" AS SELECT error('{message}') AS damaged")
+            continue
+        con.register(f"__parts_{spec.name}", table_dataset(spec, root, sources.get(spec.name, ())))
         con.execute(f'CREATE VIEW "{spec.name}" AS {dedupe_sql(spec, f"__parts_{spec.name}")}')
     # DuckDB's buffer manager gets 60 % of what the process has left of its budget (Python,
     # Arrow and the result need the rest), so it spills or fails before the parent kills it.
@@ -338,8 +363,12 @@ def _decode(data: bytes) -> tuple[list[str], list[tuple[Any, ...]], bool]:
     return list(table.column_names), rows, data[1:2] == b"1"
 
 
-def run_in_sandbox(tables_dir: Path, query: str, limits: SqlLimits) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+def run_in_sandbox(root: Path, sources: Mapping[str, Sequence[str]], query: str, limits: SqlLimits, *,
+                   damaged: Mapping[str, str] | None = None) -> tuple[list[str], list[tuple[Any, ...]], bool]:
     """Run a checked query (``check_query``) in a sandboxed worker process (``sql_worker``).
+
+    ``sources`` are each table's committed files (relative to ``root``), read from the commit
+    log by the caller: the worker reads exactly those, never a glob.
 
     The worker gets the job as JSON and answers Arrow IPC (or a JSON error), so nothing it
     sends is unpickled here.
@@ -356,8 +385,8 @@ def run_in_sandbox(tables_dir: Path, query: str, limits: SqlLimits) -> tuple[lis
             raise QueryBusyError(f"{limits.max_concurrent} queries are running; retry in a moment")
         _running += 1
     spill_dir = tempfile.mkdtemp(prefix="serlens-sql-", dir=limits.temp_dir)
-    job = json.dumps({"tables_dir": str(tables_dir), "query": query, "limits": asdict(limits),
-                      "spill_dir": spill_dir}).encode()
+    job = json.dumps({"root": str(root), "sources": {k: list(v) for k, v in sources.items()}, "query": query,
+                      "damaged": dict(damaged or {}), "limits": asdict(limits), "spill_dir": spill_dir}).encode()
     try:
         worker, ready = _take_worker()
         try:

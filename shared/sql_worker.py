@@ -38,7 +38,8 @@ def run_job(job: dict[str, Any], out: BinaryIO) -> None:
     over_memory = {"error": QueryLimitError.__name__,
                    "detail": f"query needs more than the {limits.memory_mb} MiB memory limit (or the spill limit)"}
     try:
-        con = sandbox_connection(Path(job["tables_dir"]), limits, job["spill_dir"])
+        con = sandbox_connection(Path(job["root"]), job["sources"], limits, job["spill_dir"],
+                                 damaged=job.get("damaged"))
         _cap_address_space(limits)
         table, truncated = fetch_table(con, job["query"], limits)
         sink = pa.BufferOutputStream()

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild the figures and report.html from the store")
     _common(p)
     add_import_parser(sub, _common)
+    from serlens.pipeline.store_cli import add_store_parser
+
+    add_store_parser(sub, _common)
     p = sub.add_parser("serve", help="serve the HTTP API on this machine (Ray Serve, port 8000)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -183,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, workdir)
         if args.command == "sql":
             return _sql(args, workdir)
+        if args.command == "store":
+            from serlens.pipeline.store_cli import run_store
+
+            return run_store(args, workdir)
         if args.command == "promote":
             return _promote(args, workdir)
         if args.command == "import":

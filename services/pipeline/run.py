@@ -166,9 +166,9 @@ class Study:
             ))
         if problems:
             self.store.write("skipped", [{"item": item, "stage": "prepare", "reason": reason}
-                                         for item, reason in problems], config_hash=keys.data)
+                                         for item, reason in problems], config_hash=keys.data, stage="prepare")
             self.result.warnings.append(f"{len(problems)} input(s) left out (--skip-invalid); see the `skipped` table")
-        self.store.write("clips", rows, config_hash=keys.data)
+        self.store.write("clips", rows, config_hash=keys.data, stage="prepare")
         self.store.mark_stage("prepare", keys.data, rows=len(rows), seconds=time.perf_counter() - started,
                               nodes=stages.node_counts((r["node"], 1) for r in results.values()))
         self._timed("prepare", started)
@@ -182,6 +182,8 @@ class Study:
         done = self.store.keys_present("egemaps", ["dataset", "clip_id", "audio_sha256"],
                                        filters={"config_hash": keys.egemaps})
         todo = [c for c in clips if (c["dataset"], c["clip_id"], c["audio_sha256"]) not in done]
+        if not todo and self.store.pending_rows("egemaps", keys.egemaps):  # written before a crash, never marked
+            self.store.mark_stage("egemaps", keys.egemaps, rows=0, seconds=time.perf_counter() - started)
         if not todo:
             self.result.reused.append("egemaps")
             self._timed("egemaps", started)
@@ -255,8 +257,8 @@ class Study:
         } for ck in result.checkpoints]
         metrics = [{"train_key": keys.train, "run_id": result.run_id, "step": m["step"],
                     "epoch": m.get("epoch"), "name": m["name"], "value": m["value"]} for m in result.metrics]
-        self.store.write("train_metrics", metrics, config_hash=keys.train)
-        self.store.write("checkpoints", rows, config_hash=keys.train)
+        self.store.write("train_metrics", metrics, config_hash=keys.train, stage="train")
+        self.store.write("checkpoints", rows, config_hash=keys.train, stage="train")
         self.store.mark_stage("train", keys.train, rows=len(rows), seconds=time.perf_counter() - started)
         self._timed("train", started)
         return rows
@@ -290,7 +292,7 @@ class Study:
                     chunk, model=self.args.model.name, train_key=keys.train, step=step, config_hash=keys.embed),
                 desc=f"embedding step {step}", make_actor=make_worker, progress=self.progress)
             ray.kill(worker)
-        if done_by:
+        if done_by or self.store.pending_rows("embed", keys.embed):  # or written before a crash, never marked
             self.store.mark_stage("embed", keys.embed, rows=sum(n for _, n in done_by),
                                   seconds=time.perf_counter() - started, nodes=stages.node_counts(done_by))
         if reused:
@@ -334,7 +336,8 @@ class Study:
             result = ray.get(ref)
             # The CKA stage fills four tables, the probe stage four: {table: rows}.
             tables = result if isinstance(result, dict) else {stage: result}
-            count = stages.write_tables(self.store, tables, train_key=keys.train, config_hash=analysis_key)
+            count = stages.write_tables(self.store, tables, train_key=keys.train, config_hash=analysis_key,
+                                        stage=stage)
             self.store.mark_stage(stage, analysis_key, rows=count, seconds=time.perf_counter() - started)
         self._timed("analyse", started)
 

@@ -169,7 +169,7 @@ class EgemapsWorker:
         features = self.service.process_batch(signals, 16_000)
         self.store.write("egemaps", egemaps_table(items, features, feature_names=self.service.feature_names,
                                                   extractor_version=self.service.extractor_version),
-                         config_hash=config_hash)
+                         config_hash=config_hash, stage="egemaps")
         return node_id(), len(items)
 
 
@@ -198,7 +198,8 @@ class EmbedWorker:
         signals = [read_wav(item["normalized_path"])[0] for item in items]
         pooled = self.service.process_batch(signals, 16_000)  # (n, layers, dim)
         self.store.write("embeddings", embedding_table(items, pooled, layers=self.service.layers, model=model,
-                                                       train_key=train_key, step=step), config_hash=config_hash)
+                                                       train_key=train_key, step=step),
+                         config_hash=config_hash, stage="embed")
         return node_id(), len(items)
 
 
@@ -319,15 +320,16 @@ def egemaps_matrix(store: Any, clip_ids: Sequence[str], egemaps_key: str) -> np.
     return matrix[[index[c] for c in clip_ids]]
 
 
-def write_tables(store: Any, tables: dict[str, list[dict[str, Any]]], *, train_key: str, config_hash: str) -> int:
-    """Write each table's rows (with ``train_key``) under one config hash; returns the row count."""
+def write_tables(store: Any, tables: dict[str, list[dict[str, Any]]], *, train_key: str, config_hash: str,
+                 stage: str | None = None) -> int:
+    """Write each table's rows (with ``train_key``) under one config hash, pending until ``stage`` is marked."""
     count = 0
     for name, rows in tables.items():
         if not rows:
             continue
         for r in rows:
             r["train_key"] = train_key
-        store.write(name, rows, config_hash=config_hash)
+        store.write(name, rows, config_hash=config_hash, stage=stage)
         count += len(rows)
     return count
 

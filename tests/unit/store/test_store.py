@@ -91,27 +91,37 @@ time.sleep(30)
 """
 
 
-def test_a_locked_duckdb_file_keeps_current_views_and_names_stale_ones(store):
+def test_a_held_catalogue_blocks_nothing_and_a_moved_store_answers(store):
     store.write("checkpoints", [_checkpoint(0, 1.0)], config_hash="k")
     assert store.refresh_views() is True
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(store.db_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        # Views already current: another process holding the file is not an error.
+        # A user's DuckDB client holds the catalogue: the refresh waits for no one, and
+        # serlens' own readers build their views from the log, so they see the new row.
+        store.write("checkpoints", [_checkpoint(50, 1.0)], config_hash="k")
         assert store.refresh_views() is False
-        # A store whose views are not current cannot be fixed while the file is held: named.
-        moved = FeatureStore(store.root.parent / "elsewhere")
-        moved.tables_dir.parent.mkdir(parents=True)
-        store.root.rename(moved.root)
-        with pytest.raises(StoreError, match="cannot write views"):
-            moved.refresh_views()
+        assert store.read("checkpoints").num_rows == 2
     finally:
         holder.kill()
         holder.wait()
+    # No absolute path anywhere: the moved store's catalogue answers, from any folder.
+    moved = FeatureStore(store.root.parent / "elsewhere")
+    store.root.rename(moved.root)
+    assert moved.read("checkpoints").num_rows == 2
+    with moved.connect_readonly(sandboxed=False) as con:
+        assert con.execute("SELECT count(*) FROM checkpoints").fetchone() == (2,)
+    assert str(store.root).encode() not in b"".join(p.read_bytes() for p in moved.root.rglob("*") if p.is_file())
 
 
 def test_views_answer_sql(store):
     store.write("checkpoints", [_checkpoint(0, 1.0), _checkpoint(50, 0.5)], config_hash="k")
     store.refresh_views()
+    # What an outside DuckDB client does (README): the store root as its file_search_path,
+    # or the store root as its current folder.
     with duckdb.connect(str(store.db_path), read_only=True) as con:
+        con.execute(f"SET file_search_path = '{store.root}'")
         assert con.execute("SELECT count(*) FROM checkpoints").fetchone() == (2,)
+    script = "import duckdb; print(duckdb.connect('serlens.duckdb', read_only=True).execute('SELECT count(*) FROM checkpoints').fetchone()[0])"
+    out = subprocess.run([sys.executable, "-c", script], cwd=store.root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "2"

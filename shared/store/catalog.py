@@ -1,0 +1,156 @@
+"""The DuckDB catalogue file (``serlens.duckdb``): views for users' own DuckDB clients.
+
+serlens' own readers never open it (they build their views from the commit log). It is
+written by one process at a time under a lock folder (``serlens.duckdb.lock/``, created
+with ``mkdir``, which is atomic on local and network file systems alike; no fcntl/flock),
+holding ``owner.json`` (host, pid, time); a lock older than ``STALE_LOCK_S`` or whose
+owner process is gone from this host is broken by renaming it away (only one breaker wins).
+Views list the committed files by paths relative to the store root, so a moved or copied
+store keeps working: DuckDB resolves them against ``file_search_path`` (serlens sets it to
+the root) or the current folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from serlens.shared.errors import StoreError
+from serlens.shared.schema import SCHEMA_VERSION, all_tables
+
+if TYPE_CHECKING:
+    from serlens.shared.store.feature_store import FeatureStore
+
+STALE_LOCK_S = 300.0
+LOCK_WAIT_S = 120.0
+
+
+def _owner_gone(lock: Path) -> bool:
+    """Whether the lock's owner is a process of this host that no longer runs."""
+    try:
+        owner = json.loads((lock / "owner.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError):
+        return False
+    return False
+
+
+@contextmanager
+def folder_lock(lock: Path, *, wait_s: float = LOCK_WAIT_S, stale_s: float = STALE_LOCK_S) -> Iterator[None]:
+    """Hold ``lock`` (a folder) for the ``with`` block.
+
+    Raises:
+        StoreError: another live owner held it for all of ``wait_s`` seconds (named).
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            lock.mkdir()
+            break
+        except FileExistsError:
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age > stale_s or _owner_gone(lock):
+                stale = lock.with_name(f"{lock.name}.stale-{uuid.uuid4().hex[:8]}")
+                try:
+                    lock.rename(stale)
+                    shutil.rmtree(stale, ignore_errors=True)
+                except OSError:
+                    pass
+                continue
+            if time.monotonic() > deadline:
+                raise StoreError(f"{lock} is held by {_describe(lock)} for {age:.0f} s; "
+                                 f"remove the folder if that process is gone") from None
+            time.sleep(0.05)
+    (lock / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                  "time": time.time()}))
+    try:
+        yield
+    finally:
+        shutil.rmtree(lock, ignore_errors=True)
+
+
+def _describe(lock: Path) -> str:
+    try:
+        owner = json.loads((lock / "owner.json").read_text())
+        return f"pid {owner['pid']} on {owner['host']}"
+    except (OSError, ValueError, KeyError):
+        return "another process"
+
+
+def _written_seq(store: FeatureStore) -> int | None:
+    """The log record the catalogue's views were written from (None: none, or another schema)."""
+    try:
+        with duckdb.connect(str(store.db_path), read_only=True) as con:
+            meta = con.execute("SELECT schema_version, log_seq FROM serlens_meta").fetchone()
+    except duckdb.Error:
+        return None
+    return int(meta[1]) if meta and meta[0] == SCHEMA_VERSION else None
+
+
+def write_catalogue(store: FeatureStore) -> bool:
+    """Rewrite every view from the newest log state (see ``FeatureStore.refresh_views``)."""
+    store.init()
+    with folder_lock(store.root / f"{store.db_path.name}.lock"):
+        state_seq = store.log.head()
+        try:
+            con = duckdb.connect(str(store.db_path))
+        except duckdb.IOException:
+            return False  # a reader holds it open; the next refresh catches up
+        try:
+            con.execute(f"SET file_search_path = '{_quoted(store.root)}'")
+            for spec in all_tables():
+                con.execute(f'CREATE OR REPLACE VIEW "{spec.name}" AS {store.view_sql(spec)}')
+                if spec.description:
+                    con.execute(f'COMMENT ON VIEW "{spec.name}" IS {_literal(spec.description)}')
+            con.execute("CREATE OR REPLACE TABLE serlens_meta AS SELECT ? AS schema_version, ? AS log_seq",
+                        [SCHEMA_VERSION, state_seq])
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+    return True
+
+
+def open_catalogue(store: FeatureStore) -> duckdb.DuckDBPyConnection:
+    """The catalogue opened read-only, its relative paths resolved against the store root.
+
+    Raises:
+        StoreError: no catalogue file yet.
+    """
+    if _written_seq(store) != store.log.head():
+        try:
+            store.refresh_views()
+        except StoreError:
+            pass  # held by a writer for too long: open what is there
+    if not store.db_path.exists():
+        raise StoreError(f"no feature store at {store.root} (no {store.db_path.name}); run `serlens run` first")
+    con = duckdb.connect(str(store.db_path), read_only=True)
+    con.execute(f"SET file_search_path = '{_quoted(store.root)}'")
+    return con
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

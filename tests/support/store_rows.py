@@ -1,0 +1,29 @@
+"""Rows for the store tests, and `serlens store ...` run as a user runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+from serlens.pipeline.cli import main
+
+
+def clip(i: int, dataset: str = "d") -> dict:
+    """One minimal `clips` row."""
+    return {"clip_id": f"c{i:05d}", "dataset": dataset, "audio_sha256": f"h{i}", "speaker": f"s{i % 3}",
+            "label": "NEU", "subset": 1}
+
+
+def checkpoint(step: int, loss: float = 1.0, train_key: str = "k") -> dict:
+    """One `checkpoints` row."""
+    return {"train_key": train_key, "checkpoint_step": step, "run_id": "r", "uri": "file:///x", "local_path": "/x",
+            "model": "m", "epoch": 1.0, "train_loss": loss, "val_loss": loss, "val_f1_macro": 0.5}
+
+
+def store_cli(workdir: Path, *args: str) -> tuple[int, str]:
+    """``serlens store <args> --workdir <workdir>``: (exit code, stdout + stderr)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(["store", *args, "--workdir", str(workdir)])
+    return code, out.getvalue()
