@@ -136,7 +136,10 @@ class FeatureStore:
             from serlens.shared.store.maintenance import compact_folder
 
             for item in added:
-                compact_folder(self, name, item.folder, min_files=AUTO_COMPACT_FILES + 1)
+                try:
+                    compact_folder(self, name, item.folder, min_files=AUTO_COMPACT_FILES + 1)
+                except (StoreError, OSError, pa.ArrowException):
+                    pass  # an optimisation only: the rows are committed; `serlens store check` finds damage
         return self.root / added[-1].path
 
     def _commit(self, spec: TableSpec, tbl: pa.Table, *, txn: str | None, commit: Sequence[str] = ()) -> list[DataFile]:

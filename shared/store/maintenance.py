@@ -146,14 +146,17 @@ def needs_migration(store: FeatureStore) -> bool:
 
 def orphans(store: FeatureStore, state: Snapshot, *, folder: Path | None = None, min_age_s: float = 0.0) -> list[Path]:
     """Files under the tables (or one folder) that no live record holds, untouched for ``min_age_s``."""
-    cutoff = time.time() - min_age_s
-    found = []
-    for path in (folder or store.tables_dir).rglob("*"):
-        if not path.is_file() or path.relative_to(store.root).as_posix() in state.files:
-            continue
-        if path.stat().st_mtime <= cutoff:
-            found.append(path)
-    return found
+    return [path for path in (folder or store.tables_dir).rglob("*")
+            if path.relative_to(store.root).as_posix() not in state.files and _untouched_since(path, min_age_s)]
+
+
+def _untouched_since(path: Path, age_s: float) -> bool:
+    """A plain file whose mtime is at least ``age_s`` old (False when it vanished meanwhile)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return False
+    return path.is_file() and stat.st_mtime <= time.time() - age_s
 
 
 def delete_orphans(store: FeatureStore, *, folder: Path | None = None, min_age_s: float = GRACE_S) -> list[str]:
@@ -163,7 +166,7 @@ def delete_orphans(store: FeatureStore, *, folder: Path | None = None, min_age_s
         path.unlink(missing_ok=True)
         removed.append(path.relative_to(store.root).as_posix())
     for path in store.log.dir.glob(".*.tmp"):
-        if path.stat().st_mtime <= time.time() - min_age_s:
+        if _untouched_since(path, min_age_s):
             path.unlink(missing_ok=True)
     return removed
 

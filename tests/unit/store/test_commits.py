@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
+from support.store_rows import checkpoint, clip, store_cli
 
 from serlens.shared.store import FeatureStore, run_readonly_query
 from serlens.shared.store.files import sha256_file
-from support.store_rows import checkpoint, clip, store_cli
 
 
 def test_a_stage_is_invisible_until_marked_and_a_rerun_resumes_without_duplicates(tmp_path):

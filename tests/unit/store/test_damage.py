@@ -9,10 +9,10 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.store_rows import checkpoint, clip, store_cli
 
 from serlens.shared.errors import StoreError
 from serlens.shared.store import FeatureStore, run_readonly_query
-from support.store_rows import checkpoint, clip, store_cli
 
 
 @pytest.fixture

@@ -122,6 +122,7 @@ def test_views_answer_sql(store):
     with duckdb.connect(str(store.db_path), read_only=True) as con:
         con.execute(f"SET file_search_path = '{store.root}'")
         assert con.execute("SELECT count(*) FROM checkpoints").fetchone() == (2,)
-    script = "import duckdb; print(duckdb.connect('serlens.duckdb', read_only=True).execute('SELECT count(*) FROM checkpoints').fetchone()[0])"
+    script = ("import duckdb; con = duckdb.connect('serlens.duckdb', read_only=True); "
+              "print(con.execute('SELECT count(*) FROM checkpoints').fetchone()[0])")
     out = subprocess.run([sys.executable, "-c", script], cwd=store.root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "2"
