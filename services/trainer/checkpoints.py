@@ -22,6 +22,7 @@ import torch
 
 from serlens.shared.errors import InvalidConfigError, ModelLoadError
 from serlens.shared.models import SpeechClassifier
+from serlens.shared.store.files import fsync_path
 from serlens.shared.workdir import CHECKPOINT_PREFIX, checkpoint_step
 from serlens.trainer.config import TrainConfig
 
@@ -147,14 +148,6 @@ def resume_state(output_dir: Path, identity: dict[str, Any], config: TrainConfig
     return folder, state
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_checkpoint(classifier: SpeechClassifier, extractor: Any | None, trainer_state: dict[str, Any],
                      folder: Path) -> None:
     """Write a checkpoint durably, then drop the resume states of older checkpoints.
@@ -170,12 +163,12 @@ def write_checkpoint(classifier: SpeechClassifier, extractor: Any | None, traine
         extractor.save_pretrained(tmp)
     torch.save({**trainer_state, "version": STATE_VERSION}, tmp / TRAINER_STATE_FILENAME)
     for path in tmp.rglob("*"):
-        _fsync(path)
-    _fsync(tmp)
+        fsync_path(path)
+    fsync_path(tmp)
     if folder.exists():
         shutil.rmtree(folder)  # a step redone after resuming from an earlier checkpoint
     os.replace(tmp, folder)
-    _fsync(folder.parent)
+    fsync_path(folder.parent)
     for other in folder.parent.glob(f"{CHECKPOINT_PREFIX}*/{TRAINER_STATE_FILENAME}"):
         if other.parent != folder:
             other.unlink()

@@ -5,9 +5,11 @@ written by one process at a time under a lock folder (``serlens.duckdb.lock/``, 
 with ``mkdir``, which is atomic on local and network file systems alike; no fcntl/flock),
 holding ``owner.json`` (host, pid, time); a lock older than ``STALE_LOCK_S`` or whose
 owner process is gone from this host is broken by renaming it away (only one breaker wins).
-Views list the committed files by paths relative to the store root, so a moved or copied
-store keeps working: DuckDB resolves them against ``file_search_path`` (serlens sets it to
-the root) or the current folder.
+Views list the committed files by absolute path, so any DuckDB client opens the file from
+any folder; ``serlens_meta`` records the root and the log record they were written from,
+and a store that was moved or copied gets its views rewritten by the next ``refresh_views``
+(every run, ``serlens store views``, or serlens opening the catalogue). Only the catalogue
+holds absolute paths; the commit log holds none.
 """
 
 from __future__ import annotations
@@ -97,14 +99,14 @@ def _describe(lock: Path) -> str:
         return "another process"
 
 
-def _written_seq(store: FeatureStore) -> int | None:
-    """The log record the catalogue's views were written from (None: none, or another schema)."""
+def views_current(store: FeatureStore) -> bool:
+    """Whether the catalogue's views were written here, from the newest log record, for this schema."""
     try:
         with duckdb.connect(str(store.db_path), read_only=True) as con:
-            meta = con.execute("SELECT schema_version, log_seq FROM serlens_meta").fetchone()
+            meta = con.execute("SELECT schema_version, log_seq, root FROM serlens_meta").fetchone()
     except duckdb.Error:
-        return None
-    return int(meta[1]) if meta and meta[0] == SCHEMA_VERSION else None
+        return False
+    return meta is not None and tuple(meta) == (SCHEMA_VERSION, store.log.head(), str(store.root))
 
 
 def write_catalogue(store: FeatureStore) -> bool:
@@ -117,13 +119,12 @@ def write_catalogue(store: FeatureStore) -> bool:
         except duckdb.IOException:
             return False  # a reader holds it open; the next refresh catches up
         try:
-            con.execute(f"SET file_search_path = '{_quoted(store.root)}'")
             for spec in all_tables():
                 con.execute(f'CREATE OR REPLACE VIEW "{spec.name}" AS {store.view_sql(spec)}')
                 if spec.description:
                     con.execute(f'COMMENT ON VIEW "{spec.name}" IS {_literal(spec.description)}')
-            con.execute("CREATE OR REPLACE TABLE serlens_meta AS SELECT ? AS schema_version, ? AS log_seq",
-                        [SCHEMA_VERSION, state_seq])
+            con.execute("CREATE OR REPLACE TABLE serlens_meta AS SELECT ? AS schema_version, ? AS log_seq, ? AS root",
+                        [SCHEMA_VERSION, state_seq, str(store.root)])
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -131,25 +132,19 @@ def write_catalogue(store: FeatureStore) -> bool:
 
 
 def open_catalogue(store: FeatureStore) -> duckdb.DuckDBPyConnection:
-    """The catalogue opened read-only, its relative paths resolved against the store root.
+    """The catalogue opened read-only (views rewritten first when stale or moved, if the file is free).
 
     Raises:
         StoreError: no catalogue file yet.
     """
-    if _written_seq(store) != store.log.head():
+    if not views_current(store):
         try:
             store.refresh_views()
         except StoreError:
             pass  # held by a writer for too long: open what is there
     if not store.db_path.exists():
         raise StoreError(f"no feature store at {store.root} (no {store.db_path.name}); run `serlens run` first")
-    con = duckdb.connect(str(store.db_path), read_only=True)
-    con.execute(f"SET file_search_path = '{_quoted(store.root)}'")
-    return con
-
-
-def _quoted(path: Path) -> str:
-    return str(path).replace("'", "''")
+    return duckdb.connect(str(store.db_path), read_only=True)
 
 
 def _literal(text: str) -> str:

@@ -91,12 +91,12 @@ class FeatureStore:
         return state.live(name, prefix) if pending else state.visible(name, prefix)
 
     def view_sql(self, spec: TableSpec, *, partition: Mapping[str, Any] | None = None) -> str:
-        """The SELECT behind a table's view: its committed files, newest row per key.
+        """The SELECT behind a table's catalogue view: its committed files, newest row per key.
 
-        Paths are relative to the store root: run it with the root as DuckDB's
-        ``file_search_path`` (or as the current folder).
+        The files are named by absolute paths under this store's root, so any DuckDB client
+        can read them from any folder; a moved store rewrites them (``refresh_views``).
         """
-        paths = [f.path for f in self.committed_files(spec.name, partition=partition)]
+        paths = [str(self.root / f.path) for f in self.committed_files(spec.name, partition=partition)]
         if not paths:
             return "SELECT " + ", ".join(f'NULL::{duck_type(f.type)} AS "{f.name}"' for f in spec.schema) + " LIMIT 0"
         hive = ", ".join(f"'{c}': '{duck_type(spec.schema.field(c).type)}'" for c in spec.partition_by)
@@ -322,8 +322,8 @@ class FeatureStore:
             sandboxed: an in-memory DuckDB whose views read the committed Parquet through
                 Arrow and which can touch no file at all (external access off, configuration
                 locked), for untrusted SQL; False: the DuckDB catalogue file, opened read-only
-                with the store root as its ``file_search_path`` (views rewritten first when
-                they are behind the log and the file is free).
+                (its views rewritten first when they are behind the log or the store moved,
+                and the file is free).
             limits: memory, threads and spill limits of the sandbox (default ``SqlLimits()``).
 
         Raises:

@@ -26,9 +26,9 @@ _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 QUARANTINE_DIR = "_quarantine"
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a folder's entries (a new or renamed file) durable."""
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Make a file's content, or a folder's entries (a new or renamed file), durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -100,7 +100,7 @@ def write_durable(path: Path, data: bytes, *, exclusive: bool = False) -> bool:
         else:
             os.replace(tmp, path)
             tmp = None
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
         return True
     except OSError as err:
         if err.errno in _FULL:

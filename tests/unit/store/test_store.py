@@ -7,10 +7,8 @@ import subprocess
 import sys
 import time
 
-import duckdb
-import numpy as np
-import pyarrow as pa
 import pytest
+from support.store_rows import embedding_rows
 
 from serlens.shared.errors import StoreError
 from serlens.shared.store import FeatureStore
@@ -47,18 +45,9 @@ def test_filters_select_rows_and_unknown_columns_are_refused(store):
     assert store.keys_present("checkpoints", ["checkpoint_step"], filters={"train_key": "k"}) == {(0,), (50,), (100,)}
 
 
-def _embedding_rows(step: int, n: int = 3) -> pa.Table:
-    return pa.table({
-        "clip_id": [f"c{i}" for i in range(n)], "dataset": ["d"] * n, "audio_sha256": ["h"] * n,
-        "model": ["m"] * n, "train_key": ["k"] * n, "checkpoint_step": pa.array([step] * n, pa.int32()),
-        "layer": pa.array([0] * n, pa.int16()), "pooling": ["mean"] * n,
-        "embedding": [np.ones(4, np.float32).tolist()] * n,
-    })
-
-
 def test_partitions_are_folders_and_a_partition_read_sees_only_its_own(store):
-    store.write("embeddings", _embedding_rows(0), config_hash="e")
-    store.write("embeddings", _embedding_rows(50), config_hash="e")
+    store.write("embeddings", embedding_rows(0), config_hash="e")
+    store.write("embeddings", embedding_rows(50), config_hash="e")
     folders = sorted(p.relative_to(store.tables_dir / "embeddings").parent.as_posix()
                      for p in (store.tables_dir / "embeddings").rglob("part-*.parquet") if "schema" not in p.name)
     assert folders == ["train_key=k/checkpoint_step=0", "train_key=k/checkpoint_step=50"]
@@ -105,24 +94,21 @@ def test_a_held_catalogue_blocks_nothing_and_a_moved_store_answers(store):
     finally:
         holder.kill()
         holder.wait()
-    # No absolute path anywhere: the moved store's catalogue answers, from any folder.
+    # No absolute path in the log: the moved store answers; its catalogue is rewritten for the new place.
     moved = FeatureStore(store.root.parent / "elsewhere")
     store.root.rename(moved.root)
     assert moved.read("checkpoints").num_rows == 2
     with moved.connect_readonly(sandboxed=False) as con:
         assert con.execute("SELECT count(*) FROM checkpoints").fetchone() == (2,)
-    assert str(store.root).encode() not in b"".join(p.read_bytes() for p in moved.root.rglob("*") if p.is_file())
+    assert str(store.root) not in "".join(p.read_text() for p in moved.log.dir.glob("*.json"))
 
 
 def test_views_answer_sql(store):
     store.write("checkpoints", [_checkpoint(0, 1.0), _checkpoint(50, 0.5)], config_hash="k")
     store.refresh_views()
-    # What an outside DuckDB client does (README): the store root as its file_search_path,
-    # or the store root as its current folder.
-    with duckdb.connect(str(store.db_path), read_only=True) as con:
-        con.execute(f"SET file_search_path = '{store.root}'")
-        assert con.execute("SELECT count(*) FROM checkpoints").fetchone() == (2,)
-    script = ("import duckdb; con = duckdb.connect('serlens.duckdb', read_only=True); "
+    # Any DuckDB client, from any folder.
+    script = ("import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
               "print(con.execute('SELECT count(*) FROM checkpoints').fetchone()[0])")
-    out = subprocess.run([sys.executable, "-c", script], cwd=store.root, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "2"
+    outside = subprocess.run([sys.executable, "-c", script, str(store.db_path)], cwd="/", capture_output=True,
+                             text=True, check=True)
+    assert outside.stdout.strip() == "2"
