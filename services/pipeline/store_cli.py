@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 
-def add_store_parser(sub: argparse._SubParsersAction, common: object) -> None:  # type: ignore[type-arg]
+def add_store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                     common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register ``serlens store ...`` (``common`` adds --workdir and --verbose)."""
     p = sub.add_parser("store", help="check, repair or compact the feature store")
     p.add_argument("action", choices=("check", "repair", "compact", "views"),
@@ -17,7 +19,7 @@ def add_store_parser(sub: argparse._SubParsersAction, common: object) -> None:  
     p.add_argument("--table", action="append", default=None, help="compact only this table (repeatable)")
     p.add_argument("--orphan-age-s", type=float, default=None,
                    help="repair: delete files no commit holds once untouched this long (default 300)")
-    common(p)  # type: ignore[operator]
+    common(p)
 
 
 def run_store(args: argparse.Namespace, workdir: Path) -> int:
