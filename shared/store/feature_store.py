@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from serlens.shared.errors import StoreError
 from serlens.shared.schema import STAGES, TableSpec, all_tables, table
-from serlens.shared.sql import TABLES_DIR, SqlLimits, dedupe_sql, sandbox_connection, table_dataset
+from serlens.shared.sql import TABLES_DIR, SqlLimits, dedupe_sql, sandbox_connection
 from serlens.shared.store.files import parquet_bytes, quarantine, sha256_bytes, write_durable
 from serlens.shared.store.log import CommitLog, DataFile, Snapshot
 from serlens.shared.store.tables import (
@@ -96,14 +96,26 @@ class FeatureStore:
         The files are named by absolute paths under this store's root, so any DuckDB client
         can read them from any folder; a moved store rewrites them (``refresh_views``).
         """
-        paths = [str(self.root / f.path) for f in self.committed_files(spec.name, partition=partition)]
-        if not paths:
+        return dedupe_sql(spec, f"({self.parquet_sql(spec, self.committed_files(spec.name, partition=partition))})")
+
+    def parquet_sql(self, spec: TableSpec, files: Sequence[DataFile], *, positions: bool = False) -> str:
+        """``SELECT`` every column of the given files, in the spec's order (``read_parquet`` by absolute path).
+
+        Args:
+            spec: the table.
+            files: its files.
+            positions: also ``filename`` and ``file_row_number`` (to keep the written order).
+        """
+        if not files:
             return "SELECT " + ", ".join(f'NULL::{duck_type(f.type)} AS "{f.name}"' for f in spec.schema) + " LIMIT 0"
         hive = ", ".join(f"'{c}': '{duck_type(spec.schema.field(c).type)}'" for c in spec.partition_by)
-        listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+        listed = ", ".join("'" + str(self.root / f.path).replace("'", "''") + "'" for f in files)
         options = f", hive_partitioning = true, hive_types = {{{hive}}}" if hive else ", hive_partitioning = false"
         columns = ", ".join(f'"{c}"' for c in spec.schema.names)
-        return dedupe_sql(spec, f"(SELECT {columns} FROM read_parquet([{listed}]{options}))")
+        if positions:
+            options += ", filename = true, file_row_number = true"
+            columns += ", filename, file_row_number"
+        return f"SELECT {columns} FROM read_parquet([{listed}]{options})"
 
     # ------------------------------------------------------------------ writing
 
@@ -199,21 +211,23 @@ class FeatureStore:
         """
         spec = table(name)
         check_columns(spec, [*(columns or ()), *(filters or {}), *(order_by or ())])
-        cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-        sql = f"SELECT {cols} FROM ({dedupe_sql(spec, 'parts')})"
-        where, params = _conditions(filters or {}, created_since)
-        if where:
-            sql += f" WHERE {where}"
-        if order_by:
-            sql += " ORDER BY " + ", ".join(f'"{c}"' for c in order_by)
         for _ in range(5):  # a compaction may retire a file between listing and reading it
             files = self.committed_files(name, partition=partition, pending=pending)
             if not files:
                 return spec.schema.empty_table().select(list(columns) if columns else spec.schema.names)
             if self._all_present(files):
                 break
+        cols = ", ".join(f'"{c}"' for c in columns) if columns else "* EXCLUDE (filename, file_row_number)"
+        sql = f"SELECT {cols} FROM ({dedupe_sql(spec, '(' + self.parquet_sql(spec, files, positions=True) + ')')})"
+        where, params = _conditions(filters or {}, created_since)
+        if where:
+            sql += f" WHERE {where}"
+        if order_by:
+            sql += " ORDER BY " + ", ".join(f'"{c}"' for c in order_by)
+        else:  # the order rows were written in: commit order, then row order within a file
+            sql += " ORDER BY list_position(?::VARCHAR[], filename), file_row_number"
+            params.append([str(self.root / f.path) for f in files])
         with duckdb.connect() as con:
-            con.register("parts", table_dataset(spec, self.root, [f.path for f in files]))
             try:
                 return con.sql(sql, params=params).to_arrow_table()
             except (duckdb.Error, pa.ArrowException, OSError) as err:

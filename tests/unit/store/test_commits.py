@@ -75,3 +75,12 @@ def test_files_no_record_holds_are_never_read(tmp_path):
     assert code == 0 and "orphan" in out and "part-stray.parquet" in out
     assert store_cli(tmp_path, "repair", "--orphan-age-s", "0")[0] == 0
     assert not stray.exists()
+
+
+def test_reads_keep_the_order_rows_were_written_in(tmp_path):
+    # Callers hash row lists (the trainer's train set): a resumed stage must read what it wrote.
+    store = FeatureStore(tmp_path / "store").init()
+    order = [5, 3, 9, 1, 7, 2, 8, 0, 4, 6]
+    store.write("clips", [clip(i) for i in order[:6]], config_hash="k")
+    store.write("clips", [clip(i) for i in order[6:]], config_hash="k")
+    assert store.read("clips").column("clip_id").to_pylist() == [f"c{i:05d}" for i in order]
