@@ -35,7 +35,6 @@ from typing import Any
 import duckdb
 import psutil
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from serlens.shared.errors import (
     QueryBusyError,
@@ -44,7 +43,7 @@ from serlens.shared.errors import (
     QueryTimeoutError,
     ServiceError,
 )
-from serlens.shared.schema import TableSpec, all_tables
+from serlens.shared.schema import TableSpec
 
 #: Functions a caller may not call: they reveal settings, paths or the host, or run SQL text.
 _FORBIDDEN_FUNCTIONS = frozenset({
@@ -168,55 +167,6 @@ def check_query(query: str, *, max_chars: int = 100_000) -> str:
     if forbidden or any(name.startswith("pragma_") for name in _function_names(tree)):
         raise QueryRejectedError(f"function(s) not allowed: {', '.join(forbidden) or 'pragma_*'}")
     return statement.query
-
-
-def table_dataset(spec: TableSpec, root: Path, paths: Sequence[str]) -> ds.Dataset | pa.Table:
-    """A table's committed files as one Arrow dataset, partition columns from the folder names.
-
-    Args:
-        spec: the table.
-        root: the store's root.
-        paths: its files, relative to ``root`` (from the commit log; never a glob).
-    """
-    if not paths:
-        return spec.schema.empty_table()
-    partitioning = None
-    if spec.partition_by:
-        partitioning = ds.partitioning(pa.schema([spec.schema.field(c) for c in spec.partition_by]), flavor="hive")
-    return ds.dataset([str(root / p) for p in paths], schema=spec.schema, format="parquet",
-                      partitioning=partitioning, partition_base_dir=str(root / TABLES_DIR / spec.name))
-
-
-def sandbox_connection(root: Path, sources: Mapping[str, Sequence[str]], limits: SqlLimits,
-                       spill_dir: str, *, damaged: Mapping[str, str] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with one view per table and no access to any file.
-
-    Args:
-        root: the store's root.
-        sources: each table's committed files, relative to ``root`` (tables left out are empty).
-        limits: memory, threads and spill limits.
-        spill_dir: an empty private folder for DuckDB's spill files.
-        damaged: ``{table: error}`` for tables with a damaged file: their view raises the error.
-    """
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    con.execute("SET enable_progress_bar = false")
-    for spec in all_tables():
-        if damaged and spec.name in damaged:
-            message = f"table {spec.name} has a damaged file ({damaged[spec.name]})".replace("'", "''")
-            con.execute(f"CREATE VIEW \"{spec.name}\" AS SELECT error('{message}') AS damaged")
-            continue
-        con.register(f"__parts_{spec.name}", table_dataset(spec, root, sources.get(spec.name, ())))
-        con.execute(f'CREATE VIEW "{spec.name}" AS {dedupe_sql(spec, f"__parts_{spec.name}")}')
-    # DuckDB's buffer manager gets 60 % of what the process has left of its budget (Python,
-    # Arrow and the result need the rest), so it spills or fails before the parent kills it.
-    left_mb = limits.memory_mb - psutil.Process().memory_info().rss / 2**20
-    con.execute(f"SET memory_limit = '{max(32, int(left_mb * 0.6))}MiB'")
-    con.execute(f"SET threads = {int(limits.threads)}")
-    con.execute("SET temp_directory = ?", [spill_dir])
-    con.execute(f"SET max_temp_directory_size = '{int(limits.spill_mb)}MiB'")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-    return con
 
 
 def fetch_table(con: duckdb.DuckDBPyConnection, query: str, limits: SqlLimits) -> tuple[pa.Table, bool]:

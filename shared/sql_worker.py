@@ -20,7 +20,8 @@ import duckdb
 import pyarrow as pa
 
 from serlens.shared.errors import QueryLimitError, ServiceError
-from serlens.shared.sql import SqlLimits, fetch_table, sandbox_connection, sanitize
+from serlens.shared.sql import SqlLimits, fetch_table, sanitize
+from serlens.shared.store.views import sandbox_connection
 
 
 def _cap_address_space(limits: SqlLimits) -> None:
@@ -38,8 +39,9 @@ def run_job(job: dict[str, Any], out: BinaryIO) -> None:
     over_memory = {"error": QueryLimitError.__name__,
                    "detail": f"query needs more than the {limits.memory_mb} MiB memory limit (or the spill limit)"}
     try:
+        # No column comments: they cost more than a small query (``serlens schema`` has them).
         con = sandbox_connection(Path(job["root"]), job["sources"], limits, job["spill_dir"],
-                                 damaged=job.get("damaged"))
+                                 damaged=job.get("damaged"), comments=False)
         _cap_address_space(limits)
         table, truncated = fetch_table(con, job["query"], limits)
         sink = pa.BufferOutputStream()

@@ -29,6 +29,7 @@ import duckdb
 
 from serlens.shared.errors import StoreError
 from serlens.shared.schema import SCHEMA_VERSION, all_tables
+from serlens.shared.store.views import derived_statements
 
 if TYPE_CHECKING:
     from serlens.shared.store.feature_store import FeatureStore
@@ -121,8 +122,8 @@ def write_catalogue(store: FeatureStore) -> bool:
         try:
             for spec in all_tables():
                 con.execute(f'CREATE OR REPLACE VIEW "{spec.name}" AS {store.view_sql(spec)}')
-                if spec.description:
-                    con.execute(f'COMMENT ON VIEW "{spec.name}" IS {_literal(spec.description)}')
+            for statement in derived_statements():
+                con.execute(statement)
             con.execute("CREATE OR REPLACE TABLE serlens_meta AS SELECT ? AS schema_version, ? AS log_seq, ? AS root",
                         [SCHEMA_VERSION, state_seq, str(store.root)])
             con.execute("CHECKPOINT")
@@ -145,7 +146,3 @@ def open_catalogue(store: FeatureStore) -> duckdb.DuckDBPyConnection:
     if not store.db_path.exists():
         raise StoreError(f"no feature store at {store.root} (no {store.db_path.name}); run `serlens run` first")
     return duckdb.connect(str(store.db_path), read_only=True)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from serlens.shared.errors import StoreError
 from serlens.shared.schema import STAGES, TableSpec, all_tables, table
-from serlens.shared.sql import TABLES_DIR, SqlLimits, dedupe_sql, sandbox_connection
+from serlens.shared.sql import TABLES_DIR, SqlLimits, dedupe_sql
 from serlens.shared.store.files import parquet_bytes, quarantine, sha256_bytes, write_durable
 from serlens.shared.store.log import CommitLog, DataFile, Snapshot
 from serlens.shared.store.tables import (
@@ -26,6 +26,7 @@ from serlens.shared.store.tables import (
     split_partitions,
     to_table,
 )
+from serlens.shared.store.views import sandbox_connection
 
 DB_FILENAME = "serlens.duckdb"
 #: A partition with more committed files than this is compacted by the write that passes it.

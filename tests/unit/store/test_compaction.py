@@ -9,8 +9,8 @@ import pytest
 from support.store_rows import clip, store_cli
 
 from serlens.shared.schema import CLIPS
-from serlens.shared.sql import table_dataset
 from serlens.shared.store import FeatureStore, feature_store, run_readonly_query
+from serlens.shared.store.views import table_dataset
 
 
 def _raw_rows(store: FeatureStore) -> int:
