@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from serlens.shared.console import quiet_libraries, set_verbose
 from serlens.shared.errors import unwrap
 from serlens.shared.importers.command import add_import_parser, run_import
 from serlens.shared.settings import default_workdir, ray_address
@@ -30,7 +31,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="folder for the store, MLflow, figures and report "
                              "(default: $SERLENS_WORKDIR or ./serlens-work)")
     parser.add_argument("--verbose", action="store_true",
-                        help="show tracebacks with errors, and library log lines")
+                        help="show tracebacks with errors, and the libraries' log lines (transformers, Ray, MLflow)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +197,9 @@ def _serve(args: argparse.Namespace, workdir: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `serlens` command."""
     args = build_parser().parse_args(argv)
+    # Before any library is imported: their INFO lines and progress bars only with --verbose.
+    set_verbose(args.verbose)
+    quiet_libraries()
     workdir = (args.workdir or default_workdir()).resolve()
     try:
         if args.command in ("run", "train"):
