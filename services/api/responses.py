@@ -74,3 +74,31 @@ def content(*media_types: str, schema: dict[str, Any] | None = None) -> dict[str
         else:
             body[media_type] = {"schema": {"type": "string", "contentMediaType": media_type}}
     return {"content": body}
+
+
+#: The multipart part every audio route reads, and the containers it accepts.
+UPLOAD_FIELD = "file"
+UPLOAD_MEDIA_TYPES = "audio/wav, audio/flac, audio/mpeg, audio/ogg, application/octet-stream"
+
+
+def describe_uploads(document: dict[str, Any]) -> dict[str, Any]:
+    """One ``AudioUpload`` schema for the audio routes' multipart bodies, with the part's encoding.
+
+    FastAPI names a body model per route (``Body_predict_predict_post``, ...) and marks the file
+    only with OpenAPI 3.1's ``contentMediaType``; generated clients also look for
+    ``format: binary`` and the part's ``encoding``.
+    """
+    schemas = document.get("components", {}).get("schemas", {})
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+            if form is None or "$ref" not in form["schema"]:
+                continue
+            name = form["schema"]["$ref"].rsplit("/", 1)[-1]
+            body = schemas.pop(name, None) or schemas["AudioUpload"]
+            body["title"] = "AudioUpload"
+            body["properties"][UPLOAD_FIELD]["format"] = "binary"
+            schemas["AudioUpload"] = body
+            form["schema"] = {"$ref": "#/components/schemas/AudioUpload"}
+            form["encoding"] = {UPLOAD_FIELD: {"contentType": UPLOAD_MEDIA_TYPES}}
+    return document

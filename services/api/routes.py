@@ -21,7 +21,7 @@ from serlens.api.auth import TokenAuth
 from serlens.api.config import ApiConfig
 from serlens.api.jobs import TrainJobs
 from serlens.api.records import CheckpointIndex, Lineage, StoreWriter
-from serlens.api.responses import errors
+from serlens.api.responses import describe_uploads, errors
 from serlens.api.routers.audio import audio_router
 from serlens.api.routers.results import results_router
 from serlens.api.routers.sql import sql_router
@@ -147,4 +147,12 @@ def create_app(state: IngressState) -> FastAPI:
     app.include_router(results_router(state.store))
     app.include_router(sql_router(state.config))
     app.include_router(training_router(state))
+    document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = describe_uploads(document())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

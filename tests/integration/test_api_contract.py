@@ -38,7 +38,7 @@ def test_every_response_is_documented_and_none_is_a_server_error(api: str, token
         "--no-color",
         "--report", "junit", "--report-dir", str(tmp_path),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     output = result.stdout + result.stderr
     failures = output[output.find("FAILURES"):output.find("WARNINGS")]
     assert result.returncode == 0, (failures or output)[:12000]

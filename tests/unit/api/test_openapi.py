@@ -33,3 +33,14 @@ def test_body_that_cannot_be_parsed_and_unknown_paths_answer_in_the_error_shape(
     wrong_method = app_client.delete("/sql", headers=as_caller("reader"))
     assert wrong_method.status_code == 405
     assert ErrorBody.model_validate(wrong_method.json()).error == "MethodNotAllowedError"
+
+
+def test_audio_uploads_are_one_multipart_schema_with_a_binary_file_part(app_client, as_caller):
+    document = app_client.get("/openapi.json", headers=as_caller("reader")).json()
+    upload = document["components"]["schemas"]["AudioUpload"]
+    assert upload["required"] == ["file"] and upload["properties"]["file"]["format"] == "binary"
+    assert not [name for name in document["components"]["schemas"] if name.startswith("Body_")]
+    for path in ("/normalize", "/egemaps", "/embed", "/predict"):
+        form = document["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]
+        assert form["schema"] == {"$ref": "#/components/schemas/AudioUpload"}
+        assert "audio/wav" in form["encoding"]["file"]["contentType"]
