@@ -27,6 +27,14 @@ if TYPE_CHECKING:
 #: The multipart field of every audio route.
 AudioFile = Annotated[UploadFile, File(description="WAV, FLAC, MP3 or OGG; any rate, mono or stereo")]
 
+#: How ``POST /normalize`` reads in the API document: a WAV by default, JSON on request.
+NORMALIZE_ROUTE: dict[str, Any] = {
+    "summary": "Loudness-normalised 16 kHz audio",
+    "description": "Default: the normalised audio as a 16 kHz float32 WAV (`audio/wav`), the loudness record "
+    "in `X-Loudness-*` headers. `format=json`: `{audio_wav_base64, loudness, source}`.",
+    "responses": {200: content("audio/wav", "application/json")},
+}
+
 #: The rate every deployment works at, in Hz.
 SAMPLING_RATE = 16_000
 
@@ -96,14 +104,7 @@ def audio_router(state: IngressState) -> APIRouter:
     router = APIRouter(tags=["audio"], dependencies=[Depends(require("predict"))],
                        responses=errors(*COMMON_ERRORS, 400, 415, 422))
 
-    @router.post(
-        "/normalize",
-        summary="Loudness-normalised 16 kHz audio",
-        description="Default: the normalised audio as a 16 kHz float32 WAV (`audio/wav`), "
-        "the loudness record in `X-Loudness-*` headers. "
-        "`format=json`: `{audio_wav_base64, loudness, source}`.",
-        responses={200: content("audio/wav", "application/json")},
-    )
+    @router.post("/normalize", **NORMALIZE_ROUTE)
     async def normalize(file: AudioFile, format: Literal["wav", "json"] = "wav", store: bool = False) -> Response:
         upload = await receive(state, file)
         stored = await write_clip(state, upload, store)
