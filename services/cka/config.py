@@ -66,13 +66,8 @@ class CkaArgs(BaseModel):
         default=10_000, ge=0, le=1_000_000,
         description="permutations per test (0: no tests); p = (b + 1) / (m + 1)",
     )
-    scheme: Scheme = Field(
-        "auto",
-        description=(
-            "plain (any clip with any clip), within_speaker (clips move within their speaker) or auto "
-            "(within speaker when speakers are known)"
-        ),
-    )
+    scheme: Scheme = Field("auto", description="permutations: plain (any clips), within_speaker, or auto "
+                                               "(within speaker when speakers are known)")
     q_threshold: float = Field(
         default=0.05, gt=0, lt=1,
         description="Benjamini-Hochberg false-discovery rate at which a cell counts as distinguishable from the null",

@@ -102,13 +102,8 @@ class ProbeArgs(BaseModel):
         "grouped_cv",
         description="paper (one stratified split) or grouped_cv (speaker-grouped K-fold)",
     )
-    folds: int = Field(
-        default=5, ge=3,
-        description=(
-            "K of the speaker-grouped folds (grouped_cv and the ridge probes); fewer speakers: leave-one-"
-            "speaker-out"
-        ),
-    )
+    folds: int = Field(default=5, ge=3, description="K of the speaker-grouped folds (grouped_cv, ridge probes); "
+                                                   "fewer speakers than K: leave-one-speaker-out")
     val_fraction: float = Field(
         default=0.125, gt=0, lt=0.5,
         description="share of the training speakers held out for early stopping (grouped_cv)",
