@@ -8,17 +8,20 @@ worker thread so the event loop keeps answering (``/healthz`` included).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray.exceptions import RayError, RayTaskError
+from starlette.exceptions import HTTPException
 
 from serlens.api.auth import TokenAuth
 from serlens.api.config import ApiConfig
 from serlens.api.jobs import TrainJobs
 from serlens.api.records import CheckpointIndex, Lineage, StoreWriter
+from serlens.api.responses import describe_uploads, errors
 from serlens.api.routers.audio import audio_router
 from serlens.api.routers.results import results_router
 from serlens.api.routers.sql import sql_router
@@ -39,11 +42,12 @@ stereo. Each upload is decoded once to 16 kHz mono and loudness-normalised (EBU 
 before anything else; `store=true` writes the clip (dataset `api`, `clip_id` = SHA-256 of
 the uploaded bytes) and what was computed to the feature store.
 
-Errors: `{"error": <class>, "detail": <message>}` with 401 (no valid token), 403 (token
+Errors: `{"error": <class>, "detail": <message>}` (schema `ErrorBody`; a 422 also lists
+`problems`, one `{item, reason}` per invalid field) with 401 (no valid token), 403 (token
 without the scope), 413 (upload too large), 415 (unsupported container), 422 (invalid
-request or unusable audio), 400 (bad request, rejected SQL), 404 (no such checkpoint or
-job), 409 (the same run is training for someone else), 429 (too many training jobs), 503
-(store or job service unavailable).
+request or unusable audio), 400 (unparsable body, bad parameter, rejected SQL), 404 (no
+such checkpoint, table or job), 409 (the same run is training for someone else), 429 (too
+many training jobs), 503 (store or job service unavailable). Each route lists its own.
 """
 
 
@@ -103,6 +107,13 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
                         status_code=422)
 
 
+def http_error_response(exc: HTTPException) -> JSONResponse:
+    """Starlette's own errors (no such path, method not allowed) in the API's error shape."""
+    name = HTTPStatus(exc.status_code).phrase.title().replace(" ", "").replace("-", "")
+    return JSONResponse({"error": f"{name}Error", "detail": str(exc.detail)}, status_code=exc.status_code,
+                        headers=exc.headers)
+
+
 def create_app(state: IngressState) -> FastAPI:
     """The FastAPI app of one ingress replica.
 
@@ -120,11 +131,15 @@ def create_app(state: IngressState) -> FastAPI:
     async def on_invalid(request: Request, exc: Exception) -> JSONResponse:
         return validation_response(exc)  # type: ignore[arg-type]
 
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        return http_error_response(exc)  # type: ignore[arg-type]
+
     app.add_exception_handler(ServiceError, on_error)
     app.add_exception_handler(RayError, on_error)
     app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_exception_handler(HTTPException, on_http_error)
 
-    @app.get("/healthz", summary="Liveness: the ingress answers (no token needed)")
+    @app.get("/healthz", summary="Liveness: the ingress answers (no token needed)", responses=errors(413))
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -132,4 +147,12 @@ def create_app(state: IngressState) -> FastAPI:
     app.include_router(results_router(state.store))
     app.include_router(sql_router(state.config))
     app.include_router(training_router(state))
+    document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = describe_uploads(document())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -57,16 +57,35 @@ class CkaArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    estimators: list[Estimator] = Field(default_factory=lambda: list(ESTIMATORS), min_length=1)
-    standardize: bool = True
-    permutations: int = Field(default=10_000, ge=0, le=1_000_000)
-    scheme: Scheme = "auto"
-    q_threshold: float = Field(default=0.05, gt=0, lt=1)
-    confounds: list[Confound] = Field(default_factory=lambda: list(DEFAULT_CONFOUNDS))
-    colour_scale: ColourScale = "shared"
-    level: float = Field(default=0.95, gt=0, lt=1)
-    seed: int = 0
-    gram_dtype: Literal["float32", "float64"] = "float32"
+    estimators: list[Estimator] = Field(
+        default_factory=lambda: list(ESTIMATORS), min_length=1,
+        description="CKA estimators per cell: linear (Kornblith et al. 2019, the paper's) and/or debiased",
+    )
+    standardize: bool = Field(True, description="z-score every feature of both representations first (the paper does)")
+    permutations: int = Field(
+        default=10_000, ge=0, le=1_000_000,
+        description="permutations per test (0: no tests); p = (b + 1) / (m + 1)",
+    )
+    scheme: Scheme = Field("auto", description="permutations: plain (any clips), within_speaker, or auto "
+                                               "(within speaker when speakers are known)")
+    q_threshold: float = Field(
+        default=0.05, gt=0, lt=1,
+        description="Benjamini-Hochberg false-discovery rate at which a cell counts as distinguishable from the null",
+    )
+    confounds: list[Confound] = Field(
+        default_factory=lambda: list(DEFAULT_CONFOUNDS),
+        description="factors regressed out of both views for partial CKA (empty: none)",
+    )
+    colour_scale: ColourScale = Field(
+        "shared",
+        description="shared (one scale over the panels of a figure) or unit ([0, 1])",
+    )
+    level: float = Field(default=0.95, gt=0, lt=1, description="coverage of the speaker-jackknife intervals")
+    seed: int = Field(0, description="seed of the permutations")
+    gram_dtype: Literal["float32", "float64"] = Field(
+        "float32",
+        description="float32 (fast, ~1e-6 relative) or float64 for the permutation products",
+    )
 
     @field_validator("estimators", "confounds")
     @classmethod

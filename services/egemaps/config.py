@@ -26,8 +26,14 @@ class EgemapsArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    feature_set: Literal["eGeMAPSv02"] = "eGeMAPSv02"
-    num_workers: int | None = Field(default=None, ge=1)
+    feature_set: Literal["eGeMAPSv02"] = Field(
+        "eGeMAPSv02",
+        description="openSMILE feature set (only eGeMAPSv02, the paper's 88 functionals)",
+    )
+    num_workers: int | None = Field(
+        default=None, ge=1,
+        description="extractor processes under Ray (None: one per CPU of the cluster)",
+    )
 
     def to_config(self) -> EgemapsConfig:
         """Return the validated settings as a frozen ``EgemapsConfig``."""

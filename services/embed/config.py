@@ -45,14 +45,41 @@ class EmbedArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_size: int | None = Field(default=None, ge=1)
-    max_batch_audio_s: float = Field(default=240.0, gt=0)
-    layers: list[int] | None = None
-    pooling: Literal["mean"] = "mean"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
-    fast: bool = True
-    compile_layers: bool = False
+    batch_size: int | None = Field(
+        default=None, ge=1,
+        description="most clips per forward pass; None: as many as max_batch_audio_s holds",
+    )
+    max_batch_audio_s: float = Field(
+        default=240.0, gt=0,
+        description="most padded audio per forward pass, in seconds (clips x longest clip), to bound memory",
+    )
+    layers: list[int] | None = Field(
+        None,
+        description=(
+            "hidden-state indices to keep (0 = CNN feature projection, i = output of transformer layer i); "
+            "None: all"
+        ),
+    )
+    pooling: Literal["mean"] = Field(
+        "mean",
+        description="how frames are reduced to one vector (mean over valid frames)",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (CUDA when available), cpu or cuda")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="fp32, or bf16 autocast (CUDA only; CPU always runs fp32)",
+    )
+    fast: bool = Field(
+        True,
+        description="the fast path (fused attention, lengths instead of masks); False: Hugging Face's own forward",
+    )
+    compile_layers: bool = Field(
+        False,
+        description=(
+            "run each encoder layer under torch.compile (fast path only; tens of seconds of warm-up per "
+            "input shape family)"
+        ),
+    )
 
     @field_validator("layers")
     @classmethod

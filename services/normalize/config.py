@@ -35,11 +35,35 @@ class NormalizeArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    target_lufs: float = Field(default=-23.0, ge=-70.0, le=0.0)
-    short_policy: Literal["reject", "tile_measure"] = "reject"
-    silence_policy: Literal["reject", "passthrough"] = "reject"
-    clipping_policy: Literal["limit", "clip"] = "limit"
-    peak_ceiling_dbfs: float = Field(default=-0.1, le=0.0)
+    target_lufs: float = Field(
+        default=-23.0, ge=-70.0, le=0.0,
+        description="integrated loudness wanted, in LUFS (EBU R128: -23)",
+    )
+    short_policy: Literal["reject", "tile_measure"] = Field(
+        "reject",
+        description=(
+            "clips under the 400 ms gating block: reject them, or tile_measure (measure the clip repeated "
+            "to 400 ms)"
+        ),
+    )
+    silence_policy: Literal["reject", "passthrough"] = Field(
+        "reject",
+        description=(
+            "clips whose loudness is minus infinity (under the -70 LUFS gate): reject them, or passthrough "
+            "with gain 0"
+        ),
+    )
+    clipping_policy: Literal["limit", "clip"] = Field(
+        "limit",
+        description=(
+            "when the gain would push the peak too high: limit (lower the gain to keep the peak at "
+            "peak_ceiling_dbfs) or clip (hard-clip to [-1, 1])"
+        ),
+    )
+    peak_ceiling_dbfs: float = Field(
+        default=-0.1, le=0.0,
+        description="highest sample peak the limit policy allows, in dBFS (<= 0)",
+    )
 
     def to_config(self) -> NormalizeConfig:
         """Return the validated settings as a frozen ``NormalizeConfig``."""

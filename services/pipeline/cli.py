@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from serlens.shared.console import quiet_libraries, set_verbose
 from serlens.shared.errors import unwrap
 from serlens.shared.importers.command import add_import_parser, run_import
 from serlens.shared.settings import default_workdir, ray_address
@@ -30,7 +31,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="folder for the store, MLflow, figures and report "
                              "(default: $SERLENS_WORKDIR or ./serlens-work)")
     parser.add_argument("--verbose", action="store_true",
-                        help="show tracebacks with errors, and library log lines")
+                        help="show tracebacks with errors, and the libraries' log lines (transformers, Ray, MLflow)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="leave invalid inputs out (recorded in the `skipped` table) instead of stopping")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         _common(p)
-    p = sub.add_parser("config", help="print the resolved config (after --config and --set) as YAML")
-    p.add_argument("action", choices=("show",), help="show: the config a run would use")
+    p = sub.add_parser("config", help="print the resolved config (after --config and --set) as YAML, "
+                                      "or every config key with its type, default and meaning")
+    p.add_argument("action", choices=("show", "schema"),
+                   help="show: the config a run would use; schema: every key, its type, default and meaning")
+    p.add_argument("--json", action="store_true", help="schema: as a JSON list instead of text")
     p.add_argument("--config", default=None,
                    help="a YAML config file, or a shipped config by name: demo (the default) or crema-d")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -59,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("sql", help="query the feature store (read-only SQL over DuckDB views)")
     p.add_argument("query", help="one SELECT statement")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--max-rows", type=int, default=1000)
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="how rows are printed (default: table)")
+    p.add_argument("--max-rows", type=int, default=1000, help="stop after this many rows (default: 1000)")
     p.add_argument("--timeout-s", type=float, default=60.0, help="stop the query after this many seconds")
     p.add_argument("--memory-mb", type=int, default=2048, help="memory of the query's process, MiB")
     p.add_argument("--threads", type=int, default=2, help="DuckDB threads")
@@ -78,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_store_parser(sub, _common)
     p = sub.add_parser("serve", help="serve the HTTP API on this machine (Ray Serve, port 8000)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
     _common(p)
     return parser
 
@@ -124,6 +129,18 @@ serve it (the API serves only a promoted checkpoint):
 """)
     for warning in result.warnings:
         print(f"warning: {warning}")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    if args.action == "schema":
+        from serlens.pipeline.config_schema import schema_json, schema_text
+
+        sys.stdout.write(schema_json() if args.json else schema_text())
+        return 0
+    from serlens.pipeline.config import load_study_args
+
+    sys.stdout.write(load_study_args(args.config, args.overrides).to_yaml())
     return 0
 
 
@@ -180,6 +197,9 @@ def _serve(args: argparse.Namespace, workdir: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `serlens` command."""
     args = build_parser().parse_args(argv)
+    # Before any library is imported: their INFO lines and progress bars only with --verbose.
+    set_verbose(args.verbose)
+    quiet_libraries()
     workdir = (args.workdir or default_workdir()).resolve()
     try:
         if args.command in ("run", "train"):
@@ -195,10 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "import":
             return run_import(args)
         if args.command == "config":
-            from serlens.pipeline.config import load_study_args
-
-            sys.stdout.write(load_study_args(args.config, args.overrides).to_yaml())
-            return 0
+            return _config(args)
         if args.command == "report":
             from serlens.pipeline.report import write_report
 

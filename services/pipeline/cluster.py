@@ -7,6 +7,8 @@ from typing import Any
 
 import ray
 
+from serlens.shared.console import ray_runtime_env, verbose
+
 
 def start_ray(address: str | None) -> None:
     """Join a cluster (``address``) or start a local Ray sized to this machine."""
@@ -14,16 +16,15 @@ def start_ray(address: str | None) -> None:
         return
     # Keep Ray from hiding GPUs from tasks that ask for none (its upcoming default, without the warning).
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    quiet = ",".join(["ignore::DeprecationWarning", "ignore::FutureWarning",
-                      # transformers' WavLM passes a float bias and a bool padding mask to torch
-                      "ignore:Support for mismatched key_padding_mask:UserWarning"])
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": quiet,
-                        "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}}
+    # Workers' log lines still reach the driver (errors, warnings, and with --verbose the
+    # libraries' INFO lines); their progress bars are drawn by the driver (serlens.shared.console).
+    env = ray_runtime_env()
+    level = "INFO" if verbose() else "WARNING"
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        ray.init(address=address, runtime_env=env, log_to_driver=True, logging_level=level)
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=env,
-                 log_to_driver=True, logging_level="WARNING")
+                 log_to_driver=True, logging_level=level)
 
 
 def run_provenance(model: str, revision: str | None) -> dict[str, Any]:

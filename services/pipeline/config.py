@@ -42,17 +42,28 @@ class _Section(BaseModel):
 class DatasetArgs(_Section):
     """Where the clips come from."""
 
-    kind: Literal["demo", "crema-d", "manifest"] = "demo"
-    #: CREMA-D checkout folder, or manifest file (CSV/Parquet); for the demo, where to write it
-    #: (default: <workdir>/demo-corpus).
-    path: str | None = None
-    #: name of the dataset in the store (default: the kind).
-    name: str | None = None
-    #: class labels, in index order.
-    labels: list[str] = Field(default_factory=lambda: list(EMOTIONS))
-    demo_speakers: int = Field(20, ge=12)
-    demo_sentences_per_emotion: int = Field(4, ge=1)
-    demo_seed: int = 0
+    kind: Literal["demo", "crema-d", "manifest"] = Field(
+        "demo",
+        description=(
+            "where the clips come from: demo (a generated corpus), crema-d (a CREMA-D checkout) or manifest"
+            " (a CSV/Parquet list of files)"
+        ),
+    )
+    path: str | None = Field(
+        None,
+        description=(
+            "CREMA-D checkout folder, or manifest file (CSV/Parquet); for the demo, where to write it "
+            "(default: <workdir>/demo-corpus)"
+        ),
+    )
+    name: str | None = Field(None, description="name of the dataset in the store (default: the kind)")
+    labels: list[str] = Field(default_factory=lambda: list(EMOTIONS), description="class labels, in index order")
+    demo_speakers: int = Field(
+        20, ge=12,
+        description="speakers of the generated demo corpus (at least 12, for the speaker-independent split)",
+    )
+    demo_sentences_per_emotion: int = Field(4, ge=1, description="sentences each demo speaker says per emotion")
+    demo_seed: int = Field(0, description="seed of the generated demo corpus")
 
     @field_validator("labels")
     @classmethod
@@ -65,45 +76,72 @@ class DatasetArgs(_Section):
 class SplitArgs(_Section):
     """The paper's two-phase, speaker-independent, gender-stratified 80/20 split."""
 
-    seed: int = 0
-    holdout_fraction: float = Field(0.2, gt=0, lt=1)
-    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = Field(0, description="seed of the speaker split")
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1,
+        description="share of the speakers held out from fine-tuning (subset 3: the analyses' clips)",
+    )
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1,
+        description="share of the remaining speakers used for validation during fine-tuning (subset 2)",
+    )
 
 
 class ModelArgs(_Section):
     """The speech encoder to fine-tune: a hub id, a local folder, or the demo's tiny random WavLM."""
 
-    name: str = DEMO_MODEL
-    revision: str | None = None
+    name: str = Field(
+        DEMO_MODEL,
+        description=(
+            "the speech encoder: a Hugging Face hub id, a local folder, or serlens:tiny-random-wavlm (the "
+            "demo's)"
+        ),
+    )
+    revision: str | None = Field(
+        None,
+        description="hub revision (branch, tag or commit) of the model; None: the default branch",
+    )
 
 
 class AnalysisArgs(_Section):
     """Which clips the analyses (eGeMAPS, embeddings, CKA, probes) use."""
 
-    subset: Literal[1, 2, 3] = 3
+    subset: Literal[1, 2, 3] = Field(
+        3,
+        description=(
+            "clips the analyses use: 1 (fine-tuning train), 2 (validation) or 3 (held-out speakers, the "
+            "paper's)"
+        ),
+    )
 
 
 class TrackingArgs(_Section):
     """MLflow: default a sqlite file and local artifacts in the workdir."""
 
-    uri: str | None = None
-    experiment: str = "serlens"
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (default: a sqlite file in the workdir, artifacts beside it)",
+    )
+    experiment: str = Field("serlens", description="MLflow experiment the runs are logged to")
 
 
 class StudyArgs(_Section):
     """Everything a run needs; one section per service."""
 
-    dataset: DatasetArgs = Field(default_factory=DatasetArgs)
-    normalize: NormalizeArgs = Field(default_factory=NormalizeArgs)
-    split: SplitArgs = Field(default_factory=SplitArgs)
-    egemaps: EgemapsArgs = Field(default_factory=EgemapsArgs)
-    model: ModelArgs = Field(default_factory=ModelArgs)
-    train: TrainArgs = Field(default_factory=TrainArgs)
-    analysis: AnalysisArgs = Field(default_factory=AnalysisArgs)
-    embed: EmbedArgs = Field(default_factory=EmbedArgs)
-    cka: CkaArgs = Field(default_factory=CkaArgs)
-    probe: ProbeArgs = Field(default_factory=ProbeArgs)
-    tracking: TrackingArgs = Field(default_factory=TrackingArgs)
+    dataset: DatasetArgs = Field(default_factory=DatasetArgs, description="where the clips come from")
+    normalize: NormalizeArgs = Field(default_factory=NormalizeArgs,
+                                     description="loudness normalisation of every clip (EBU R128)")
+    split: SplitArgs = Field(default_factory=SplitArgs,
+                             description="the speaker-independent, gender-stratified split")
+    egemaps: EgemapsArgs = Field(default_factory=EgemapsArgs, description="the eGeMAPS functionals (openSMILE)")
+    model: ModelArgs = Field(default_factory=ModelArgs, description="the speech encoder to fine-tune")
+    train: TrainArgs = Field(default_factory=TrainArgs, description="fine-tuning")
+    analysis: AnalysisArgs = Field(default_factory=AnalysisArgs, description="which clips the analyses use")
+    embed: EmbedArgs = Field(default_factory=EmbedArgs,
+                             description="hidden states of every checkpoint, mean-pooled per layer")
+    cka: CkaArgs = Field(default_factory=CkaArgs, description="CKA of each layer against eGeMAPS, with its nulls")
+    probe: ProbeArgs = Field(default_factory=ProbeArgs, description="layer-wise probes and their controls")
+    tracking: TrackingArgs = Field(default_factory=TrackingArgs, description="MLflow tracking")
 
     def to_yaml(self) -> str:
         """The full, resolved config as YAML (what is saved with a run)."""

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 import ray
-from tqdm.auto import tqdm
 
 from serlens.shared.audio import read_wav, store_normalized
+from serlens.shared.console import progress_bar
 from serlens.shared.rows import egemaps_table, embedding_table
 
 T = TypeVar("T")
@@ -59,8 +59,8 @@ def gather(refs: list[ray.ObjectRef], *, desc: str, total: int | None = None,
     index = {ref: i for i, ref in enumerate(refs)}
     results: list[Any] = [None] * len(refs)
     pending = list(refs)
-    with tqdm(total=total if total is not None else len(refs), desc=desc, unit="clip" if weights else "task",
-              disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=total if total is not None else len(refs), desc=desc,
+                      unit="clip" if weights else "task", disable=not progress) as bar:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
@@ -89,8 +89,7 @@ def map_on_actors(actors: Sequence[Any], chunks: Sequence[Sequence[Any]],
     live = list(actors)
     results: list[Any] = [None] * len(chunks)
     refs = {call(live[i % len(live)], chunk): (i, live[i % len(live)]) for i, chunk in enumerate(chunks)}
-    with tqdm(total=sum(len(c) for c in chunks), desc=desc, unit="clip", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with progress_bar(total=sum(len(c) for c in chunks), desc=desc, unit="clip", disable=not progress) as bar:
         while refs:
             (ref,), _ = ray.wait(list(refs), num_returns=1)
             i, actor = refs.pop(ref)

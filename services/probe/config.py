@@ -74,25 +74,56 @@ class ProbeArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seeds: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=16, ge=1)
-    lr: float = Field(default=1e-2, gt=0)
-    max_epochs: int = Field(default=1000, ge=1)
-    patience: int = Field(default=5, ge=1)
-    min_delta: float = Field(default=0.025, ge=0)
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    split_seed: int = Field(default=0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    protocol: Protocol = "grouped_cv"
-    folds: int = Field(default=5, ge=3)
-    val_fraction: float = Field(default=0.125, gt=0, lt=0.5)
-    mlp: bool = False
-    mlp_hidden: int = Field(default=256, ge=1)
-    mlp_weight_decay: float = Field(default=1e-3, ge=0)
-    ridge: bool = True
-    ridge_alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    interval_level: float = Field(default=0.95, gt=0, lt=1)
-    control_seed: int = Field(default=0, ge=0)
+    seeds: int = Field(
+        default=10, ge=1,
+        description="probes per feature set; seed i sets initial weights and batch order",
+    )
+    batch_size: int = Field(default=16, ge=1, description="clips per mini-batch")
+    lr: float = Field(default=1e-2, gt=0, description="Adam learning rate")
+    max_epochs: int = Field(default=1000, ge=1, description="epochs at most per probe")
+    patience: int = Field(
+        default=5, ge=1,
+        description="epochs without a large enough improvement of the validation loss before stopping",
+    )
+    min_delta: float = Field(
+        default=0.025, ge=0,
+        description="smallest decrease of the validation loss that counts as an improvement (nats)",
+    )
+    split: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1),
+        description="train, validation and test fractions of the clips (paper protocol)",
+    )
+    split_seed: int = Field(
+        default=0, ge=0,
+        description="seed of the split or folds, and (with the probe's seed) of the batch order",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (CUDA when available), cpu or cuda")
+    protocol: Protocol = Field(
+        "grouped_cv",
+        description="paper (one stratified split) or grouped_cv (speaker-grouped K-fold)",
+    )
+    folds: int = Field(default=5, ge=3, description="K of the speaker-grouped folds (grouped_cv, ridge probes); "
+                                                   "fewer speakers than K: leave-one-speaker-out")
+    val_fraction: float = Field(
+        default=0.125, gt=0, lt=0.5,
+        description="share of the training speakers held out for early stopping (grouped_cv)",
+    )
+    mlp: bool = Field(False, description="also train MLP probes (one hidden ReLU layer) and their control task")
+    mlp_hidden: int = Field(default=256, ge=1, description="hidden width of the MLP probes")
+    mlp_weight_decay: float = Field(
+        default=1e-3, ge=0,
+        description="L2 weight decay of the MLP probes (Adam's weight_decay)",
+    )
+    ridge: bool = Field(True, description="run the per-eGeMAPS-feature ridge probes")
+    ridge_alphas: tuple[float, ...] = Field(
+        DEFAULT_ALPHAS,
+        description="alpha grid of the ridge probes (nested grouped CV picks one per fold and target)",
+    )
+    interval_level: float = Field(
+        default=0.95, gt=0, lt=1,
+        description="coverage of the speaker-level intervals (jackknife over speakers)",
+    )
+    control_seed: int = Field(default=0, ge=0, description="seed of the control tasks' permutations")
 
     @field_validator("split")
     @classmethod

@@ -60,30 +60,33 @@ class TrainArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # batching: the paper's batch of 16 on an A100; accumulation gives 128 clips per step
-    batch_size: int = Field(16, ge=1)  # micro-batch: clips per forward/backward pass (memory, speed)
-    grad_accum_steps: int = Field(8, ge=1)  # micro-batches summed into one optimizer step
+    batch_size: int = Field(16, ge=1, description="micro-batch: clips per forward/backward pass (memory, speed)")
+    grad_accum_steps: int = Field(8, ge=1, description="micro-batches summed into one optimizer step")
     # optimizer: AdamW
-    lr: float = Field(1e-5, gt=0)  # learning rate, constant
-    weight_decay: float = Field(0.01, ge=0)  # AdamW decoupled weight decay
+    lr: float = Field(1e-5, gt=0, description="learning rate, constant")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay")
     # how long
-    max_epochs: int = Field(50, ge=1)  # upper bound on passes over the training set
-    max_steps: int | None = Field(None, ge=1)  # optional upper bound on optimizer steps
+    max_epochs: int = Field(50, ge=1, description="upper bound on passes over the training set")
+    max_steps: int | None = Field(None, ge=1, description="optional upper bound on optimizer steps")
     # validation, early stopping and checkpoints, all counted in optimizer steps
-    eval_every_steps: int = Field(10, ge=1)  # validate every N optimizer steps
-    checkpoint_every_steps: int = Field(50, ge=1)  # save a checkpoint every N optimizer steps
-    early_stopping_patience: int = Field(5, ge=1)  # validations without improvement before stopping
-    early_stopping_min_delta: float = Field(0.025, ge=0)  # smallest val-loss drop that counts
+    eval_every_steps: int = Field(10, ge=1, description="validate every N optimizer steps")
+    checkpoint_every_steps: int = Field(50, ge=1, description="save a checkpoint every N optimizer steps")
+    early_stopping_patience: int = Field(5, ge=1, description="validations without improvement before stopping")
+    early_stopping_min_delta: float = Field(0.025, ge=0, description="smallest val-loss drop that counts")
     # model
-    freeze_feature_encoder: bool = True  # keep the CNN feature encoder fixed, as usual for WavLM
+    freeze_feature_encoder: bool = Field(True, description="keep the CNN feature encoder fixed, as usual for WavLM")
     # data order
-    length_bucketing: bool = False  # sort each step's clips by length into micro-batches (less padding)
-    seed: int = 0  # seeds the head, dropout, SpecAugment masks and the batch order
+    length_bucketing: bool = Field(
+        False,
+        description="sort each step's clips by length into micro-batches (less padding)",
+    )
+    seed: int = Field(0, description="seeds the head, dropout, SpecAugment masks and the batch order")
     # hardware
-    device: Device = "auto"  # auto = CUDA when available, else CPU
-    precision: Precision = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
-    num_loader_workers: int = Field(0, ge=0)  # audio-reading worker processes (0 = in process)
+    device: Device = Field("auto", description="auto = CUDA when available, else CPU")
+    precision: Precision = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    num_loader_workers: int = Field(0, ge=0, description="audio-reading worker processes (0 = in process)")
     # tracking
-    log_checkpoints_to_mlflow: bool = True  # upload every checkpoint as run artifacts
+    log_checkpoints_to_mlflow: bool = Field(True, description="upload every checkpoint as run artifacts")
 
     def to_config(self) -> TrainConfig:
         """Freeze into the config the service takes."""

@@ -19,9 +19,9 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
-from tqdm import tqdm
 
 from serlens.shared.audio import TARGET_SAMPLING_RATE
+from serlens.shared.console import progress_bar
 from serlens.shared.errors import ModelLoadError
 from serlens.shared.models import (
     HEAD_FILENAME,
@@ -189,8 +189,8 @@ class TrainerService:
         fit = _Fit(model_parts, plan, state, run, identity, output_dir,
                    train_set=ClipDataset(train, plan.labels, do_normalize=normalize),
                    val_set=ClipDataset(validation, plan.labels, do_normalize=normalize))
-        bar = tqdm(total=plan.max_steps, initial=min(state.step, plan.max_steps), disable=not progress,
-                   unit="step", desc=f"fine-tune {train_key}", dynamic_ncols=True)
+        bar = progress_bar(total=plan.max_steps, initial=min(state.step, plan.max_steps), disable=not progress,
+                           unit="step", desc=f"fine-tune {train_key}")
         try:
             if saved is None:  # step 0: the pretrained encoder and the initial head, like any checkpoint
                 self._checkpoint(fit, self._evaluate(fit))
@@ -211,7 +211,7 @@ class TrainerService:
             run.fail(err)
             raise
 
-    def _train_until_epoch_end(self, fit: _Fit, bar: tqdm) -> None:
+    def _train_until_epoch_end(self, fit: _Fit, bar: Any) -> None:
         """Train to the end of the current epoch, validating, checkpointing and early stopping."""
         cfg, state = self.config, fit.state
         steps = fit.plan.steps_from(state.step, cfg)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from serlens.api.auth import require
 from serlens.api.encoding import jsonable
 from serlens.api.records import Upload
+from serlens.api.responses import COMMON_ERRORS, content, errors
 from serlens.api.uploads import check_model_clip, decode_upload, read_upload
 from serlens.shared.audio import sha256_bytes, wav_bytes
 from serlens.shared.errors import InvalidRequestError
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 
 #: The multipart field of every audio route.
 AudioFile = Annotated[UploadFile, File(description="WAV, FLAC, MP3 or OGG; any rate, mono or stereo")]
+
+#: How ``POST /normalize`` reads in the API document: a WAV by default, JSON on request.
+NORMALIZE_ROUTE: dict[str, Any] = {
+    "summary": "Loudness-normalised 16 kHz audio",
+    "description": "Default: the normalised audio as a 16 kHz float32 WAV (`audio/wav`), the loudness record "
+    "in `X-Loudness-*` headers. `format=json`: `{audio_wav_base64, loudness, source}`.",
+    "responses": {200: content("audio/wav", "application/json")},
+}
 
 #: The rate every deployment works at, in Hz.
 SAMPLING_RATE = 16_000
@@ -92,15 +101,10 @@ async def write_clip(state: IngressState, upload: Upload, store: bool) -> list[d
 
 def audio_router(state: IngressState) -> APIRouter:
     """The audio routes over the deployments and store helpers of ``state``."""
-    router = APIRouter(tags=["audio"], dependencies=[Depends(require("predict"))])
+    router = APIRouter(tags=["audio"], dependencies=[Depends(require("predict"))],
+                       responses=errors(*COMMON_ERRORS, 400, 415, 422))
 
-    @router.post(
-        "/normalize",
-        summary="Loudness-normalised 16 kHz audio",
-        description="Default: the normalised audio as a 16 kHz float32 WAV (`audio/wav`), "
-        "the loudness record in `X-Loudness-*` headers. "
-        "`format=json`: `{audio_wav_base64, loudness, source}`.",
-    )
+    @router.post("/normalize", **NORMALIZE_ROUTE)
     async def normalize(file: AudioFile, format: Literal["wav", "json"] = "wav", store: bool = False) -> Response:
         upload = await receive(state, file)
         stored = await write_clip(state, upload, store)
@@ -135,6 +139,7 @@ def audio_router(state: IngressState) -> APIRouter:
         description="`checkpoint`: a step of the promoted fine-tuning run (default: the configured "
         "model, else the promoted checkpoint). `layers`: e.g. `0,3,5` (default: every hidden "
         "state; 0 = CNN projection).",
+        responses=errors(404, 500),
     )
     async def embed(
         file: AudioFile,
@@ -154,7 +159,8 @@ def audio_router(state: IngressState) -> APIRouter:
         return jsonable({"checkpoint": ref.to_dict(), "model": info["identity"], "pooling": "mean",
                          "layers": chosen, "embeddings": vectors, "source": source(upload), "stored": stored})
 
-    @router.post("/predict", summary="Emotion probabilities from the promoted (or a given) checkpoint")
+    @router.post("/predict", summary="Emotion probabilities from the promoted (or a given) checkpoint",
+                 responses=errors(404, 500))
     async def predict(
         file: AudioFile, checkpoint: int | None = Query(None, ge=0, le=10_000_000), store: bool = False
     ) -> dict[str, Any]:

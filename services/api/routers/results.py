@@ -14,14 +14,16 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
 from serlens.api.auth import require
 from serlens.api.encoding import jsonable, rows_to_csv
+from serlens.api.responses import COMMON_ERRORS, content, errors
 from serlens.shared.errors import InvalidRequestError, NotFoundError, ServiceError
 from serlens.shared.runs import latest_run
 from serlens.shared.schema import (
@@ -75,8 +77,16 @@ RESULT_TABLES: dict[str, ResultTable] = {t.name: t for t in (
 #: Tables also served at ``/{name}`` (the paths of the first API).
 TOP_LEVEL = (CKA.name, PROBES.name)
 
-#: Query parameters that are not filters.
-FORMATS = ("json", "csv", "png")
+#: The ``format`` query parameter of the table routes (any other parameter is a column filter).
+Format = Query("json", description="json (rows), csv, or png (the table's figure, one run's rows)")
+
+#: What the table routes answer: rows as JSON or CSV, or the figure; 400 for a bad filter.
+TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: content("application/json", "text/csv", "image/png"), **errors(400, 404, 422)
+}
+
+#: How the table routes describe their filters in the document.
+FILTERS_NOTE = "Any other query parameter is an equality filter on the column of that name (typed like it)."
 
 #: matplotlib's pyplot is not thread-safe: one figure at a time per replica.
 _FIGURE_LOCK = threading.Lock()
@@ -155,15 +165,12 @@ def read_table(store: FeatureStore, name: str, filters: Mapping[str, Any]) -> li
 
 def results_router(store: FeatureStore) -> APIRouter:
     """``GET /results``, ``GET /results/{table}`` and the top-level aliases; ``read`` scope."""
-    router = APIRouter(tags=["results"], dependencies=[Depends(require("read"))])
+    router = APIRouter(tags=["results"], dependencies=[Depends(require("read"))], responses=errors(*COMMON_ERRORS))
 
-    async def serve_table(name: str, request: Request) -> Response:
+    async def serve_table(name: str, request: Request, form: str) -> Response:
         spec = RESULT_TABLES.get(name)
         if spec is None:
             raise NotFoundError(f"no result table {name!r}; tables: {', '.join(RESULT_TABLES)}")
-        form = request.query_params.get("format", "json")
-        if form not in FORMATS:
-            raise InvalidRequestError(f"format={form!r}; expected one of {', '.join(FORMATS)}")
         filters = parse_filters(name, request.query_params)
         rows = await asyncio.to_thread(read_table, store, name, filters)
         if form == "png":
@@ -187,17 +194,24 @@ def results_router(store: FeatureStore) -> APIRouter:
     @router.get(
         "/results/{name}",
         summary="Rows of a result table (JSON, CSV or PNG); any column is an equality filter",
+        description=FILTERS_NOTE,
+        responses=TABLE_RESPONSES,
     )
-    async def results(name: str, request: Request) -> Response:
-        return await serve_table(name, request)
+    async def results(
+        request: Request,
+        name: str = PathParam(description="a table of GET /results", examples=list(RESULT_TABLES)),
+        format: Literal["json", "csv", "png"] = Format,
+    ) -> Response:
+        return await serve_table(name, request, format)
 
     def alias(name: str) -> Any:
-        async def table_rows(request: Request) -> Response:
-            return await serve_table(name, request)
+        async def table_rows(request: Request, format: Literal["json", "csv", "png"] = Format) -> Response:
+            return await serve_table(name, request, format)
 
         return table_rows
 
     for name in TOP_LEVEL:
         router.add_api_route(f"/{name}", alias(name), methods=["GET"], name=f"results_{name}",
-                             summary=f"{RESULT_TABLES[name].summary} (as /results/{name})")
+                             summary=f"{RESULT_TABLES[name].summary} (as /results/{name})",
+                             description=FILTERS_NOTE, responses=TABLE_RESPONSES)
     return router

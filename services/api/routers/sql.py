@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serlens.api.auth import require
 from serlens.api.config import ApiConfig
 from serlens.api.encoding import jsonable, rows_to_csv
+from serlens.api.responses import COMMON_ERRORS, content, errors
 from serlens.shared.store import run_readonly_query
 
 #: Longest accepted query text, in characters.
@@ -32,14 +33,16 @@ class SqlRequest(BaseModel):
 
 def sql_router(config: ApiConfig) -> APIRouter:
     """The ``/sql`` route over the store of ``config``."""
-    router = APIRouter(tags=["sql"], dependencies=[Depends(require("read"))])
+    router = APIRouter(tags=["sql"], dependencies=[Depends(require("read"))], responses=errors(*COMMON_ERRORS))
     store = config.paths.store
 
     @router.post(
         "/sql",
         summary="One read-only SELECT over the store's views",
         description="Runs sandboxed (read-only, no files outside the store, no extensions, one "
-        "statement); 400 with the reason when refused or past the time limit.",
+        "statement); 400 with the reason when refused or past the time limit; 503 when too "
+        "many queries run at once.",
+        responses={200: content("application/json", "text/csv"), **errors(400, 422)},
     )
     async def sql(request: SqlRequest) -> Response:
         columns, rows, truncated = await asyncio.to_thread(

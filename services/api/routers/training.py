@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serlens.api.auth import require
 from serlens.api.encoding import jsonable
 from serlens.api.promotions import current_promotion, promote
+from serlens.api.responses import COMMON_ERRORS, errors
 from serlens.api.tokens import Caller
 from serlens.api.train_request import TrainRequest, prepare_config
 
@@ -39,11 +40,12 @@ class PromoteRequest(BaseModel):
 def training_router(state: IngressState) -> APIRouter:
     """``/train``, ``/train/{job_id}``, ``/train/datasets``, ``/models`` and ``/models/promote``."""
     config = state.config
-    router = APIRouter(tags=["training"])
+    router = APIRouter(tags=["training"], responses=errors(*COMMON_ERRORS))
     train = Depends(require("train"))
     read = Depends(require("read"))
 
-    @router.post("/train", status_code=202, summary="Start a fine-tuning run as a Ray job")
+    @router.post("/train", status_code=202, summary="Start a fine-tuning run as a Ray job",
+                 responses=errors(400, 409, 422, 429))
     async def submit(request: TrainRequest, caller: Caller = train) -> dict[str, Any]:
         path, key = await asyncio.to_thread(prepare_config, request, config)
         return await asyncio.to_thread(
@@ -58,7 +60,8 @@ def training_router(state: IngressState) -> APIRouter:
     async def datasets(caller: Caller = train) -> dict[str, Any]:
         return {"datasets": sorted(config.train_datasets), "max_train_jobs": config.max_train_jobs}
 
-    @router.get("/train/{job_id}", summary="State, log tail, checkpoints and metrics of one of the caller's jobs")
+    @router.get("/train/{job_id}", summary="State, log tail, checkpoints and metrics of one of the caller's jobs",
+                responses=errors(404, 422))
     async def status(job_id: JobId, tail: int = Query(50, ge=0, le=10_000), caller: Caller = train) -> dict[str, Any]:
         return jsonable(await asyncio.to_thread(state.jobs.status, job_id, owner=caller.name, tail_lines=tail))
 
@@ -67,7 +70,8 @@ def training_router(state: IngressState) -> APIRouter:
         promotion = await asyncio.to_thread(current_promotion, state.store)
         return jsonable({"configured_model": config.model, "promotion": promotion})
 
-    @router.post("/models/promote", summary="Serve a stored checkpoint by default from now on")
+    @router.post("/models/promote", summary="Serve a stored checkpoint by default from now on",
+                 responses=errors(400, 404, 422))
     async def promote_checkpoint(request: PromoteRequest, caller: Caller = train) -> dict[str, Any]:
         row = await asyncio.to_thread(
             promote, config.paths, train_key=request.train_key, checkpoint_step=request.checkpoint_step,
