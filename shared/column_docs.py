@@ -7,7 +7,28 @@ table; a test checks that every column has an answer.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from serlens.shared.egemaps_names import EGEMAPS_FEATURE_NAMES
+
+
+class ColumnDoc(TypedDict):
+    """One column as ``serlens schema`` and ``GET /schema`` give it."""
+
+    name: str
+    type: str
+    nullable: bool
+    description: str | None
+
+
+class TableDoc(TypedDict):
+    """One table as ``serlens schema`` and ``GET /schema`` give it."""
+
+    table: str
+    description: str
+    keys: list[str]
+    partition_by: list[str]
+    columns: list[ColumnDoc]
 
 #: Columns that mean the same in every table that has them.
 COMMON: dict[str, str] = {
@@ -191,7 +212,7 @@ def describe(table: str, column: str) -> str | None:
     return TABLES.get(table, {}).get(column) or COMMON.get(column)
 
 
-def schema_listing(name: str | None = None) -> list[dict[str, object]]:
+def schema_listing(name: str | None = None) -> list[TableDoc]:
     """Every table (or one) with its meaning, keys and columns (name, type, nullable, meaning).
 
     What ``serlens schema`` prints and ``GET /schema`` returns.
@@ -205,8 +226,29 @@ def schema_listing(name: str | None = None) -> list[dict[str, object]]:
     tables = [t for t in all_tables() if name is None or t.name == name]
     if not tables:
         raise NotFoundError(f"no table {name!r}; tables: {', '.join(t.name for t in all_tables())}")
-    return [{"table": t.name, "description": t.description, "keys": list(t.keys),
-             "partition_by": list(t.partition_by),
-             "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable,
-                          "description": describe(t.name, f.name)} for f in t.schema]}
+    return [TableDoc(table=t.name, description=t.description, keys=list(t.keys), partition_by=list(t.partition_by),
+                     columns=[ColumnDoc(name=f.name, type=str(f.type), nullable=f.nullable,
+                                        description=describe(t.name, f.name)) for f in t.schema])
             for t in tables]
+
+
+def schema_text(name: str | None = None) -> str:
+    """``schema_listing`` as text: a block per table, a line per column (name, type, meaning)."""
+    blocks = []
+    for entry in schema_listing(name):
+        width = max(len(c["name"]) for c in entry["columns"])
+        partitions = ", ".join(entry["partition_by"])
+        lines = [f"{entry['table']}: {entry['description']}",
+                 f"  keys: {', '.join(entry['keys'])}" + (f"; partitioned by {partitions}" if partitions else "")]
+        lines += [f"  {c['name']:<{width}}  {c['type']:<12}  {c['description']}" for c in entry["columns"]]
+        blocks.append("\n".join(lines))
+    views = ("views over them: latest_run; latest_<table> and run_<table>(run_id) for the tables a run's "
+             "stage keys select; egemaps_long (clip, feature, parameter_group, value)")
+    return "\n\n".join(blocks) + ("\n\n" + views if name is None else "") + "\n"
+
+
+def schema_json(name: str | None = None) -> str:
+    """``schema_listing`` as JSON."""
+    import json
+
+    return json.dumps(schema_listing(name), indent=2) + "\n"

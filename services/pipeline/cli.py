@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("report", help="rebuild the figures and report.html from the store")
     _common(p)
+    p = sub.add_parser("schema", help="the store's tables and views: columns, types and what each means")
+    p.add_argument("table", nargs="?", default=None, help="one table (default: every table)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _common(p)
     add_import_parser(sub, _common)
     from serlens.pipeline.store_cli import add_store_parser
 
@@ -216,6 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_import(args)
         if args.command == "config":
             return _config(args)
+        if args.command == "schema":
+            from serlens.shared.column_docs import schema_json, schema_text
+
+            sys.stdout.write(schema_json(args.table) if args.json else schema_text(args.table))
+            return 0
         if args.command == "report":
             from serlens.pipeline.report import write_report
 

@@ -194,6 +194,8 @@ def test_healthz_and_docs(client, anonymous):
         "/cka",
         "/probes",
         "/sql",
+        "/schema",
+        "/schema/{name}",
         "/healthz",
     ):
         assert route in paths
@@ -549,6 +551,16 @@ def test_sql_json_and_csv(client):
     assert body["columns"] == ["checkpoint_step", "n"] and body["rows"] == [[0, 10], [10, 10]]
     csv_text = client.post("/sql", json={"query": query, "format": "csv"}).text
     assert csv_text.splitlines() == ["checkpoint_step,n", "0,10", "10,10"]
+
+
+def test_schema_lists_every_table_column_and_meaning(client):
+    from serlens.shared.column_docs import schema_listing
+
+    assert client.get("/schema").json() == schema_listing()
+    cka = client.get("/schema/cka").json()
+    assert cka["keys"][0] == "config_hash" and {"name", "type", "nullable", "description"} == set(cka["columns"][0])
+    missing = client.get("/schema/nope")
+    assert missing.status_code == 404 and missing.json()["error"] == "NotFoundError"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""``GET /results/{table}``: stored result tables as JSON, CSV or a figure (``read`` scope).
+"""``GET /results/{table}``: result tables as JSON, CSV or a figure; ``GET /schema``: their meaning (``read``).
 
 Tables are served by name from ``RESULT_TABLES``: adding a table of ``serlens.shared.schema`` is
 one line there. Any column of the table is a query filter (equality; the value is converted
@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from serlens.api.auth import require
 from serlens.api.encoding import jsonable, rows_to_csv
 from serlens.api.responses import COMMON_ERRORS, content, errors
+from serlens.shared.column_docs import TableDoc, schema_listing
 from serlens.shared.errors import InvalidRequestError, NotFoundError, ServiceError
 from serlens.shared.runs import latest_run
 from serlens.shared.schema import (
@@ -203,6 +204,16 @@ def results_router(store: FeatureStore) -> APIRouter:
         format: Literal["json", "csv", "png"] = Format,
     ) -> Response:
         return await serve_table(name, request, format)
+
+    @router.get("/schema", summary="Every table of the store: columns, types and what each means",
+                response_model=list[TableDoc])
+    async def schema() -> list[TableDoc]:
+        return schema_listing()
+
+    @router.get("/schema/{name}", summary="One table of the store: columns, types and what each means",
+                response_model=TableDoc, responses=errors(404))
+    async def schema_of(name: str = PathParam(description="a table name", examples=["cka"])) -> TableDoc:
+        return schema_listing(name)[0]
 
     def alias(name: str) -> Any:
         async def table_rows(request: Request, format: Literal["json", "csv", "png"] = Format) -> Response:
