@@ -7,7 +7,7 @@ table; a test checks that every column has an answer.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing_extensions import TypedDict  # pydantic (GET /schema) needs it before Python 3.12
 
 from serlens.shared.egemaps_names import EGEMAPS_FEATURE_NAMES
 
