@@ -74,6 +74,9 @@ class TrackingConfig:
         request_timeout_s: HTTP timeout of one request to a tracking server, in seconds.
         catchup_timeout_s: how long the end of a fit waits for a background logger to catch
             up with a tracking server that went away, in seconds.
+        registered_model: the Model Registry name a fit's best checkpoint is registered under
+            (None: register nothing).
+        model_alias: the alias pointed at that version (``serlens-ser@champion``).
     """
 
     tracking_uri: str
@@ -83,10 +86,13 @@ class TrackingConfig:
     retry_backoff_s: float = 0.5
     request_timeout_s: float = 30.0
     catchup_timeout_s: float = 120.0
+    registered_model: str | None = "serlens-ser"
+    model_alias: str = "champion"
 
 
 def tracking_config(
-    workdir: Path, *, tracking_uri: str | None = None, experiment: str = "serlens"
+    workdir: Path, *, tracking_uri: str | None = None, experiment: str = "serlens",
+    registered_model: str | None = "serlens-ser", model_alias: str = "champion",
 ) -> TrackingConfig:
     """Resolve where to track: explicit URI, else ``MLFLOW_TRACKING_URI``, else local SQLite.
 
@@ -97,6 +103,8 @@ def tracking_config(
         workdir: the run's work folder (holds ``mlflow.db`` and ``mlartifacts/`` by default).
         tracking_uri: explicit tracking URI; wins over the environment.
         experiment: experiment name.
+        registered_model: where a fit's best checkpoint is registered (None: nowhere).
+        model_alias: the alias of that version.
 
     Returns:
         The resolved config.
@@ -107,7 +115,8 @@ def tracking_config(
         uri = f"sqlite:///{Path(workdir).resolve() / DB_FILENAME}"
     artifact_location = local_artifacts if urlparse(uri).scheme == "sqlite" else None
     return TrackingConfig(
-        tracking_uri=uri, artifact_location=artifact_location, experiment=experiment
+        tracking_uri=uri, artifact_location=artifact_location, experiment=experiment,
+        registered_model=registered_model, model_alias=model_alias,
     )
 
 
@@ -224,6 +233,21 @@ def start_run(
     run = call(config, "create a run", lambda c: c.create_run(
         experiment_id, tags={k: str(v) for k, v in tags.items()}, run_name=run_name))
     return run.info.run_id
+
+
+def run_name(*, model: str, dataset: str | None, lr: float, key: str) -> str:
+    """A run name people can read: ``wavlm-base-plus · crema-d · lr 5e-5 · 3f2a`` (the key's start).
+
+    Args:
+        model: hub id, folder or ``models:/`` URI; its last path part is shown.
+        dataset: the dataset's name (left out when None).
+        lr: the learning rate.
+        key: the config hash (kept whole as a tag; its first four characters tell runs apart).
+    """
+    short = model.removeprefix("models:/") if model.startswith("models:/") else model.rstrip("/").rsplit("/", 1)[-1]
+    mantissa, _, exponent = f"{lr:g}".partition("e")
+    rate = f"{mantissa}e{int(exponent)}" if exponent else mantissa
+    return " · ".join(part for part in (short, dataset, f"lr {rate}", key[:4]) if part)
 
 
 def run_exists(config: TrackingConfig, run_id: str) -> bool:

@@ -22,8 +22,10 @@ from serlens.egemaps.config import EgemapsArgs
 from serlens.embed.config import EmbedArgs
 from serlens.normalize.config import NormalizeArgs
 from serlens.probe.config import ProbeArgs
+from serlens.shared import model_uris
 from serlens.shared.errors import InvalidConfigError
 from serlens.shared.schema import EMOTIONS
+from serlens.shared.tracking import TrackingConfig, tracking_config
 from serlens.trainer.config import TrainArgs
 
 #: The demo's model: a tiny random WavLM written into the workdir with save_pretrained.
@@ -123,6 +125,14 @@ class TrackingArgs(_Section):
         description="MLflow tracking URI (default: a sqlite file in the workdir, artifacts beside it)",
     )
     experiment: str = Field("serlens", description="MLflow experiment the runs are logged to")
+    registered_model: str | None = Field(
+        "serlens-ser", description="Model Registry name of each fit's best checkpoint (null: register nothing)")
+    model_alias: str = Field("champion", description="alias pointed at that version (models:/<name>@<alias>)")
+
+    def to_config(self, workdir: Path) -> TrackingConfig:
+        """Where this run tracks (``serlens.shared.tracking.tracking_config``)."""
+        return tracking_config(workdir, tracking_uri=self.uri, experiment=self.experiment,
+                               registered_model=self.registered_model, model_alias=self.model_alias)
 
 
 class StudyArgs(_Section):
@@ -142,6 +152,18 @@ class StudyArgs(_Section):
     cka: CkaArgs = Field(default_factory=CkaArgs, description="CKA of each layer against eGeMAPS, with its nulls")
     probe: ProbeArgs = Field(default_factory=ProbeArgs, description="layer-wise probes and their controls")
     tracking: TrackingArgs = Field(default_factory=TrackingArgs, description="MLflow tracking")
+
+    def pin_model(self, workdir: Path) -> StudyArgs:
+        """Check a ``models:/`` model and pin its alias to the version it means now (keys name weights).
+
+        Raises:
+            InvalidConfigError: a malformed URI.
+            NotFoundError: no such registered model, alias or version.
+        """
+        if not model_uris.is_model_uri(self.model.name):
+            return self
+        pinned = model_uris.resolve(self.tracking.to_config(workdir), self.model.name).text
+        return self.model_copy(update={"model": self.model.model_copy(update={"name": pinned})})
 
     def to_yaml(self) -> str:
         """The full, resolved config as YAML (what is saved with a run)."""

@@ -21,11 +21,12 @@ from typing import Any
 import ray
 
 from serlens import __version__
-from serlens.pipeline import stages
+from serlens.pipeline import evaluation, stages
 from serlens.pipeline.cluster import run_provenance, start_ray
 from serlens.pipeline.config import DEMO_MODEL, StudyArgs
 from serlens.pipeline.keys import StageKeys
 from serlens.pipeline.preflight import check_study
+from serlens.shared import model_uris
 from serlens.shared.datasets import DatasetScan, scan_crema_d, scan_manifest
 from serlens.shared.errors import InvalidManifestError
 from serlens.shared.rows import clip_row
@@ -67,7 +68,7 @@ class Study:
 
     def __init__(self, args: StudyArgs, *, workdir: Path, skip_invalid: bool = False, progress: bool = True,
                  analyses: bool = True) -> None:
-        self.args = args
+        self.args = args.pin_model(Path(workdir).resolve())  # a bad models:/ URI stops here, before any work
         self.dir = Workdir(Path(workdir).resolve())
         self.store = self.dir.store
         self.skip_invalid = skip_invalid
@@ -208,8 +209,8 @@ class Study:
     def model_path(self) -> str:
         """The encoder to fine-tune; the demo's tiny random WavLM is written on first use."""
         name = self.args.model.name
-        if name != DEMO_MODEL:
-            return name
+        if name != DEMO_MODEL:  # a hub id, a folder, or a models:/ URI downloaded once per version
+            return model_uris.local_source(name, self.args.tracking.to_config(self.dir.root), self.dir.models)
         from serlens.shared.models import create_random_encoder
 
         folder = self.dir.models / "tiny-random-wavlm"
@@ -219,12 +220,10 @@ class Study:
 
     def train(self, clips: Sequence[dict[str, Any]], keys: StageKeys) -> list[dict[str, Any]]:
         """Fine-tune on subset 1, validate on subset 2; returns the checkpoint rows."""
-        from serlens.shared.tracking import tracking_config
         from serlens.trainer.service import TrainClip
 
         started = time.perf_counter()
-        tracking = tracking_config(self.dir.root, tracking_uri=self.args.tracking.uri,
-                                   experiment=self.args.tracking.experiment)
+        tracking = self.args.tracking.to_config(self.dir.root)
         self.result.tracking_uri = tracking.tracking_uri
         if self.store.stage_done("train", keys.train):
             self.result.reused.append("train")
@@ -244,11 +243,12 @@ class Study:
         # One CPU reserved in Ray's books; torch is told how many threads to use. Asking Ray for
         # every core would wait forever beside a running Serve app that holds some of them.
         task = stages.train_task.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1)
+        name = evaluation.study_run_name(self, keys.train)
         self._log(f"fine-tuning {self.args.model.name} on {len(train)} clips "
                   f"(validation {len(validation)}), {'GPU' if gpus else 'CPU'}")
         result = ray.get(task.remote(self.args.train.to_config(), tracking, self.model_path(), train, validation,
                                      self.args.dataset.labels, str(self.dir.train_dir(keys.train)),
-                                     keys.train, None if gpus else threads, self.progress))
+                                     keys.train, None if gpus else threads, self.progress, name))
         self.result.mlflow_run_id = result.run_id
         rows = [{
             "train_key": keys.train, "checkpoint_step": ck.step, "run_id": result.run_id, "uri": ck.uri,
@@ -379,6 +379,7 @@ class Study:
         write_report(self.dir.root)
         self._timed("report", started)
         self.result.figures = sorted(self.dir.figures.glob("*.png"))
+        evaluation.log_study_evaluation(self, keys.train)  # the analyses in MLflow, linked to the checkpoints' models
         return self.result
 
     def _stages(self, clips: list[dict[str, Any]], keys: StageKeys) -> None:

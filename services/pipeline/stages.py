@@ -213,7 +213,7 @@ def hardware_task() -> dict[str, Any]:
 @ray.remote
 def train_task(config: Any, tracking: Any, model: str, train: Sequence[Any], validation: Sequence[Any],
                labels: Sequence[str], output_dir: str, train_key: str, num_threads: int | None = None,
-               progress: bool = True) -> Any:
+               progress: bool = True, run_name: str | None = None) -> Any:
     """Fine-tune on a Ray worker (a GPU one when the cluster has GPUs)."""
     import torch
 
@@ -223,7 +223,8 @@ def train_task(config: Any, tracking: Any, model: str, train: Sequence[Any], val
         torch.set_num_threads(num_threads)
     trainer = TrainerService(config=config, tracking=tracking)
     return trainer.fit(model=model, train=train, validation=validation, labels=labels,
-                       output_dir=Path(output_dir), train_key=train_key, resume=True, progress=progress)
+                       output_dir=Path(output_dir), train_key=train_key, resume=True, progress=progress,
+                       run_name=run_name)
 
 
 def load_cells(store_root: str, train_key: str, steps: Sequence[int], clip_ids: Sequence[str],

@@ -84,6 +84,15 @@ def fingerprint(clips: Sequence[TrainClip]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def manifest_datasets(train: Sequence[TrainClip], validation: Sequence[TrainClip]) -> dict[str, Any]:
+    """The training and validation manifests as MLflow datasets (digests computed here, nothing logged)."""
+    from serlens.shared.logged_models import manifest_datasets as as_datasets
+
+    rows = {context: [{"clip_id": c.clip_id, "path": c.path, "label": c.label} for c in clips]
+            for context, clips in (("training", train), ("validation", validation))}
+    return as_datasets(rows, source=Path(train[0].path).resolve().parent.as_uri())
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     """The checked data of one fit and how many optimizer steps it takes.

@@ -1,11 +1,14 @@
 """The MLflow run of one fit: opened or reopened at the start, fed in the background, closed at the end.
 
 Opening is synchronous (a fit that cannot create its run should not start). After that every
-metric and checkpoint goes through a ``RunLogger``, off the training loop's critical path:
-a tracking server that goes away mid-fit leaves training running, and the run catches up when
-it comes back. A resumed fit replays the run's whole history (idempotent: each metric row
-keeps its timestamp) and repairs every checkpoint's artifacts against its hash manifest, so a
-crash between a checkpoint and its upload loses nothing.
+metric, dataset and checkpoint goes through a ``RunLogger``, off the training loop's critical
+path: a tracking server that goes away mid-fit leaves training running, and the run catches up
+when it comes back. Each checkpoint is uploaded twice over in the background: as run artifacts
+with a hash manifest (``checkpoints/step-NNNNNN``, repaired on resume) and as an MLflow 3
+LoggedModel linked to its step and metrics (``serlens.shared.logged_models``); the end of the
+fit registers the checkpoint with the lowest validation loss (``serlens-ser@champion``). A
+resumed fit replays the run's whole history (idempotent: each metric row keeps its timestamp,
+each model is found by its step before one is created), so a crash loses nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from serlens.shared import tracking
+from serlens.shared import logged_models, tracking
 from serlens.shared.errors import TrackingError
 from serlens.shared.models import ModelBundle
 from serlens.shared.run_logger import RunLogger
@@ -39,19 +42,27 @@ class TrainRun:
     """One fit's MLflow run and its background logger.
 
     Args:
-        tracking_config: where the run lives.
+        tracking_config: where the run lives, and where its best checkpoint is registered.
         config: the fit's settings (whether checkpoints are uploaded).
         run_id: the run.
+        identity: what the fit is (its ``train_key`` and ``labels``).
+        datasets: the training and validation manifests as MLflow datasets, by context.
     """
 
-    def __init__(self, tracking_config: TrackingConfig, config: TrainConfig, run_id: str) -> None:
+    def __init__(self, tracking_config: TrackingConfig, config: TrainConfig, run_id: str, *,
+                 identity: dict[str, Any], datasets: dict[str, Any]) -> None:
         self.tracking, self.config, self.run_id = tracking_config, config, run_id
+        self.train_key, self.labels = identity["train_key"], list(identity["labels"])
+        validation = datasets["validation"]
+        self.validation = (validation.name, validation.digest)
         self.logger = RunLogger(tracking_config, run_id)
+        self.logger.submit("log the datasets", lambda: logged_models.log_datasets(tracking_config, run_id, datasets))
 
     @classmethod
     def open(cls, tracking_config: TrackingConfig, config: TrainConfig, saved: dict[str, Any] | None, *,
-             bundle: ModelBundle, identity: dict[str, Any], params: dict[str, Any]) -> TrainRun:
-        """Reopen the saved state's run when it still exists, else start one with ``params``.
+             bundle: ModelBundle, identity: dict[str, Any], params: dict[str, Any], datasets: dict[str, Any],
+             run_name: str) -> TrainRun:
+        """Reopen the saved state's run when it still exists, else start one named ``run_name`` with ``params``.
 
         Raises:
             TrackingError: when the tracking store cannot be reached (nothing has trained yet).
@@ -62,11 +73,11 @@ class TrainRun:
             tracking.reopen_run(tracking_config, run_id)
             changed = {f"serlens.resume.{k}": v for k, v in config.to_dict().items() if saved["config"].get(k) != v}
             tracking.set_tags(tracking_config, run_id, {"serlens.resumed_from_step": saved["step"], **changed})
-            return cls(tracking_config, config, run_id)
+            return cls(tracking_config, config, run_id, identity=identity, datasets=datasets)
         if saved is not None:
             log.warning("MLflow run %s of %s is gone; starting a new run and replaying its history",
                         saved["run_id"], train_key)
-        run_id = tracking.start_run(tracking_config, run_name=train_key, tags={
+        run_id = tracking.start_run(tracking_config, run_name=run_name, tags={
             "serlens": "trainer", "serlens.train_key": train_key, "serlens.model": bundle.identity,
             "serlens.random_init": bundle.random_init,
         })
@@ -74,24 +85,54 @@ class TrainRun:
             "train": config.to_dict(), "model": {**asdict(bundle), "requested": identity["model"]},
             "data": params, "train_key": train_key,
         })
-        return cls(tracking_config, config, run_id)
+        return cls(tracking_config, config, run_id, identity=identity, datasets=datasets)
 
     def log_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Log metric rows in the background."""
         self.logger.log_metrics(rows)
 
-    def log_checkpoint(self, folder: Path) -> None:
-        """Upload a checkpoint folder in the background (when checkpoints go to MLflow)."""
-        if self.config.log_checkpoints_to_mlflow:
-            self.logger.log_folder(folder, _artifact_path(folder), exclude={TRAINER_STATE_FILENAME})
+    def log_checkpoint(self, folder: Path, step: int, metrics: list[dict[str, Any]]) -> None:
+        """Upload a checkpoint in the background (when checkpoints go to MLflow): artifacts, then its model.
+
+        Args:
+            folder: the checkpoint folder.
+            step: its optimizer step.
+            metrics: the metric rows recorded at ``step`` (linked to the checkpoint's LoggedModel).
+        """
+        if not self.config.log_checkpoints_to_mlflow:
+            return
+        self.logger.log_folder(folder, _artifact_path(folder), exclude={TRAINER_STATE_FILENAME})
+        rows = [dict(m) for m in metrics if m["step"] == step]
+        self.logger.submit(f"log the model of step {step}", lambda: logged_models.log_checkpoint_model(
+            self.tracking, self.run_id, folder, step=step, train_key=self.train_key, labels=self.labels,
+            metric_rows=rows, dataset=self.validation, exclude={TRAINER_STATE_FILENAME}))
 
     def catch_up(self, state: TrainState) -> None:
-        """After a resume: replay the whole history and repair every checkpoint's artifacts."""
+        """After a resume: replay the whole history, repair every checkpoint's artifacts and models."""
         self.log_metrics(state.metrics)
         for checkpoint in state.checkpoints:
             folder = Path(checkpoint["local_path"])
             if folder.is_dir():
-                self.log_checkpoint(folder)
+                self.log_checkpoint(folder, int(checkpoint["step"]), state.metrics)
+
+    def register_best(self, state: TrainState) -> None:
+        """Register the checkpoint with the lowest validation loss, in the background (after its upload)."""
+        name, alias = self.tracking.registered_model, self.tracking.model_alias
+        if name is None or not self.config.log_checkpoints_to_mlflow or not state.checkpoints:
+            return
+        best = min(state.checkpoints, key=lambda c: (c["val_loss"], -c["step"]))
+
+        def register() -> None:
+            model = logged_models.find_checkpoint_model(self.tracking, self.run_id, best["step"])
+            if model is None or model.status != logged_models.LoggedModelStatus.READY:
+                raise RuntimeError(f"step {best['step']} has no finished LoggedModel to register")
+            logged_models.register_model(self.tracking, run_id=self.run_id, model_id=model.model_id, name=name,
+                                         alias=alias, tags={"serlens.train_key": self.train_key,
+                                                            "serlens.checkpoint_step": best["step"],
+                                                            "val_loss": best["val_loss"],
+                                                            "val_f1_macro": best["val_f1_macro"]})
+
+        self.logger.submit(f"register step {best['step']} as {name}@{alias}", register)
 
     def checkpoint_uri(self, local_path: str) -> str:
         """Where a checkpoint lives: its ``runs:/`` URI when uploaded, else its file URI."""
@@ -108,6 +149,7 @@ class TrainRun:
                 checkpoints and the resume state are saved, so a rerun only catches up.
         """
         self.logger.set_tags({"serlens.steps": state.step, "serlens.stopped_early": state.early.stopped})
+        self.register_best(state)
         try:
             self.logger.close(self.tracking.catchup_timeout_s)
         except TrackingError as err:

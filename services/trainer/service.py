@@ -32,10 +32,20 @@ from serlens.shared.models import (
     resolve_device,
 )
 from serlens.shared.tracking import TrackingConfig
+from serlens.shared.tracking import run_name as tracking_run_name
 from serlens.shared.workdir import checkpoint_dirname
 from serlens.trainer import checkpoints, core
 from serlens.trainer.config import TrainConfig
-from serlens.trainer.data import ClipDataset, DeviceFeeder, TrainClip, TrainPlan, batches_on_device, fingerprint, loader
+from serlens.trainer.data import (
+    ClipDataset,
+    DeviceFeeder,
+    TrainClip,
+    TrainPlan,
+    batches_on_device,
+    fingerprint,
+    loader,
+    manifest_datasets,
+)
 from serlens.trainer.runs import TrainRun
 from serlens.trainer.state import CheckpointInfo, TrainResult, TrainState
 
@@ -137,7 +147,7 @@ class TrainerService:
 
     def fit(self, *, model: str, train: Sequence[TrainClip], validation: Sequence[TrainClip],
             labels: Sequence[str], output_dir: Path, train_key: str, resume: bool = True,
-            progress: bool = True) -> TrainResult:
+            progress: bool = True, run_name: str | None = None) -> TrainResult:
         """Fine-tune ``model`` on ``train``, validating on ``validation``, into ``output_dir``.
 
         Args:
@@ -149,6 +159,8 @@ class TrainerService:
             train_key: identifies this fit (config + data) in tables and MLflow.
             resume: continue from the latest ``trainer_state.pt`` in ``output_dir``, if any.
             progress: show a progress bar over optimizer steps.
+            run_name: the MLflow run's name (default: model, learning rate and key, see
+                ``tracking.run_name``).
 
         Returns:
             The run, its checkpoints and its metrics.
@@ -183,7 +195,9 @@ class TrainerService:
             state.load_dict(saved)
         run = TrainRun.open(self.tracking, cfg, saved, bundle=model_parts.bundle, identity=identity, params={
             "num_train_clips": len(train), "num_validation_clips": len(validation), "labels": plan.labels,
-            "steps_per_epoch": plan.steps_per_epoch, "effective_batch_size": cfg.effective_batch_size})
+            "steps_per_epoch": plan.steps_per_epoch, "effective_batch_size": cfg.effective_batch_size},
+            datasets=manifest_datasets(train, validation),
+            run_name=run_name or tracking_run_name(model=model, dataset=None, lr=cfg.lr, key=train_key))
         state.run_id = run.run_id
         normalize = model_parts.bundle.do_normalize
         fit = _Fit(model_parts, plan, state, run, identity, output_dir,
@@ -328,7 +342,7 @@ class TrainerService:
                          "config": self.config.to_dict(), "optimizer": fit.model.optimizer.state_dict(),
                          "rng": checkpoints.rng_state()}
         checkpoints.write_checkpoint(fit.model.classifier, fit.model.extractor, trainer_state, folder)
-        fit.run.log_checkpoint(folder)
+        fit.run.log_checkpoint(folder, state.step, state.metrics)
 
     @staticmethod
     def _result(fit: _Fit) -> TrainResult:
