@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,11 @@ def manifest_datasets(datasets: Mapping[str, Sequence[Mapping[str, Any]]], *, so
     import pandas as pd
     from mlflow.data.pandas_dataset import from_pandas
 
-    return {context: from_pandas(pd.DataFrame(list(rows)), source=source, targets="label", name=context)
-            for context, rows in datasets.items()}
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source twice and warns that a path is ambiguous between them.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        return {context: from_pandas(pd.DataFrame(list(rows)), source=source, targets="label", name=context)
+                for context, rows in datasets.items()}
 
 
 def log_datasets(config: TrackingConfig, run_id: str, datasets: Mapping[str, Any]) -> None:

@@ -24,14 +24,20 @@ class SpeechClassifierPyfunc(PythonModel):
 
         self.model = SpeechClassifier.load(context.artifacts["checkpoint"], device="cpu")
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    # ``model_input`` has no annotation on purpose: MLflow would derive the signature from it and
+    # replace the tensor signature the model is logged with.
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> np.ndarray:
         """Probabilities ``(batch, labels)`` of waveforms ``(batch, samples)`` at the model's rate, float32.
+
+        ``model_input`` is the array, or ``{"waveform": array}`` (the signature's tensor by name).
 
         Raises:
             InvalidAudioError: when the input is not a 2-D array of finite samples.
         """
         from serlens.shared.models import prepare_batch
 
+        if isinstance(model_input, dict):  # MLflow hands a named tensor over as {name: array}
+            model_input = model_input["waveform"]
         waveforms = np.asarray(model_input, dtype=np.float32)
         if waveforms.ndim != 2 or not np.isfinite(waveforms).all():
             raise InvalidAudioError(f"waveform: expected (batch, samples) finite float32, got shape {waveforms.shape}")

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from serlens.api.promotions import served_model
 from serlens.egemaps.config import EgemapsArgs
 from serlens.embed.config import EmbedArgs
 from serlens.normalize.config import NormalizeArgs
@@ -76,7 +77,8 @@ class ApiArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     workdir: str | None = None  # None: $SERLENS_WORKDIR, else ./serlens-work
-    # The model /embed and /predict serve by default; None: the promoted checkpoint (promotions).
+    # The model /embed and /predict serve by default (a folder, hub id or models:/ URI); None: the promoted
+    # checkpoint (promotions).
     model: str | None = None
     # Hashed API tokens; None: $SERLENS_API_TOKENS_FILE, else <workdir>/api-tokens.yaml.
     tokens_file: str | None = None
@@ -120,7 +122,7 @@ class ApiArgs(BaseModel):
         tokens = Path(self.tokens_file) if self.tokens_file else api_tokens_file()
         return ApiConfig(
             workdir=workdir,
-            model=self.model,
+            model=served_model(self.model, workdir),
             tokens_file=(tokens or Workdir(workdir).api_tokens).expanduser().resolve(),
             max_upload_bytes=int(self.max_upload_mb * 1024 * 1024),
             max_duration_s=self.max_duration_s,

@@ -4,7 +4,8 @@ A promotion is a ``promotions`` row (newest per ``target`` wins) written by
 ``POST /models/promote`` (``train`` scope) or by
 ``python -m serlens.api.promotions --workdir W promote --train-key K --step N``; training never
 writes one, so a new run changes nothing until someone promotes it. An API started with a
-``model`` serves that model instead (a config value).
+``model`` serves that model instead (a config value): a folder, a hub id, or a ``models:/`` URI
+of the MLflow Model Registry (``models:/serlens-ser@champion``), downloaded once per version.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from serlens.shared import model_uris
 from serlens.shared.errors import NotFoundError, ServiceError
 from serlens.shared.schema import CHECKPOINTS, PROMOTIONS
 from serlens.shared.store import FeatureStore
+from serlens.shared.tracking import tracking_config
 from serlens.shared.workdir import Workdir
 
 #: The one serving target (the column leaves room for more, e.g. a canary).
@@ -28,6 +31,22 @@ def current_promotion(store: FeatureStore, target: str = DEFAULT_TARGET) -> dict
     """The newest promotion of ``target`` (``train_key``, ``checkpoint_step``, who, when), or None."""
     rows = store.read(PROMOTIONS.name, filters={"target": target}).to_pylist()
     return rows[-1] if rows else None
+
+
+def served_model(model: str | None, workdir: Path) -> str | None:
+    """The API's ``model`` setting as something to load: a ``models:/`` URI becomes its local folder.
+
+    The URI is resolved by the tracking store ``MLFLOW_TRACKING_URI`` names, else the workdir's
+    own, and downloaded into ``<workdir>/models`` (once per version); anything else is kept.
+
+    Raises:
+        InvalidConfigError: a malformed ``models:/`` URI.
+        NotFoundError: no such registered model, alias, version or LoggedModel.
+        TrackingError: the tracking store cannot be reached.
+    """
+    if model is None or not model_uris.is_model_uri(model):
+        return model
+    return model_uris.local_source(model, tracking_config(workdir), Workdir(workdir).models)
 
 
 def promote(

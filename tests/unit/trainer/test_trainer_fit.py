@@ -1,19 +1,22 @@
 """TrainerService end to end on a tiny random WavLM, generated clips, and MLflow on sqlite."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mlflow.entities import LoggedModelStatus
 from support.trainer import LABELS, SMALL, make_clips
 
-from serlens.shared import tracking
-from serlens.shared.audio import write_wav
+from serlens.shared import logged_models, model_uris, tracking
+from serlens.shared.audio import read_wav, write_wav
 from serlens.shared.errors import InvalidConfigError, InvalidManifestError
-from serlens.shared.models import HEAD_FILENAME, SpeechClassifier, create_random_encoder, load_encoder
+from serlens.shared.models import HEAD_FILENAME, SpeechClassifier, create_random_encoder, load_encoder, prepare_batch
 from serlens.shared.tracking_artifacts import MANIFEST_FILENAME, verify_folder
 from serlens.trainer.checkpoints import TRAINER_STATE_FILENAME
 from serlens.trainer.config import TrainArgs
+from serlens.trainer.data import manifest_datasets
 from serlens.trainer.figures import plot_training
 from serlens.trainer.service import TrainClip, TrainerService
 
@@ -245,3 +248,110 @@ def test_an_unreachable_tracking_store_stops_the_fit_before_it_trains(setup, tmp
         service.fit(model=setup["model"], train=setup["train"], validation=setup["validation"], labels=LABELS,
                     output_dir=tmp_path / "out", train_key="down", progress=False)
     assert not list((tmp_path / "out").glob("step-*"))  # nothing trained, nothing to resume
+
+
+# ---------------------------------------------------------------------- MLflow 3 model objects
+
+
+def test_every_checkpoint_is_a_logged_model_with_its_step_and_metrics(setup, full):
+    from mlflow.models import Model
+
+    client = tracking.mlflow_client(setup["tracking"])
+    models = logged_models.checkpoint_models(setup["tracking"], full.run_id)
+    assert sorted(models) == [0, 4, 8]
+    outputs = {o.model_id: o.step for o in client.get_run(full.run_id).outputs.model_outputs}
+    assert outputs == {model_id: step for step, model_id in models.items()}
+    for ck in full.checkpoints:
+        model = client.get_logged_model(models[ck.step])
+        assert model.status == LoggedModelStatus.READY and model.source_run_id == full.run_id
+        assert model.tags[logged_models.TRAIN_KEY_TAG] == "tk"
+        linked = {(m.key, m.step): m for m in model.metrics}
+        assert linked["val_loss", ck.step].value == pytest.approx(ck.val_loss)
+        assert linked["val_f1_macro", ck.step].value == pytest.approx(ck.val_f1_macro)
+        assert linked["val_loss", ck.step].dataset_name == "validation"
+        local = Path(model.artifact_location.removeprefix("file://"))
+        mlmodel = Model.load(str(local))
+        assert [s.shape for s in mlmodel.signature.inputs.inputs] == [(-1, -1)]
+        assert [s.shape for s in mlmodel.signature.outputs.inputs] == [(-1, len(LABELS))]
+        assert mlmodel.load_input_example(str(local))["waveform"].shape == (1, 4000)
+        packed = local / "artifacts" / logged_models.CHECKPOINT_ARTIFACT
+        assert {p.name for p in packed.iterdir()} >= {"config.json", "model.safetensors", HEAD_FILENAME}
+        assert not (packed / TRAINER_STATE_FILENAME).exists()  # the optimizer state stays local
+    # Logged again with the model's id, the run's own history still holds each value once.
+    assert len(client.get_metric_history(full.run_id, "val_loss")) == 5
+
+
+def test_the_best_checkpoint_is_registered_as_champion(setup, full):
+    client = tracking.mlflow_client(setup["tracking"])
+    best = min(full.checkpoints, key=lambda c: c.val_loss)
+    model_id = logged_models.checkpoint_models(setup["tracking"], full.run_id)[best.step]
+    [version] = [v for v in client.search_model_versions("name = 'serlens-ser'")
+                 if v.tags.get(logged_models.MODEL_ID_TAG) == model_id]
+    assert version.run_id == full.run_id and version.tags["serlens.checkpoint_step"] == str(best.step)
+    champion = client.get_model_version_by_alias("serlens-ser", "champion")  # this fit's, or a later one's
+    assert champion.tags["serlens.checkpoint_step"] == str(best.step)
+    assert model_uris.resolve(setup["tracking"], "models:/serlens-ser@champion").version == str(champion.version)
+
+
+def test_a_models_uri_loads_and_predicts_as_the_local_checkpoint(setup, full, tmp_path, monkeypatch):
+    from mlflow.pyfunc import load_model
+
+    from serlens.api.promotions import served_model
+    from serlens.predict.config import PredictArgs
+    from serlens.predict.service import PredictService
+
+    best = min(full.checkpoints, key=lambda c: c.val_loss)
+    model_id = logged_models.checkpoint_models(setup["tracking"], full.run_id)[best.step]
+    client = tracking.mlflow_client(setup["tracking"])
+    [version] = [v.version for v in client.search_model_versions("name = 'serlens-ser'")
+                 if v.tags.get(logged_models.MODEL_ID_TAG) == model_id]
+    folder = model_uris.download(setup["tracking"], f"models:/serlens-ser/{version}", tmp_path / "cache")
+    assert folder == tmp_path / "cache" / "serlens-ser" / f"v{version}" / "artifacts" / "checkpoint"
+    signal, _ = read_wav(setup["validation"][0].path)
+    values, mask = prepare_batch([signal], SpeechClassifier.load(best.local_path).bundle)
+    with torch.no_grad():
+        local = SpeechClassifier.load(best.local_path)(values, mask)
+        remote = SpeechClassifier.load(folder)(values, mask)
+    torch.testing.assert_close(remote, local, rtol=0, atol=0)  # the same weights, bit for bit
+    # The pyfunc face gives the same probabilities from the logged input example.
+    example = logged_models.input_example()
+    probabilities = load_model(str(folder.parents[1])).predict(example)
+    with torch.no_grad():
+        expected = torch.softmax(SpeechClassifier.load(best.local_path)(*prepare_batch(
+            list(example), SpeechClassifier.load(best.local_path).bundle)), -1).numpy()
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    # /predict's model setting: the same URI, resolved through the workdir's tracking store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", setup["tracking"].tracking_uri)
+    served = served_model(f"models:/serlens-ser/{version}", tmp_path / "api-work")
+    predict = PredictService(config=PredictArgs(device="cpu").to_config(), checkpoint=served)
+    reference = PredictService(config=PredictArgs(device="cpu").to_config(), checkpoint=best.local_path)
+    assert predict.process_signal(signal, 16_000) == pytest.approx(reference.process_signal(signal, 16_000), abs=0)
+
+
+def test_the_manifests_are_logged_as_datasets_and_the_run_name_is_readable(setup, full):
+    run = tracking.mlflow_client(setup["tracking"]).get_run(full.run_id)
+    logged = {d.dataset.name: (d.dataset.digest, {t.key: t.value for t in d.tags}) for d in run.inputs.dataset_inputs}
+    expected = manifest_datasets(setup["train"], setup["validation"])
+    assert logged == {name: (dataset.digest, {"mlflow.data.context": name}) for name, dataset in expected.items()}
+    assert run.info.run_name == "m · lr 0.002 · tk"
+    assert run.data.tags["serlens.train_key"] == "tk"  # the whole config hash, as a tag
+
+
+def test_the_analyses_are_an_evaluation_of_the_checkpoint_models(setup, full, tmp_path):
+    from serlens.pipeline.evaluation import log_evaluation
+
+    figure = tmp_path / "cka.png"
+    figure.write_bytes(b"\x89PNG not really")
+    summary = {0: {"cka_linear_max": 0.25}, 8: {"cka_linear_max": 0.5, "probe_f1_macro_max": 0.75}}
+    kwargs = dict(training_run_id=full.run_id, train_key="tk", analysis_key="ak", summary=summary, files=[figure],
+                  run_name="analysis · m · tk")
+    run_id = log_evaluation(setup["tracking"], **kwargs)
+    assert log_evaluation(setup["tracking"], **kwargs) == run_id  # once per analysis key
+    client = tracking.mlflow_client(setup["tracking"])
+    models = logged_models.checkpoint_models(setup["tracking"], full.run_id)
+    run = client.get_run(run_id)
+    assert {m.model_id for m in run.inputs.model_inputs} == set(models.values())
+    assert [a.path for a in client.list_artifacts(run_id, "report")] == ["report/cka.png"]
+    on_model = {(m.key, m.run_id): m.value for m in client.get_logged_model(models[8]).metrics}
+    assert on_model["cka_linear_max", run_id] == 0.5 and on_model["probe_f1_macro_max", run_id] == 0.75
+    assert ("cka_linear_max", run_id) not in {(m.key, m.run_id) for m in client.get_logged_model(models[4]).metrics}
