@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow.entities import LoggedModelStatus
 from support.mlflow_server import MlflowServer
 from support.postgres import PostgresServer, find_bin
 from support.trainer import LABELS, SMALL, make_clips
 
-from serlens.shared import tracking
+from serlens.shared import logged_models, tracking
 from serlens.shared.models import SpeechClassifier, create_random_encoder
 from serlens.shared.tracking_artifacts import verify_folder
 from serlens.trainer.checkpoints import TRAINER_STATE_FILENAME, load_state
@@ -96,6 +97,11 @@ def test_a_killed_fit_resumes_to_the_uninterrupted_weights(data):
 
     resumed = fit(data, "killed", tracking_config)
     assert resumed.run_id == run_id and [c.step for c in resumed.checkpoints] == [0, 4, 8]
+    # One finished LoggedModel per checkpoint: step 4's, begun or not before the kill, finished once.
+    models = client.search_logged_models([tracking.ensure_experiment(tracking_config)],
+                                         filter_string=f"source_run_id = '{run_id}'").to_list()
+    assert sorted(int(m.tags[logged_models.STEP_TAG]) for m in models) == [0, 4, 8]
+    assert {m.status for m in models} == {LoggedModelStatus.READY}
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["serlens.resumed_from_step"] == "4"
     for name, value in weights(full.checkpoints[-1].local_path).items():
@@ -177,5 +183,8 @@ def test_a_tracking_server_that_goes_away_mid_fit(data, tmp_path, caplog, backen
         for checkpoint in result.checkpoints:
             assert verify_folder(tracking_config, result.run_id, checkpoint.local_path,
                                  f"checkpoints/step-{checkpoint.step:06d}", exclude={TRAINER_STATE_FILENAME}) == []
+        # The models and the registration caught up too, through the server.
+        assert sorted(logged_models.checkpoint_models(tracking_config, result.run_id)) == [0, 4, 8]
+        assert client.get_model_version_by_alias("serlens-ser", "champion").run_id == result.run_id
     finally:
         server.kill()
