@@ -131,23 +131,37 @@ def test_figures_and_report(study: dict) -> None:
     )
 
 
-def test_mlflow_has_metrics_and_checkpoints(study: dict) -> None:
-    import mlflow
+def test_mlflow_has_metrics_checkpoints_models_and_the_evaluation(study: dict) -> None:
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{study['workdir'] / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert runs, "no MLflow run"
-    run = runs[0]
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    [run] = client.search_runs(experiments, filter_string="tags.serlens = 'trainer'")
     assert {"train_loss", "val_loss", "val_f1_macro"} <= set(run.data.metrics)
+    assert run.info.run_name.startswith("tiny-random-wavlm · demo · lr ")
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
     assert artifacts == [
         "checkpoints/step-000000",
         "checkpoints/step-000004",
         "checkpoints/step-000008",
     ]
-    del mlflow
+    models = {o.step: o.model_id for o in run.outputs.model_outputs}
+    assert sorted(models) == [0, 4, 8]
+    assert client.get_model_version_by_alias("serlens-ser", "champion").run_id == run.info.run_id
+    # The analyses: one evaluation run, the checkpoint models as its inputs, their summaries on the models.
+    [evaluation] = client.search_runs(experiments, filter_string="tags.serlens = 'analysis'")
+    assert {m.model_id for m in evaluation.inputs.model_inputs} == set(models.values())
+    on_final = {m.key for m in client.get_logged_model(models[8]).metrics if m.run_id == evaluation.info.run_id}
+    assert {"cka_linear_max", "probe_f1_macro_max"} <= on_final
+    assert "report/report.html" in [a.path for a in client.list_artifacts(evaluation.info.run_id, "report")]
+
+
+def test_a_models_uri_that_does_not_resolve_stops_the_run_before_any_work(tmp_path: Path) -> None:
+    failed = serlens("run", "--workdir", str(tmp_path), "--quiet", "--set", "model.name=models:/nobody@champion")
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    assert "models:/nobody@champion" in failed.stdout + failed.stderr
+    assert not (tmp_path / "store").exists() and not (tmp_path / "demo-corpus").exists()
 
 
 def test_second_run_reuses_the_store(study: dict) -> None:
@@ -166,6 +180,11 @@ def test_second_run_reuses_the_store(study: dict) -> None:
     assert "reused from the store" in again.stdout
     assert counts() == before
     assert second_s < study["first_s"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{study['workdir'] / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert len(client.search_runs(experiments, filter_string="tags.serlens = 'analysis'")) == 1  # not logged twice
 
 
 def test_sql_command(study: dict) -> None:
