@@ -239,12 +239,13 @@ def run_name(*, model: str, dataset: str | None, lr: float, key: str) -> str:
     """A run name people can read: ``wavlm-base-plus · crema-d · lr 5e-5 · 3f2a`` (the key's start).
 
     Args:
-        model: hub id, folder or ``models:/`` URI; its last path part is shown.
+        model: hub id, folder, ``serlens:`` name or ``models:/`` URI; its last part is shown.
         dataset: the dataset's name (left out when None).
         lr: the learning rate.
         key: the config hash (kept whole as a tag; its first four characters tell runs apart).
     """
-    short = model.removeprefix("models:/") if model.startswith("models:/") else model.rstrip("/").rsplit("/", 1)[-1]
+    short = (model.removeprefix("models:/") if model.startswith("models:/")
+             else model.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1])  # serlens:tiny-random-wavlm too
     mantissa, _, exponent = f"{lr:g}".partition("e")
     rate = f"{mantissa}e{int(exponent)}" if exponent else mantissa
     return " · ".join(part for part in (short, dataset, f"lr {rate}", key[:4]) if part)

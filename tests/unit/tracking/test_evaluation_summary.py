@@ -35,6 +35,7 @@ def test_summary_picks_the_best_layer_per_checkpoint_and_estimator():
     ("microsoft/wavlm-base-plus", "crema-d", 5e-5, "wavlm-base-plus · crema-d · lr 5e-5 · 3f2a"),
     ("/work/models/tiny-random-wavlm/", None, 2e-3, "tiny-random-wavlm · lr 0.002 · 3f2a"),
     ("models:/serlens-ser/3", "demo", 1e-5, "serlens-ser/3 · demo · lr 1e-5 · 3f2a"),
+    ("serlens:tiny-random-wavlm", "demo", 1e-3, "tiny-random-wavlm · demo · lr 0.001 · 3f2a"),
 ])
 def test_run_names_people_can_read(model, dataset, lr, expected):
     assert run_name(model=model, dataset=dataset, lr=lr, key="3f2a9c0d") == expected
