@@ -109,7 +109,7 @@ def log_evaluation(config: TrackingConfig, *, training_run_id: str, train_key: s
     return run_id
 
 
-def study_run_name(study: Any, train_key: str) -> str:
+def run_name(study: Any, train_key: str) -> str:
     """The readable name of a study's fine-tuning run (``serlens.shared.tracking.run_name``)."""
     return tracking.run_name(model=study.args.model.name, dataset=study.dataset_name(), lr=study.args.train.lr,
                              key=train_key)
@@ -135,7 +135,7 @@ def log_study_evaluation(study: Any, train_key: str) -> str | None:
     try:
         return log_evaluation(study.args.tracking.to_config(study.dir.root), training_run_id=training_run_id,
                               train_key=train_key, analysis_key=analysis_key, summary=summarize(cka, probes),
-                              files=files, run_name=f"analysis · {study_run_name(study, train_key)}")
+                              files=files, run_name=f"analysis · {run_name(study, train_key)}")
     except TrackingError as err:
         log.warning("the analyses are in the store but not in MLflow: %s", err)
         study.result.warnings.append(f"the analyses were not logged to MLflow: {err}")

@@ -243,12 +243,11 @@ class Study:
         # One CPU reserved in Ray's books; torch is told how many threads to use. Asking Ray for
         # every core would wait forever beside a running Serve app that holds some of them.
         task = stages.train_task.options(num_gpus=1 if gpus >= 1 else 0, num_cpus=1)
-        name = evaluation.study_run_name(self, keys.train)
         self._log(f"fine-tuning {self.args.model.name} on {len(train)} clips "
                   f"(validation {len(validation)}), {'GPU' if gpus else 'CPU'}")
         result = ray.get(task.remote(self.args.train.to_config(), tracking, self.model_path(), train, validation,
-                                     self.args.dataset.labels, str(self.dir.train_dir(keys.train)),
-                                     keys.train, None if gpus else threads, self.progress, name))
+                                     self.args.dataset.labels, str(self.dir.train_dir(keys.train)), keys.train,
+                                     None if gpus else threads, self.progress, evaluation.run_name(self, keys.train)))
         self.result.mlflow_run_id = result.run_id
         rows = [{
             "train_key": keys.train, "checkpoint_step": ck.step, "run_id": result.run_id, "uri": ck.uri,
