@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
+from threadpoolctl import threadpool_limits
 
 from serlens.probe import heads
 from serlens.probe.adam import SlotAdam
@@ -299,7 +300,9 @@ def train_probes(
         by_dim[np.asarray(x).shape[1]].append(i)
 
     threads = torch.get_num_threads() if device.type == "cpu" else 1
-    with single_threaded_ops() if threads > 1 else nullcontext():
+    # One thread per op on the CPU (torch's and the BLAS numpy's products use), one worker per core.
+    with (single_threaded_ops() if threads > 1 else nullcontext(),
+          threadpool_limits(1, user_api="blas") if device.type == "cpu" else nullcontext()):
         for dim, members in by_dim.items():
             inits = [heads.init_params(head, dim, num_classes, s, config.mlp_hidden)
                      for s in range(config.seeds)]
