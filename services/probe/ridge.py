@@ -19,10 +19,17 @@ the fit on all clips at α is ``H = 11ᵀ/n + P diag(1/(λ+α)) Pᵀ``. Deleting
 and refitting gives, exactly, the residuals ``e_(-S) = (I - H_SS)⁻¹ e_S`` on S (the standard
 case-deletion identity of penalised least squares, which holds for any deleted set and an
 unpenalised intercept). So every outer fit (S = fold i) and every inner fit (S = folds i and
-j) of every α and of all targets at once costs one n x n product and small Cholesky solves,
-never a separate fit per target. The outer fits are solved in float64 (they equal
-scikit-learn's ``Ridge`` within 1e-6); the inner fits, which only rank the α values, in float32
-(half the cost; an ill-conditioned system falls back to float64).
+j) of all targets at once costs hat blocks and small Cholesky solves, never a separate fit
+per target:
+
+- inner fits (every pair of folds left out, every α): float32, from one n x n hat matrix per
+  α (a BLAS ``syrk``); they only rank the α values (a system too ill-conditioned for float32
+  is solved again in float64);
+- outer fits (each fold left out): float64, and only at the α each target chose (they equal
+  scikit-learn's ``Ridge`` within 1e-6).
+
+The linear algebra is numpy's (OpenBLAS), one BLAS thread per cell; ``ridge_probes`` runs one
+cell per worker thread.
 """
 
 from __future__ import annotations
