@@ -2,9 +2,9 @@
 
 Every parameter is a tensor [C, S, ...]: slot c (a cell in training), seed s. Each slot's
 part is its own tensor in the update (a view), with its own step count, so a slot can take a
-new cell while the others go on. The update is PyTorch's own Adam
-(``torch.optim.adam.adam``, fused: one pass over every slot), with ``torch.optim.Adam``'s
-defaults, as in ``serlens.probe.naive``.
+new cell while the others go on. The update is PyTorch's own fused Adam kernel (what
+``torch.optim.adam.adam(fused=True)`` runs: one pass over every slot; on the CPU called directly,
+see ``SlotAdam.step``), with ``torch.optim.Adam``'s defaults, as in ``serlens.probe.naive``.
 
 A probe is frozen by clearing its first moment while its gradient is masked to zero from then
 on: Adam's update ``m / (sqrt(v) + eps)`` is then exactly 0, so its parameters stay bit for bit
