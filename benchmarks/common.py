@@ -79,22 +79,26 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _naive_task(task: tuple[np.ndarray, np.ndarray, Any, int, Any]) -> tuple[float, int, float, int]:
+def _naive_task(
+    task: tuple[np.ndarray, np.ndarray, Any, int, Any],
+) -> tuple[float, int, float, int, float]:
     from serlens.probe.naive import train_probe_naive
 
     x, labels, split, seed, config = task
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     outcome = train_probe_naive(x, labels, split, seed=seed, config=config)
-    return time.perf_counter() - started, outcome.epochs, outcome.f1_macro, outcome.best_epoch
+    return (time.perf_counter() - started, outcome.epochs, outcome.f1_macro, outcome.best_epoch,
+            time.process_time() - cpu_started)
 
 
 def naive_pool(
     tasks: Sequence[tuple[np.ndarray, np.ndarray, Any, int, Any]], processes: int
-) -> tuple[list[tuple[float, int, float, int]], float]:
+) -> tuple[list[tuple[float, int, float, int, float]], float]:
     """Train each task's probe alone, in ``processes`` single-threaded worker processes.
 
     Returns:
-        ``(per-task (seconds, epochs, f1 at stop, best epoch), wall seconds of the pool)``;
+        ``(per-task (seconds, epochs, f1 at stop, best epoch, CPU seconds), wall seconds of the
+        pool)``;
         one warm-up probe per worker runs first, untimed.
     """
     context = multiprocessing.get_context("spawn")

@@ -2,9 +2,9 @@
 
 Every parameter is a tensor [C, S, ...]: slot c (a cell in training), seed s. Each slot's
 part is its own tensor in the update (a view), with its own step count, so a slot can take a
-new cell while the others go on. The update is PyTorch's own Adam
-(``torch.optim.adam.adam``, fused: one pass over every slot), with ``torch.optim.Adam``'s
-defaults, as in ``serlens.probe.naive``.
+new cell while the others go on. The update is PyTorch's own fused Adam kernel (what
+``torch.optim.adam.adam(fused=True)`` runs: one pass over every slot; on the CPU called directly,
+see ``SlotAdam.step``), with ``torch.optim.Adam``'s defaults, as in ``serlens.probe.naive``.
 
 A probe is frozen by clearing its first moment while its gradient is masked to zero from then
 on: Adam's update ``m / (sqrt(v) + eps)`` is then exactly 0, so its parameters stay bit for bit
@@ -48,10 +48,19 @@ class SlotAdam:
     def step(self, grads: list[torch.Tensor]) -> None:
         """One Adam step of every slot with the stacked gradients (same shapes as params)."""
         params, exp_avgs, exp_avg_sqs = self._slots
-        adam_update(
-            params, [view for g in grads for view in g.unbind(0)], exp_avgs, exp_avg_sqs, [],
-            self._steps, fused=True, amsgrad=False, beta1=BETAS[0], beta2=BETAS[1], lr=self.lr,
-            weight_decay=0.0, eps=EPS, maximize=False,
+        flat = [view for g in grads for view in g.unbind(0)]
+        if params[0].device.type != "cpu":
+            adam_update(params, flat, exp_avgs, exp_avg_sqs, [], self._steps, fused=True,
+                        amsgrad=False, beta1=BETAS[0], beta2=BETAS[1], lr=self.lr,
+                        weight_decay=0.0, eps=EPS, maximize=False)
+            return
+        # What ``adam(fused=True)`` runs, without its per-call grouping of the tensors by device
+        # and dtype (here all on one device, one dtype): that grouping cost more than the update.
+        self.steps.add_(1)  # every slot's step count (``_steps`` are views of it)
+        torch._fused_adam_(
+            params, flat, exp_avgs, exp_avg_sqs, [], self._steps, amsgrad=False, lr=self.lr,
+            beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=EPS, maximize=False,
+            grad_scale=None, found_inf=None,
         )
 
     def reset(self, slot: int, initial: list[torch.Tensor]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 
 HeadKind = Literal["linear", "mlp"]
@@ -48,28 +49,46 @@ def init_params(
     return params
 
 
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` (batched, broadcast); on the CPU through numpy's BLAS.
+
+    For these stacks of small products (16 x 1,024 by 1,024 x 6 per probe) numpy's OpenBLAS is
+    2-3x faster than torch's CPU kernels, and it releases the GIL as torch does. The tensors
+    share memory with the arrays (no copies); none of them carries autograd state.
+    """
+    if a.device.type != "cpu":
+        return torch.matmul(a, b)
+    return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ wᵀ + b``, computed as ``(w @ xᵀ)ᵀ``: the faster product when the outputs are few."""
+    return matmul(weight, x.transpose(-1, -2)).transpose(-1, -2).add_(bias)
+
+
 def forward(
     params: list[torch.Tensor], x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits [..., n, K] of inputs x [..., n, d], and the hidden activations (MLP) or None."""
     if len(params) == 2:
-        return torch.matmul(x, params[0].transpose(-1, -2)).add_(params[1]), None
-    hidden = torch.matmul(x, params[0].transpose(-1, -2)).add_(params[1]).clamp_min_(0.0)
-    return torch.matmul(hidden, params[2].transpose(-1, -2)).add_(params[3]), hidden
+        return _linear(x, params[0], params[1]), None
+    hidden = _linear(x, params[0], params[1]).clamp_min_(0.0)
+    return _linear(hidden, params[2], params[3]), hidden
 
 
 def backward(
     params: list[torch.Tensor], x: torch.Tensor, hidden: torch.Tensor | None, delta: torch.Tensor
 ) -> list[torch.Tensor]:
     """Gradients of every parameter, given ``delta`` = d(loss)/d(logits) [..., n, K]."""
-    delta_t = delta.transpose(-1, -2).contiguous()  # [..., K, n]: fast products for small K
+    # [..., K, n]: fast products for small K (a view when delta came from ``forward``'s layout).
+    delta_t = delta.transpose(-1, -2).contiguous()
     if hidden is None:
-        return [delta_t @ x, delta.sum(dim=-2, keepdim=True)]
-    back = (delta @ params[2]).mul_(hidden > 0)
+        return [matmul(delta_t, x), delta.sum(dim=-2, keepdim=True)]
+    back = matmul(delta, params[2]).mul_(hidden > 0)
     return [
-        back.transpose(-1, -2).contiguous() @ x,
+        matmul(back.transpose(-1, -2).contiguous(), x),
         back.sum(dim=-2, keepdim=True),
-        delta_t @ hidden,
+        matmul(delta_t, hidden),
         delta.sum(dim=-2, keepdim=True),
     ]
 

@@ -19,10 +19,17 @@ the fit on all clips at α is ``H = 11ᵀ/n + P diag(1/(λ+α)) Pᵀ``. Deleting
 and refitting gives, exactly, the residuals ``e_(-S) = (I - H_SS)⁻¹ e_S`` on S (the standard
 case-deletion identity of penalised least squares, which holds for any deleted set and an
 unpenalised intercept). So every outer fit (S = fold i) and every inner fit (S = folds i and
-j) of every α and of all targets at once costs one n x n product and small Cholesky solves,
-never a separate fit per target. The outer fits are solved in float64 (they equal
-scikit-learn's ``Ridge`` within 1e-6); the inner fits, which only rank the α values, in float32
-(half the cost; an ill-conditioned system falls back to float64).
+j) of all targets at once costs hat blocks and small Cholesky solves, never a separate fit
+per target:
+
+- inner fits (every pair of folds left out, every α): float32, from one n x n hat matrix per
+  α (a BLAS ``syrk``); they only rank the α values (a system too ill-conditioned for float32
+  is solved again in float64);
+- outer fits (each fold left out): float64, and only at the α each target chose (they equal
+  scikit-learn's ``Ridge`` within 1e-6).
+
+The linear algebra is numpy's (OpenBLAS), one BLAS thread per cell; ``ridge_probes`` runs one
+cell per worker thread.
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ from itertools import combinations
 
 import numpy as np
 import torch
+from scipy.linalg import blas, lapack
+from threadpoolctl import threadpool_limits
 
-from serlens.probe.core import single_threaded_ops
 from serlens.shared.errors import InvalidInputError
 
 _SOURCE = "ridge probe input"
@@ -77,92 +85,128 @@ def zscore(values: np.ndarray) -> np.ndarray:
 class HatSystem:
     """The decomposition of one design matrix, and the residuals of ridge refits without sets.
 
-    Float64 torch on the CPU, so that the thread count is the caller's (``torch.set_num_threads``).
+    numpy float64 (OpenBLAS, whose thread count the caller sets, e.g. with ``threadpoolctl``).
 
     Args:
         x: n x d design (already scaled as wanted); an unpenalised intercept is added.
     """
 
     def __init__(self, x: np.ndarray) -> None:
-        design = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        design = np.asarray(x, dtype=np.float64)
         n, d = design.shape
-        centred = design - design.mean(dim=0)
+        centred = design - design.mean(axis=0)
         if d <= n:
-            eigenvalues, vectors = torch.linalg.eigh(centred.T @ centred)
+            eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
             basis = centred @ vectors  # columns: X_c v_k, squared norm λ_k
         else:
-            eigenvalues, vectors = torch.linalg.eigh(centred @ centred.T)
-            basis = vectors * eigenvalues.clamp_min(0.0).sqrt()
+            eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)
+            basis = vectors * np.sqrt(eigenvalues.clip(0.0))
         self.num_clips = n
-        self.eigenvalues = eigenvalues.clamp_min(0.0)
+        self.eigenvalues = eigenvalues.clip(0.0)
         self.basis = basis
+
+    def prepare(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Centred targets [n, T] and their projection on the basis [r, T] (float64)."""
+        targets = np.asarray(y, dtype=np.float64)
+        centred = targets - targets.mean(axis=0)
+        return centred, self.basis.T @ centred
 
     def deleted_residuals(
         self,
         y: np.ndarray,
-        blocks: Sequence[np.ndarray],
-        sets: Sequence[tuple[int, ...]],
+        sets: Sequence[np.ndarray],
         alphas: Sequence[float],
-        *,
-        dtype: torch.dtype = torch.float64,
+        chosen: Sequence[np.ndarray],
     ) -> list[np.ndarray]:
-        """Residuals on each deleted set of the fit on every other clip, for every α.
+        """Exact (float64) residuals on each deleted set of the fit on every other clip.
 
         Args:
             y: n x T targets.
-            blocks: disjoint clip index arrays (the folds).
-            sets: each a tuple of block numbers; its fit leaves out their union and is
-                evaluated on it (rows in block order).
-            alphas: the α grid (A values).
-            dtype: precision of the hat blocks and solves; float32 about halves the cost, and a
-                system too ill-conditioned for it is solved again in float64.
+            sets: clip index arrays; each fit leaves its set out and is evaluated on it.
+            alphas: the α grid.
+            chosen: per set, the index into ``alphas`` of each target's α [T].
 
         Returns:
-            One array [A, |S|, T] per set: ``y_S - prediction_S`` of the ridge fitted without S.
+            One array [|S|, T] per set: ``y_S - prediction_S`` of the ridge fitted without S,
+            each target at its chosen α.
         """
-        targets = torch.as_tensor(np.asarray(y, dtype=np.float64))
-        centred = targets - targets.mean(dim=0)
-        projected = (self.basis.T @ centred).to(dtype)  # [r, T]
-        rows = [torch.as_tensor(np.asarray(b), dtype=torch.int64) for b in blocks]
-        basis = [self.basis[r] for r in rows]
-        full_basis = self.basis.to(dtype)
-        centred_cast = centred.to(dtype)
-        pairs = sorted({(i, j) for members in sets for i in members for j in members if i <= j})
-        out = [np.empty((len(alphas), sum(len(rows[b]) for b in m), targets.shape[1])) for m in sets]
-        for a, alpha in enumerate(alphas):
-            weights = 1.0 / (self.eigenvalues + alpha)
-            residuals = centred_cast - full_basis @ (weights.to(dtype)[:, None] * projected)
-            scaled = [(b * weights.sqrt()).to(dtype) for b in basis]
-            # Hat-matrix blocks H_ij = B_i B_jᵀ + 1/n, each computed once (H is symmetric).
-            hat = {(i, j): scaled[i] @ scaled[j].T + 1.0 / self.num_clips for i, j in pairs}
-            for s, members in enumerate(sets):
-                right = torch.cat([residuals[rows[b]] for b in members], 0)
-                solved = _solve(hat, members, right)
-                if solved is None:  # not positive definite at this precision: float64 again
-                    exact = [(b * weights.sqrt()) for b in basis]
-                    hat64 = {(i, j): exact[i] @ exact[j].T + 1.0 / self.num_clips
-                             for i in members for j in members if i <= j}
-                    right64 = torch.cat([(centred - self.basis @ (weights[:, None] * (self.basis.T @ centred)))[rows[b]]
-                                         for b in members], 0)
-                    solved = _solve(hat64, members, right64)
-                if solved is None:
-                    raise InvalidInputError([("features", "the ridge system is singular; is α > 0?")],
-                                            source=_SOURCE)
-                out[s][a] = solved.double().numpy()
+        centred, projected = self.prepare(y)
+        out = []
+        for rows, picks in zip(sets, chosen, strict=True):
+            residuals = np.empty((len(rows), centred.shape[1]))
+            for a in np.unique(picks).tolist():
+                columns = np.flatnonzero(picks == a)
+                weights = 1.0 / (self.eigenvalues + alphas[a])
+                basis = self.basis[rows]
+                right = centred[np.ix_(rows, columns)] - basis @ (weights[:, None] * projected[:, columns])
+                residuals[:, columns] = self._solved(_gram_upper(basis * np.sqrt(weights)), right)
+            out.append(residuals)
         return out
 
+    def ranking_residuals(
+        self, y: np.ndarray, sets: Sequence[np.ndarray], alphas: Sequence[float]
+    ) -> list[np.ndarray]:
+        """The same for every α, in float32: residuals that only rank the α values.
 
-def _solve(
-    hat: dict[tuple[int, int], torch.Tensor], members: tuple[int, ...], right: torch.Tensor
-) -> torch.Tensor | None:
-    """``(I - H_SS)⁻¹ right`` from the hat blocks of S's blocks; None when not positive definite."""
-    system = -torch.cat([torch.cat([hat[(i, j)] if i <= j else hat[(j, i)].T for j in members], 1)
-                         for i in members], 0)
-    system.diagonal().add_(1.0)
-    factor, info = torch.linalg.cholesky_ex(system)
-    if int(info) != 0:
+        One float32 hat matrix per α serves every set (half the cost of float64); a system too
+        ill-conditioned for float32 is solved again in float64.
+
+        Returns:
+            One array [A, |S|, T] per set.
+        """
+        centred, projected = self.prepare(y)
+        # Rows in set order, so that every set is a gather of one reordered hat matrix.
+        order, inverse = np.unique(np.concatenate(sets), return_inverse=True)
+        bounds = np.cumsum([0] + [len(rows) for rows in sets])
+        spans = [inverse[bounds[s]:bounds[s + 1]] for s in range(len(sets))]
+        basis32, centred32 = self.basis[order].astype(np.float32), centred[order].astype(np.float32)
+        projected32 = projected.astype(np.float32)
+        out = [np.empty((len(alphas), len(rows), centred.shape[1])) for rows in sets]
+        for a, alpha in enumerate(alphas):
+            weights = (1.0 / (self.eigenvalues + alpha)).astype(np.float32)
+            residuals = centred32 - basis32 @ (weights[:, None] * projected32)
+            hat = _gram_upper(basis32 * np.sqrt(weights))
+            for s, span in enumerate(spans):
+                # Increasing rows: the gathered block's upper triangle is the hat's own.
+                ranks = np.argsort(span)
+                rows = span[ranks]
+                solved = _solve(hat[np.ix_(rows, rows)], self.num_clips, residuals[rows])
+                if solved is None:  # too ill-conditioned for float32: float64 again
+                    picks = np.full(centred.shape[1], a)
+                    out[s][a] = self.deleted_residuals(centred, [sets[s]], alphas, [picks])[0]
+                else:
+                    out[s][a][ranks] = solved
+        return out
+
+    def _solved(self, hat_upper: np.ndarray, right: np.ndarray) -> np.ndarray:
+        solved = _solve(hat_upper, self.num_clips, right)
+        if solved is None:
+            raise InvalidInputError([("features", "the ridge system is singular; is α > 0?")],
+                                    source=_SOURCE)
+        return solved
+
+
+def _gram_upper(rows: np.ndarray) -> np.ndarray:
+    """``rows rowsᵀ`` with only its upper triangle filled (BLAS syrk: half a product)."""
+    syrk = blas.dsyrk if rows.dtype == np.float64 else blas.ssyrk
+    # rows.T is Fortran-ordered: syrk reads it without a copy, trans=1 gives rows rowsᵀ.
+    return syrk(1.0, rows.T, trans=1, lower=0)
+
+
+def _solve(hat_upper: np.ndarray, num_clips: int, right: np.ndarray) -> np.ndarray | None:
+    """``(I - 11ᵀ/n - G)⁻¹ right`` for G given by its upper triangle; None when not positive definite."""
+    system = np.subtract(-1.0 / num_clips, hat_upper, out=hat_upper)
+    system.flat[:: len(system) + 1] += 1.0
+    potrf, potrs = (lapack.dpotrf, lapack.dpotrs) if system.dtype == np.float64 else (
+        lapack.spotrf, lapack.spotrs)
+    # LAPACK reads Fortran order: a C-ordered system is passed transposed (its upper triangle
+    # is then the lower one), so that no copy is made.
+    lower = int(not system.flags.f_contiguous)
+    factor, info = potrf(system.T if lower else system, lower=lower, clean=0, overwrite_a=1)
+    if info != 0:
         return None
-    return torch.cholesky_solve(right, factor)
+    solved, info = potrs(factor, right, lower=lower)
+    return solved if info == 0 else None
 
 
 def _check(x: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas: Sequence[float]) -> None:
@@ -216,39 +260,49 @@ def ridge_probe(
     """
     features, targets, fold_ids = np.asarray(x), np.asarray(y), np.asarray(folds)
     _check(features, targets, fold_ids, alphas)
-    targets = zscore(targets)
-    if control_seed is not None:
-        targets = np.hstack([targets, permute_within_folds(targets, fold_ids, control_seed)])
+    # One BLAS thread: one cell's products are too small to gain from a team (see ridge_probes).
+    with threadpool_limits(1, user_api="blas"):
+        return _probe_cell(features, _targets(targets, fold_ids, control_seed), fold_ids, alphas,
+                           width=targets.shape[1])
+
+
+def _targets(y: np.ndarray, folds: np.ndarray, control_seed: int | None) -> np.ndarray:
+    """The z-scored targets, and beside them their control (permuted within folds) if asked."""
+    targets = zscore(y)
+    if control_seed is None:
+        return targets
+    return np.hstack([targets, permute_within_folds(targets, folds, control_seed)])
+
+
+def _probe_cell(
+    features: np.ndarray, targets: np.ndarray, fold_ids: np.ndarray, alphas: Sequence[float],
+    *, width: int,
+) -> RidgeProbeResult:
+    """``ridge_probe`` on checked inputs; ``targets`` from ``_targets``, the first ``width`` real."""
     system = HatSystem(zscore(features))
     labels = np.unique(fold_ids)
-    members = {f: np.flatnonzero(fold_ids == f) for f in labels}
+    members = [np.flatnonzero(fold_ids == f) for f in labels]
     pairs = list(combinations(range(len(labels)), 2))
-    sets = [(i,) for i in range(len(labels))] + pairs
-    blocks = [members[f] for f in labels]
-    # Outer fits exactly (float64); the inner fits only rank the α values (float32 suffices).
-    outer = system.deleted_residuals(targets, blocks, sets[: len(labels)], alphas)
-    inner_fits = system.deleted_residuals(targets, blocks, pairs, alphas, dtype=torch.float32)
-    inner = dict(zip(((int(labels[i]), int(labels[j])) for i, j in pairs), inner_fits, strict=True))
-
-    residuals = np.empty_like(targets)
+    # The inner fits (every pair of folds left out) only rank the α values: float32.
+    inner = dict(zip(pairs, system.ranking_residuals(
+        targets, [np.concatenate([members[i], members[j]]) for i, j in pairs], alphas), strict=True))
     chosen = np.empty((len(labels), targets.shape[1]), dtype=np.int64)
-    for i, fold in enumerate(labels.tolist()):
+    for i in range(len(labels)):
         score = np.zeros((len(alphas), targets.shape[1]))
-        for other in labels.tolist():
-            if other == fold:
-                continue
-            pair = inner[(min(fold, other), max(fold, other))]
-            # Rows of `other` inside the pair's residuals: the first block when other < fold.
-            size = len(members[min(fold, other)])
-            part = pair[:, :size] if other < fold else pair[:, size:]
-            score += np.square(part).sum(axis=1)
+        for j in set(range(len(labels))) - {i}:
+            pair = inner[(min(i, j), max(i, j))]
+            # Rows of fold j inside the pair's residuals: the first block when j < i.
+            size = len(members[min(i, j)])
+            score += np.square(pair[:, :size] if j < i else pair[:, size:]).sum(axis=1)
         chosen[i] = score.argmin(axis=0)
-        residuals[members[fold]] = np.take_along_axis(outer[i], chosen[i][None, None, :], 0)[0]
+    # The outer fits, exactly (float64), only at the α each target chose.
+    residuals = np.empty_like(targets)
+    for rows, outer in zip(members, system.deleted_residuals(targets, members, alphas, list(chosen)), strict=True):
+        residuals[rows] = outer
     total = np.square(targets - targets.mean(axis=0)).sum(axis=0)
     r2 = 1.0 - np.square(residuals).sum(axis=0) / np.where(total > 0, total, np.nan)
-    width = y.shape[1]
     grid = np.asarray(alphas, dtype=np.float64)
-    control = r2[width:] if control_seed is not None else np.full(width, np.nan)
+    control = r2[width:] if targets.shape[1] > width else np.full(width, np.nan)
     return RidgeProbeResult(
         r2=r2[:width],
         r2_control=control,
@@ -266,7 +320,7 @@ def ridge_probes(
     control_seed: int | None = 0,
     workers: int | None = None,
 ) -> list[RidgeProbeResult]:
-    """``ridge_probe`` on every cell, one cell per worker thread (each on one torch thread).
+    """``ridge_probe`` on every cell, one cell per worker thread (each on one BLAS thread).
 
     Each cell's linear algebra is too small to gain from a thread team on a shared machine;
     one cell per core scales instead. The results do not depend on ``workers``.
@@ -282,10 +336,15 @@ def ridge_probes(
     Returns:
         One ``RidgeProbeResult`` per cell, in order.
     """
+    fold_ids, targets = np.asarray(folds), np.asarray(y)
+    for x in cells:  # every cell checked before any work starts
+        _check(np.asarray(x), targets, fold_ids, alphas)
+    prepared = _targets(targets, fold_ids, control_seed)  # the same for every cell
     count = max(1, min(workers or torch.get_num_threads(), len(cells)))
 
     def one(x: np.ndarray) -> RidgeProbeResult:
-        return ridge_probe(x, y, folds, alphas=alphas, control_seed=control_seed)
+        return _probe_cell(np.asarray(x), prepared, fold_ids, alphas, width=targets.shape[1])
 
-    with single_threaded_ops(), ThreadPoolExecutor(count, thread_name_prefix="ridge") as pool:
+    # One BLAS thread per worker (a process-wide setting, restored on exit).
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(count, thread_name_prefix="ridge") as pool:
         return list(pool.map(one, cells))
