@@ -12,10 +12,12 @@ progress bars and known warnings): ``quiet_libraries`` silences it in this proce
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from tqdm import tqdm
@@ -41,7 +43,8 @@ PYTHONWARNINGS = ",".join(f"ignore:{message}:{category.__name__}" for message, c
 
 #: Environment of a quiet process: transformers' and the hub's verbosity and progress bars, MLflow's level.
 QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-             "MLFLOW_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}
+             "MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+             "TOKENIZERS_PARALLELISM": "false"}
 
 #: Seconds between redraws of a bar whose output is not a terminal (a log file, ``kubectl logs``).
 LOG_REFRESH_S = 30.0
@@ -73,6 +76,27 @@ def quiet_libraries() -> None:
 
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Within the block, ``name``'s log lines below ``level`` and its Python warnings are hidden (unless verbose).
+
+    For calls whose warnings are about choices serlens made on purpose (MLflow's advice to log a
+    model from code rather than as an object, or to type-hint ``predict`` when a signature is given).
+    """
+    if verbose():
+        yield
+        return
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logger.setLevel(before)
 
 
 def set_verbose(on: bool) -> None:

@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Metric
 from mlflow.exceptions import MlflowException
 
+from serlens.shared.console import quiet_logger
 from serlens.shared.tracking import TrackingConfig, call, ensure_experiment
 
 #: Where a checkpoint folder sits inside its LoggedModel's artifacts.
@@ -76,6 +77,14 @@ def save_checkpoint_model(folder: Path, destination: Path, *, labels: Sequence[s
 
     The folder's files (less ``exclude``) land in ``artifacts/checkpoint`` of the model.
     """
+    staged = Path(destination).with_name(CHECKPOINT_ARTIFACT)
+    shutil.copytree(folder, staged, ignore=shutil.ignore_patterns(*exclude))
+    with quiet_logger("mlflow"):
+        _save_pyfunc(destination, staged, labels=labels, model=model, run_id=run_id)
+    return destination
+
+
+def _save_pyfunc(destination: Path, staged: Path, *, labels: Sequence[str], model: LoggedModel, run_id: str) -> None:
     import mlflow.pyfunc
     import torch
     import transformers
@@ -83,8 +92,6 @@ def save_checkpoint_model(folder: Path, destination: Path, *, labels: Sequence[s
 
     from serlens import __version__
 
-    staged = Path(destination).with_name(CHECKPOINT_ARTIFACT)
-    shutil.copytree(folder, staged, ignore=shutil.ignore_patterns(*exclude))
     mlflow.pyfunc.save_model(
         str(destination), python_model=_python_model(), artifacts={CHECKPOINT_ARTIFACT: str(staged)},
         signature=model_signature(len(labels)), input_example=input_example(),
@@ -94,7 +101,6 @@ def save_checkpoint_model(folder: Path, destination: Path, *, labels: Sequence[s
         pip_requirements=[f"serlens=={__version__}", f"torch=={torch.__version__.split('+')[0]}",
                           f"transformers=={transformers.__version__}"],
     )
-    return destination
 
 
 def find_checkpoint_model(config: TrackingConfig, run_id: str, step: int) -> LoggedModel | None:

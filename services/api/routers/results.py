@@ -211,7 +211,7 @@ def results_router(store: FeatureStore) -> APIRouter:
         return schema_listing()
 
     @router.get("/schema/{name}", summary="One table of the store: columns, types and what each means",
-                response_model=TableDoc, responses=errors(404))
+                response_model=TableDoc, responses=errors(404, 422))
     async def schema_of(name: str = PathParam(description="a table name", examples=["cka"])) -> TableDoc:
         return schema_listing(name)[0]
 

@@ -30,6 +30,8 @@ def command(seconds: float, code: int = 0) -> list[str]:
 def ledger():
     import ray
 
+    if ray.is_initialized():  # an earlier test's route call connected this process to a Ray of its own
+        ray.shutdown()
     ray.init(num_cpus=2, resources={"serlens_train_driver": 2}, include_dashboard=False,
              log_to_driver=False, logging_level="WARNING")
     try:
