@@ -165,7 +165,10 @@ def log_checkpoint_model(config: TrackingConfig, run_id: str, folder: Path, *, s
 
 
 def _link(client: MlflowClient, run_id: str, model_id: str, step: int, metrics: list[Metric]) -> None:
-    client.log_outputs(run_id, [LoggedModelOutput(model_id, step=step)])
+    """Make the model an output of the run at ``step`` (once: a fit killed after this call repeats it)."""
+    outputs = client.get_run(run_id).outputs
+    if model_id not in {o.model_id for o in (outputs.model_outputs if outputs else [])}:
+        client.log_outputs(run_id, [LoggedModelOutput(model_id, step=step)])
     if metrics:
         client.log_batch(run_id, metrics=metrics)
 
