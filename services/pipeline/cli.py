@@ -15,7 +15,7 @@ from serlens.shared.importers.command import add_import_parser, run_import
 from serlens.shared.settings import default_workdir, ray_address
 
 EXAMPLE_QUERY = (
-    "SELECT checkpoint_step, layer, round(value, 3) AS cka FROM cka "
+    "SELECT checkpoint_step, layer, round(value, 3) AS cka FROM latest_cka "
     "WHERE estimator = 'linear' ORDER BY value DESC LIMIT 5"
 )
 
