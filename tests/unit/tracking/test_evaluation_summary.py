@@ -33,7 +33,7 @@ def test_summary_picks_the_best_layer_per_checkpoint_and_estimator():
 
 @pytest.mark.parametrize(("model", "dataset", "lr", "expected"), [
     ("microsoft/wavlm-base-plus", "crema-d", 5e-5, "wavlm-base-plus · crema-d · lr 5e-5 · 3f2a"),
-    ("/work/models/tiny-random-wavlm/", None, 2e-3, "tiny-random-wavlm · lr 0.002 · 3f2a"),
+    ("/data/models/tiny-random-wavlm/", None, 2e-3, "tiny-random-wavlm · lr 0.002 · 3f2a"),
     ("models:/serlens-ser/3", "demo", 1e-5, "serlens-ser/3 · demo · lr 1e-5 · 3f2a"),
     ("serlens:tiny-random-wavlm", "demo", 1e-3, "tiny-random-wavlm · demo · lr 0.001 · 3f2a"),
 ])
