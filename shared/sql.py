@@ -100,6 +100,11 @@ class SqlLimits:
             raise ValueError(f"SqlLimits: {bad or ['memory_mb']} must be positive (memory_mb >= 128)")
 
 
+def sql_literal(text: str) -> str:
+    """``text`` as an SQL string literal (single quotes doubled)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def dedupe_sql(spec: TableSpec, source: str) -> str:
     """The SELECT behind a table's view: every row of ``source``, newest row per key.
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from serlens.shared.errors import StoreError
 from serlens.shared.schema import STAGES, TableSpec, all_tables, table
-from serlens.shared.sql import TABLES_DIR, SqlLimits, dedupe_sql
+from serlens.shared.sql import TABLES_DIR, SqlLimits, dedupe_sql, sql_literal
 from serlens.shared.store.files import parquet_bytes, quarantine, sha256_bytes, write_durable
 from serlens.shared.store.log import CommitLog, DataFile, Snapshot
 from serlens.shared.store.tables import (
@@ -110,7 +110,7 @@ class FeatureStore:
         if not files:
             return "SELECT " + ", ".join(f'NULL::{duck_type(f.type)} AS "{f.name}"' for f in spec.schema) + " LIMIT 0"
         hive = ", ".join(f"'{c}': '{duck_type(spec.schema.field(c).type)}'" for c in spec.partition_by)
-        listed = ", ".join("'" + str(self.root / f.path).replace("'", "''") + "'" for f in files)
+        listed = ", ".join(sql_literal(str(self.root / f.path)) for f in files)
         options = f", hive_partitioning = true, hive_types = {{{hive}}}" if hive else ", hive_partitioning = false"
         columns = ", ".join(f'"{c}"' for c in spec.schema.names)
         if positions:

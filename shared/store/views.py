@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 
 from serlens.shared.column_docs import describe
 from serlens.shared.schema import TableSpec, all_tables
-from serlens.shared.sql import TABLES_DIR, SqlLimits, dedupe_sql
+from serlens.shared.sql import TABLES_DIR, SqlLimits, dedupe_sql, sql_literal
 
 #: Which column of ``runs`` holds the stage key that a table's ``config_hash`` carries.
 RUN_SCOPE: dict[str, str] = {
@@ -38,15 +38,11 @@ RUN_SCOPE: dict[str, str] = {
 }
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _egemaps_long() -> str:
     from serlens.egemaps.groups import feature_groups
 
     lineage = ("clip_id", "dataset", "audio_sha256", "extractor_version", "config_hash", "created_at")
-    groups = ", ".join(f"({_literal(name)}, {_literal(group)})" for name, group in feature_groups().items())
+    groups = ", ".join(f"({sql_literal(name)}, {sql_literal(group)})" for name, group in feature_groups().items())
     kept = ", ".join(f"u.{c}" for c in lineage)
     return (f"SELECT {kept}, u.feature, g.parameter_group, u.value FROM "
             f"(UNPIVOT egemaps ON COLUMNS(* EXCLUDE ({', '.join(lineage)})) INTO NAME feature VALUE value) AS u "
@@ -70,12 +66,12 @@ def derived_statements(*, comments: bool = True) -> list[str]:
                "with its parameter group (Eyben et al. 2016)'")
     for spec in all_tables():
         if spec.description:
-            out.append(f'COMMENT ON VIEW "{spec.name}" IS {_literal(spec.description)}')
+            out.append(f'COMMENT ON VIEW "{spec.name}" IS {sql_literal(spec.description)}')
         for table in (spec.name, f"latest_{spec.name}") if spec.name in RUN_SCOPE else (spec.name,):
-            out.extend(f'COMMENT ON COLUMN "{table}"."{f.name}" IS {_literal(describe(spec.name, f.name) or "")}'
+            out.extend(f'COMMENT ON COLUMN "{table}"."{f.name}" IS {sql_literal(describe(spec.name, f.name) or "")}'
                        for f in spec.schema)
         if spec.name in RUN_SCOPE:
-            out.append(f'COMMENT ON VIEW "latest_{spec.name}" IS {_literal(f"{spec.name} of the latest run")}')
+            out.append(f'COMMENT ON VIEW "latest_{spec.name}" IS {sql_literal(f"{spec.name} of the latest run")}')
     return out
 
 
@@ -113,10 +109,10 @@ def sandbox_connection(root: Path, sources: Mapping[str, Sequence[str]], limits:
     con.execute("SET enable_progress_bar = false")
     for spec in all_tables():
         if damaged and spec.name in damaged:
-            message = f"table {spec.name} has a damaged file ({damaged[spec.name]})".replace("'", "''")
+            message = sql_literal(f"table {spec.name} has a damaged file ({damaged[spec.name]})")
             # The table's columns, and an error whenever any query reads it (derived views bind to it).
             con.register(f"__parts_{spec.name}", spec.schema.empty_table())
-            con.execute(f"CREATE VIEW \"{spec.name}\" AS SELECT p.* FROM (SELECT error('{message}') AS e) AS boom "
+            con.execute(f"CREATE VIEW \"{spec.name}\" AS SELECT p.* FROM (SELECT error({message}) AS e) AS boom "
                         f"LEFT JOIN \"__parts_{spec.name}\" AS p ON true WHERE boom.e IS NULL")
             continue
         con.register(f"__parts_{spec.name}", table_dataset(spec, root, sources.get(spec.name, ())))
