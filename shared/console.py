@@ -38,6 +38,12 @@ KNOWN_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     ("Support for mismatched key_padding_mask", UserWarning),
 )
 
+#: Warnings matched anywhere in their text (MLflow colours its advice, so it does not start with its words):
+#: its advice to type-hint ``predict``, which serlens' pyfunc model answers with an explicit signature.
+KNOWN_WARNING_PATTERNS: tuple[tuple[str, type[Warning]], ...] = (
+    (r".*Add type hints to the `predict` method", UserWarning),
+)
+
 #: The same, as ``PYTHONWARNINGS`` (read by every Ray worker at start).
 PYTHONWARNINGS = ",".join(f"ignore:{message}:{category.__name__}" for message, category in KNOWN_WARNINGS)
 
@@ -71,6 +77,8 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message, category in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for pattern, category in KNOWN_WARNING_PATTERNS:
+        warnings.filterwarnings("ignore", message=pattern, category=category)
     if "transformers" in sys.modules:  # imported already: its environment variables were read
         import transformers
 
