@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import duckdb
+import psutil
 import pyarrow as pa
 
 from serlens.shared.errors import QueryLimitError, ServiceError
@@ -25,12 +26,16 @@ from serlens.shared.store.views import sandbox_connection
 
 
 def _cap_address_space(limits: SqlLimits) -> None:
-    """A backstop behind the parent's RSS watch: address space = now + twice the budget."""
-    with open("/proc/self/status") as status:
-        vm_kib = next((int(line.split()[1]) for line in status if line.startswith("VmSize:")), 0)
-    if vm_kib:
-        cap = vm_kib * 1024 + 2 * limits.memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    """A backstop behind the parent's RSS watch: the address space may grow only by what is left of the budget.
+
+    Resident memory cannot grow by more than the address space does (beyond pages already
+    mapped), so a query that allocates faster than the parent polls still fails here, inside
+    its budget, with an out-of-memory error the parent answers as a 400.
+    """
+    me = psutil.Process()
+    left = limits.memory_mb * 2**20 - me.memory_info().rss
+    cap = me.memory_info().vms + max(left, 32 * 2**20)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
 def run_job(job: dict[str, Any], out: BinaryIO) -> None:

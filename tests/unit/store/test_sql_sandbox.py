@@ -166,9 +166,11 @@ def test_memory_bombs_stop_under_the_rss_budget(store, bomb):
     finally:
         done.set()
         watcher.join()
-    # The query worker's budget, the spare started when it was taken (it may import DuckDB and
-    # pyarrow while the query runs: at most one more budget), and one 10 ms polling interval.
-    assert peak["mb"] - baseline < 2 * limits.memory_mb + 300, peak
+    # The query worker's budget (its address space may grow only by what is left of it), the
+    # spares started while it runs (an idle query process: Python, DuckDB and pyarrow, at most
+    # two at once) and some slack for pages mapped before the cap.
+    idle_worker_mb = 200
+    assert peak["mb"] - baseline < limits.memory_mb + 2 * idle_worker_mb + 100, peak
     assert time.monotonic() - started < limits.timeout_s * 1.2
 
 
