@@ -1,5 +1,7 @@
-"""Claim: the trainer's host-side batch preparation (standardise, pad, clip lengths) costs less CPU
-per 128 x 3 s batch than ``prepare_batch`` (standardise, ``np.zeros`` buffers, int64 masks).
+"""Claim: the trainer's host-side batch preparation (standardise, pad, clip lengths) costs at most
+10 ms of CPU per 128 x 3 s batch, less than ``prepare_batch`` (standardise, ``np.zeros`` buffers,
+int64 masks). Each clip is standardised straight into its row of the batch (``standardize_into``,
+bit-identical to ``standardize``), so the trainer's numbers do not change.
 
 Both paths start from decoded float32 signals and end with what the model's device receives
 (for the trainer: padded values and lengths, the mask being built on the device; for the
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 from common import median_cpu_ms
 
-from serlens.shared.models import ModelBundle, prepare_batch, standardize
+from serlens.shared.models import ModelBundle, prepare_batch
 from serlens.trainer.data import DeviceFeeder, collate
 
 RATE = 16_000
@@ -44,13 +46,13 @@ def main() -> None:
     feeder = DeviceFeeder(torch.device("cpu"))
 
     def serlens_path() -> None:
-        feeder(*collate([(standardize(s), 0) for s in signals]))
+        feeder(*collate([(s, 0) for s in signals], normalize=True))
 
     def baseline_path() -> None:
         prepare_batch(signals, bundle)
         torch.tensor([0] * len(signals))
 
-    values, mask, _ = feeder(*collate([(standardize(s), 0) for s in signals]))
+    values, mask, _ = feeder(*collate([(s, 0) for s in signals], normalize=True))
     expected_values, expected_mask = prepare_batch(signals, bundle)
     identical = bool(torch.equal(values, expected_values) and torch.equal(mask, expected_mask.bool()))
     serlens_ms, baseline_ms = [], []
@@ -63,6 +65,7 @@ def main() -> None:
         "serlens_cpu_ms_per_batch": round(min(serlens_ms), 2),
         "baseline_cpu_ms_per_batch": round(min(baseline_ms), 2),
         "speedup": round(min(baseline_ms) / min(serlens_ms), 2),
+        "target_ms": 10.0, "holds": min(serlens_ms) <= 10.0,
         "host_bytes_serlens": int(values.numel() * 4 + len(signals) * 8),
         "host_bytes_baseline": int(expected_values.numel() * 4 + expected_mask.numel() * 8),
         "cores_serlens": 1, "cores_baseline": 1,

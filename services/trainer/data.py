@@ -9,6 +9,7 @@ to batch instead of allocated afresh.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,7 @@ import torch
 
 from serlens.shared.audio import TARGET_SAMPLING_RATE, read_wav
 from serlens.shared.errors import InvalidConfigError, InvalidManifestError
-from serlens.shared.models import standardize
+from serlens.shared.models import standardize_into
 from serlens.trainer import core
 from serlens.trainer.config import TrainConfig
 
@@ -147,7 +148,7 @@ class TrainPlan:
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Reads one clip's samples (standardised if the encoder wants it) and class index."""
+    """Reads one clip's samples and class index; ``do_normalize``: the encoder wants them standardised."""
 
     def __init__(self, clips: Sequence[TrainClip], labels: Sequence[str], *, do_normalize: bool) -> None:
         self.paths = [c.path for c in clips]
@@ -158,32 +159,40 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        """The clip's samples as read (float32; ``collate`` standardises them) and its class index."""
         signal, _ = read_wav(self.paths[index])
-        signal = standardize(signal) if self.do_normalize else np.asarray(signal, dtype=np.float32)
-        return signal, self.targets[index]
+        return np.asarray(signal, dtype=np.float32), self.targets[index]
 
 
-def collate(items: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad clips with zeros: ``(values (B, T) float32, lengths (B,) int64, targets (B,) int64)``."""
+def collate(items: list[tuple[np.ndarray, int]], *,
+            normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad clips with zeros: ``(values (B, T) float32, lengths (B,) int64, targets (B,) int64)``.
+
+    With ``normalize``, each clip is standardised straight into its row (``standardize_into``:
+    the same values as ``standardize``, without a copy per clip).
+    """
     lengths = [len(signal) for signal, _ in items]
     values = torch.empty((len(items), max(lengths)), dtype=torch.float32)
     out = values.numpy()
     for row, (signal, _) in enumerate(items):
-        out[row, : len(signal)] = signal
+        if normalize:
+            standardize_into(signal, out[row, : len(signal)])
+        else:
+            out[row, : len(signal)] = signal
         out[row, len(signal):] = 0.0
     return values, torch.tensor(lengths), torch.tensor([target for _, target in items])
 
 
 def loader(dataset: ClipDataset, batches: list[list[int]], *, num_workers: int,
            seed: int) -> torch.utils.data.DataLoader:
-    """A loader over fixed micro-batches of ``dataset``.
+    """A loader over fixed micro-batches of ``dataset`` (standardised in ``collate`` if it asks).
 
     Its own generator keeps it from drawing on the global RNG, which would make a resumed
     fit's dropout and masks differ from an uninterrupted one's.
     """
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
+        dataset, batch_sampler=batches, collate_fn=functools.partial(collate, normalize=dataset.do_normalize),
+        num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
     )
 
 

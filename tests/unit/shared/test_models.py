@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from serlens.shared.errors import ModelLoadError
-from serlens.shared.models import SpeechClassifier, create_random_encoder, load_encoder, save_feature_extractor
+from serlens.shared.models import (
+    SpeechClassifier,
+    create_random_encoder,
+    load_encoder,
+    save_feature_extractor,
+    standardize,
+    standardize_into,
+)
 
 
 def test_a_folder_without_an_extractor_config_is_named(tmp_path):
@@ -36,3 +44,14 @@ def test_a_saved_classifier_keeps_its_extractor_settings(tmp_path):
     saved = SpeechClassifier(encoder, bundle, ["A", "B"]).save(tmp_path / "ck")
     loaded = SpeechClassifier.load(saved)
     assert loaded.bundle.do_normalize is False and loaded.labels == ["A", "B"]
+
+
+def test_standardize_into_writes_exactly_what_standardize_returns():
+    rng = np.random.default_rng(3)
+    for length in (1, 2, 401, 47_999, 48_000):
+        for scale, offset in ((0.1, 0.0), (1e-4, 3e-4), (30.0, -7.0)):
+            signal = (rng.standard_normal(length) * scale + offset).astype(np.float32)
+            row = np.full(length + 5, np.nan, np.float32)
+            standardize_into(signal, row[:length])
+            assert np.array_equal(row[:length], standardize(signal)), (length, scale)
+            assert np.isnan(row[length:]).all()  # nothing written past the clip

@@ -32,7 +32,8 @@ def _trainer_batches(clips, bundle, micro_batch_size):
     feeder = DeviceFeeder(torch.device("cpu"))
     indices = list(range(len(clips)))
     for start in range(0, len(indices), micro_batch_size):
-        yield feeder(*collate([dataset[i] for i in indices[start : start + micro_batch_size]]))
+        yield feeder(*collate([dataset[i] for i in indices[start : start + micro_batch_size]],
+                              normalize=dataset.do_normalize))
 
 
 def test_the_feed_matches_prepare_batch(clips, quiet_model):
