@@ -78,7 +78,8 @@ TABLES: dict[str, dict[str, str]] = {
         "clipped_fraction": "share of samples at or beyond full scale after normalisation",
         "loudness_policy": "what was done when the gain would clip: the configured policy",
         "target_lufs": "loudness target (LUFS)",
-        "normalized_path": "the normalised 16 kHz WAV the features and embeddings read",
+        "normalized_path": "the normalised 16 kHz WAV the features and embeddings read, relative to the workdir "
+                           "(older stores: absolute)",
         "normalized_sha256": "SHA-256 of the normalised WAV file's bytes",
         "start_s": "where the clip starts in the source file, seconds (null: at its start; manifest column start)",
         "end_s": "where the clip ends in the source file, seconds (null: at its end; manifest column end)",
@@ -89,12 +90,14 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "embeddings": {
         "pooling": "how frames became one vector per clip (mean over the clip's valid frames)",
-        "embedding": "the pooled hidden state (one float32 per dimension)",
+        "embedding": "the pooled hidden state: a fixed-size array FLOAT[dim] (a list FLOAT[] when the store "
+                     "holds encoders of different widths)",
         "transformers_version": "transformers version that ran the encoder",
     },
     "checkpoints": {
         "uri": "where the checkpoint is tracked (MLflow artifact URI), if logged",
-        "local_path": "the checkpoint folder (save_pretrained) in the workdir",
+        "local_path": "the checkpoint folder (save_pretrained), relative to the workdir "
+                      "(older stores: absolute)",
         "train_loss": "mean training loss since the previous checkpoint",
         "val_loss": "validation loss (subset 2) at the checkpoint",
         "val_f1_macro": "validation macro-F1 (subset 2) at the checkpoint",

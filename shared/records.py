@@ -99,6 +99,8 @@ class TableSpec:
         keys: columns that identify a row; the view keeps the newest row per key,
             so re-running a stage never shows duplicates.
         partition_by: columns whose values name the folders the files go in.
+        array_column: a list column whose rows share one length within a file (a vector per
+            row): stored as fixed-size arrays, and an ARRAY column in the SQL views.
     """
 
     name: str
@@ -106,4 +108,5 @@ class TableSpec:
     keys: tuple[str, ...]
     partition_by: tuple[str, ...] = ()
     description: str = ""
+    array_column: str | None = None
     extra: dict[str, str] = field(default_factory=dict)

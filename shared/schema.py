@@ -376,7 +376,7 @@ EMBEDDINGS = TableSpec(
         pa.field("transformers_version", pa.string()),
     ),
     keys=("dataset", "clip_id", "audio_sha256", "model", "train_key", "checkpoint_step", "layer", "pooling"),
-    partition_by=("train_key", "checkpoint_step"),
+    partition_by=("train_key", "checkpoint_step"), array_column="embedding",
     description="pooled hidden states per clip, checkpoint and hidden state (0 = CNN feature projection"
     " + positional convolution; i = output of transformer layer i before any final LayerNorm)",
 )

@@ -105,15 +105,18 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def dedupe_sql(spec: TableSpec, source: str) -> str:
+def dedupe_sql(spec: TableSpec, source: str, *, array: str | None = None) -> str:
     """The SELECT behind a table's view: every row of ``source``, newest row per key.
 
     Args:
         spec: the table.
         source: what to select from (a ``read_parquet(...)`` call or a registered name).
+        array: DuckDB ARRAY type (``FLOAT[1024]``) the array column is cast to, so that the
+            array functions apply (``array_cosine_similarity``); None: it stays a list.
     """
     keys = ", ".join(f'"{k}"' for k in spec.keys)
-    return (f"SELECT * FROM {source} "
+    columns = f'* REPLACE (CAST("{spec.array_column}" AS {array}) AS "{spec.array_column}")' if array else "*"
+    return (f"SELECT {columns} FROM {source} "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY created_at DESC) = 1")
 
 
@@ -319,11 +322,13 @@ def _decode(data: bytes) -> tuple[list[str], list[tuple[Any, ...]], bool]:
 
 
 def run_in_sandbox(root: Path, sources: Mapping[str, Sequence[str]], query: str, limits: SqlLimits, *,
-                   damaged: Mapping[str, str] | None = None) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+                   damaged: Mapping[str, str] | None = None,
+                   arrays: Mapping[str, str] | None = None) -> tuple[list[str], list[tuple[Any, ...]], bool]:
     """Run a checked query (``check_query``) in a sandboxed worker process (``sql_worker``).
 
     ``sources`` are each table's committed files (relative to ``root``), read from the commit
-    log by the caller: the worker reads exactly those, never a glob.
+    log by the caller: the worker reads exactly those, never a glob. ``damaged`` and ``arrays``
+    are as ``sandbox_connection`` takes them.
 
     The worker gets the job as JSON and answers Arrow IPC (or a JSON error), so nothing it
     sends is unpickled here.
@@ -341,7 +346,8 @@ def run_in_sandbox(root: Path, sources: Mapping[str, Sequence[str]], query: str,
         _running += 1
     spill_dir = tempfile.mkdtemp(prefix="serlens-sql-", dir=limits.temp_dir)
     job = json.dumps({"root": str(root), "sources": {k: list(v) for k, v in sources.items()}, "query": query,
-                      "damaged": dict(damaged or {}), "limits": asdict(limits), "spill_dir": spill_dir}).encode()
+                      "damaged": dict(damaged or {}), "arrays": dict(arrays or {}), "limits": asdict(limits),
+                      "spill_dir": spill_dir}).encode()
     try:
         worker, ready = _take_worker()
         try:

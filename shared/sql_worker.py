@@ -46,7 +46,7 @@ def run_job(job: dict[str, Any], out: BinaryIO) -> None:
     try:
         # No column comments: they cost more than a small query (``serlens schema`` has them).
         con = sandbox_connection(Path(job["root"]), job["sources"], limits, job["spill_dir"],
-                                 damaged=job.get("damaged"), comments=False)
+                                 damaged=job.get("damaged"), arrays=job.get("arrays"), comments=False)
         _cap_address_space(limits)
         table, truncated = fetch_table(con, job["query"], limits)
         sink = pa.BufferOutputStream()

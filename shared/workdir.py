@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from serlens.shared.errors import InvalidConfigError
 from serlens.shared.store import FeatureStore
@@ -41,6 +42,19 @@ class Workdir:
     """Where a run keeps everything, under one root folder."""
 
     root: Path
+
+    def relative(self, path: str | Path) -> str:
+        """How a row stores a path: relative to the root when under it (a moved workdir keeps it), else as is."""
+        path = Path(path)
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
+
+    def resolve(self, stored: str | None) -> Path | None:
+        """The path a row stored (``relative``), on this machine; rows written absolute stay so."""
+        return None if not stored else self.root / stored
+
+    def resolved(self, rows: list[dict[str, Any]], column: str) -> list[dict[str, Any]]:
+        """``rows`` with ``column`` resolved (``resolve``) to an absolute path string."""
+        return [{**row, column: str(self.resolve(row[column])) if row[column] else row[column]} for row in rows]
 
     @property
     def store_root(self) -> Path:

@@ -80,7 +80,8 @@ def promote(
     ).to_pylist()
     if not rows:
         raise NotFoundError(f"no checkpoint {checkpoint_step} of fine-tuning run {train_key!r} in the store")
-    if not paths.checkpoint_dir(train_key, checkpoint_step).is_dir() and not Path(rows[0]["local_path"] or "").is_dir():
+    stored = paths.resolve(rows[0]["local_path"])
+    if not paths.checkpoint_dir(train_key, checkpoint_step).is_dir() and not (stored and stored.is_dir()):
         raise NotFoundError(f"checkpoint {checkpoint_step} of run {train_key!r} has no folder on disk")
     row = {
         "target": target,

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,7 +134,8 @@ class CheckpointIndex:
         )
 
     def _folder(self, row: Mapping[str, Any]) -> str:
-        candidates = [Path(row["local_path"])] if row["local_path"] else []
+        stored = self.paths.resolve(row["local_path"])
+        candidates = [stored] if stored else []
         candidates.append(
             self.paths.checkpoint_dir(row["train_key"], int(row["checkpoint_step"]))
         )
@@ -222,7 +222,8 @@ class StoreWriter:
             audio_sha256=upload.audio_sha256, num_samples=len(upload.normalized),
             source_sampling_rate=upload.decoded.source_sampling_rate,
             source_num_channels=upload.decoded.source_num_channels, loudness=upload.loudness,
-            target_lufs=self.config.normalize.target_lufs, normalized_path=str(path), normalized_sha256=digest,
+            target_lufs=self.config.normalize.target_lufs, normalized_path=self.config.paths.relative(path),
+            normalized_sha256=digest,
         )
         self.store.write(CLIPS.name, [row], config_hash=self.lineage.norm_key)
         return {

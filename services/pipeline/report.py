@@ -130,9 +130,9 @@ def _summaries(store: FeatureStore, run: dict[str, Any]) -> dict[str, Any]:
     return {"clips": clips, "checkpoints": checkpoints, "cka": cka, "probes": probes, "skipped": skipped}
 
 
-def _random_init(checkpoints: Sequence[dict[str, Any]]) -> bool:
+def _random_init(paths: Workdir, checkpoints: Sequence[dict[str, Any]]) -> bool:
     for ck in checkpoints:
-        config = Path(ck.get("local_path") or "") / "config.json"
+        config = (paths.resolve(ck.get("local_path")) or Path("")) / "config.json"
         if config.is_file():
             return bool(json.loads(config.read_text()).get("serlens_random_init", False))
     return False
@@ -151,7 +151,7 @@ def write_report(workdir: Path) -> Path:
     s = _summaries(store, run)
     summary = json.loads(run.get("summary_json") or "{}")
     warnings = list(summary.get("warnings", []))
-    if _random_init(s["checkpoints"]):
+    if _random_init(paths, s["checkpoints"]):
         warnings.insert(0, "The encoder was randomly initialised (the demo's tiny WavLM): these numbers exercise "
                            "the pipeline and say nothing about WavLM. Point model.name at real weights for the study.")
     n3 = sum(1 for c in s["clips"] if c["subset"] == 3)

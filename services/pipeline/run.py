@@ -133,7 +133,7 @@ class Study:
             self.result.reused.append("prepare")
             rows = self.store.read("clips", filters={"config_hash": keys.data}).to_pylist()
             self._timed("prepare", started)
-            return rows
+            return self.dir.resolved(rows, "normalized_path")
 
         items = [{"clip_id": c.clip_id, "source_path": c.source_path, "audio_sha256": c.audio_sha256,
                   "segment": None if c.start_s is None and c.end_s is None else (c.start_s, c.end_s)} for c in clips]
@@ -160,7 +160,7 @@ class Study:
                 clip_id=c.clip_id, dataset=c.dataset, source_path=c.source_path, audio_sha256=c.audio_sha256,
                 num_samples=r["num_samples"], source_sampling_rate=c.sampling_rate,
                 source_num_channels=c.num_channels, loudness=r["loudness"],
-                target_lufs=self.args.normalize.target_lufs, normalized_path=r["normalized_path"],
+                target_lufs=self.args.normalize.target_lufs, normalized_path=self.dir.relative(r["normalized_path"]),
                 normalized_sha256=r["normalized_sha256"],
                 labels={"speaker": c.speaker, "gender": c.gender, "label": c.label, "sentence": c.sentence,
                         "subset": subsets[c.clip_id], "start_s": c.start_s, "end_s": c.end_s, "split": c.split},
@@ -173,7 +173,7 @@ class Study:
         self.store.mark_stage("prepare", keys.data, rows=len(rows), seconds=time.perf_counter() - started,
                               nodes=stages.node_counts((r["node"], 1) for r in results.values()))
         self._timed("prepare", started)
-        return rows
+        return self.dir.resolved(rows, "normalized_path")
 
     # ------------------------------------------------------------------ 2. eGeMAPS
 
@@ -231,7 +231,7 @@ class Study:
                                    order_by=["checkpoint_step"]).to_pylist()
             self.result.mlflow_run_id = rows[0]["run_id"] if rows else None
             self._timed("train", started)
-            return rows
+            return self.dir.resolved(rows, "local_path")
 
         def as_clip(c: dict[str, Any]) -> TrainClip:
             return TrainClip(clip_id=c["clip_id"], path=c["normalized_path"], label=c["label"])
@@ -251,7 +251,7 @@ class Study:
         self.result.mlflow_run_id = result.run_id
         rows = [{
             "train_key": keys.train, "checkpoint_step": ck.step, "run_id": result.run_id, "uri": ck.uri,
-            "local_path": ck.local_path, "model": self.args.model.name, "epoch": ck.epoch,
+            "local_path": self.dir.relative(ck.local_path), "model": self.args.model.name, "epoch": ck.epoch,
             "train_loss": ck.train_loss, "val_loss": ck.val_loss, "val_f1_macro": ck.val_f1_macro,
         } for ck in result.checkpoints]
         metrics = [{"train_key": keys.train, "run_id": result.run_id, "step": m["step"],
@@ -260,7 +260,7 @@ class Study:
         self.store.write("checkpoints", rows, config_hash=keys.train, stage="train")
         self.store.mark_stage("train", keys.train, rows=len(rows), seconds=time.perf_counter() - started)
         self._timed("train", started)
-        return rows
+        return self.dir.resolved(rows, "local_path")
 
     # ------------------------------------------------------------------ 4. embeddings
 

@@ -5,11 +5,13 @@ written by one process at a time under a lock folder (``serlens.duckdb.lock/``, 
 with ``mkdir``, which is atomic on local and network file systems alike; no fcntl/flock),
 holding ``owner.json`` (host, pid, time); a lock older than ``STALE_LOCK_S`` or whose
 owner process is gone from this host is broken by renaming it away (only one breaker wins).
-Views list the committed files by absolute path, so any DuckDB client opens the file from
-any folder; ``serlens_meta`` records the root and the log record they were written from,
-and a store that was moved or copied gets its views rewritten by the next ``refresh_views``
-(every run, ``serlens store views``, or serlens opening the catalogue). Only the catalogue
-holds absolute paths; the commit log holds none.
+Views list the committed files relative to the store's folder, so a moved or copied workdir
+answers as it is: DuckDB resolves relative paths against its working folder, or against
+``file_search_path`` (``open_catalogue`` sets it; other clients open the file from the store
+folder or set it themselves). ``serlens_meta`` records the log record the views were written
+from (and, for information, where); the next ``refresh_views`` (every run, ``serlens store
+views``, or serlens opening the catalogue) catches up with newer records. Neither the
+catalogue nor the commit log holds an absolute path to a data file.
 """
 
 from __future__ import annotations
@@ -101,13 +103,16 @@ def _describe(lock: Path) -> str:
 
 
 def views_current(store: FeatureStore) -> bool:
-    """Whether the catalogue's views were written here, from the newest log record, for this schema."""
+    """Whether the catalogue's views were written from the newest log record, for this schema.
+
+    Where they were written does not matter: they name files relative to the store folder.
+    """
     try:
         with duckdb.connect(str(store.db_path), read_only=True) as con:
-            meta = con.execute("SELECT schema_version, log_seq, root FROM serlens_meta").fetchone()
+            meta = con.execute("SELECT schema_version, log_seq FROM serlens_meta").fetchone()
     except duckdb.Error:
         return False
-    return meta is not None and tuple(meta) == (SCHEMA_VERSION, store.log.head(), str(store.root))
+    return meta is not None and tuple(meta) == (SCHEMA_VERSION, store.log.head())
 
 
 def write_catalogue(store: FeatureStore) -> bool:
@@ -120,6 +125,7 @@ def write_catalogue(store: FeatureStore) -> bool:
         except duckdb.IOException:
             return False  # a reader holds it open; the next refresh catches up
         try:
+            con.execute("SET file_search_path = ?", [str(store.root)])  # views bind when created
             for spec in all_tables():
                 con.execute(f'CREATE OR REPLACE VIEW "{spec.name}" AS {store.view_sql(spec)}')
             for statement in derived_statements():
@@ -133,7 +139,9 @@ def write_catalogue(store: FeatureStore) -> bool:
 
 
 def open_catalogue(store: FeatureStore) -> duckdb.DuckDBPyConnection:
-    """The catalogue opened read-only (views rewritten first when stale or moved, if the file is free).
+    """The catalogue opened read-only, its relative file names resolved against the store's folder.
+
+    Its views are rewritten first when a newer commit exists, if the file is free.
 
     Raises:
         StoreError: no catalogue file yet.
@@ -145,4 +153,6 @@ def open_catalogue(store: FeatureStore) -> duckdb.DuckDBPyConnection:
             pass  # held by a writer for too long: open what is there
     if not store.db_path.exists():
         raise StoreError(f"no feature store at {store.root} (no {store.db_path.name}); run `serlens run` first")
-    return duckdb.connect(str(store.db_path), read_only=True)
+    con = duckdb.connect(str(store.db_path), read_only=True)
+    con.execute("SET file_search_path = ?", [str(store.root)])
+    return con

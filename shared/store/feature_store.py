@@ -18,9 +18,11 @@ from serlens.shared.sql import TABLES_DIR, SqlLimits, dedupe_sql, sql_literal
 from serlens.shared.store.files import parquet_bytes, quarantine, sha256_bytes, write_durable
 from serlens.shared.store.log import CommitLog, DataFile, Snapshot
 from serlens.shared.store.tables import (
+    array_type,
     check_columns,
     damage,
     duck_type,
+    fixed_arrays,
     new_file_path,
     partition_folder,
     split_partitions,
@@ -94,23 +96,27 @@ class FeatureStore:
     def view_sql(self, spec: TableSpec, *, partition: Mapping[str, Any] | None = None) -> str:
         """The SELECT behind a table's catalogue view: its committed files, newest row per key.
 
-        The files are named by absolute paths under this store's root, so any DuckDB client
-        can read them from any folder; a moved store rewrites them (``refresh_views``).
+        The files are named relative to the store's root, as DuckDB resolves them against its
+        working folder or ``file_search_path``: the catalogue keeps working wherever the
+        workdir is moved or copied.
         """
-        return dedupe_sql(spec, f"({self.parquet_sql(spec, self.committed_files(spec.name, partition=partition))})")
+        files = self.committed_files(spec.name, partition=partition)
+        return dedupe_sql(spec, f"({self.parquet_sql(spec, files, relative=True)})", array=array_type(spec, files))
 
-    def parquet_sql(self, spec: TableSpec, files: Sequence[DataFile], *, positions: bool = False) -> str:
-        """``SELECT`` every column of the given files, in the spec's order (``read_parquet`` by absolute path).
+    def parquet_sql(self, spec: TableSpec, files: Sequence[DataFile], *, positions: bool = False,
+                    relative: bool = False) -> str:
+        """``SELECT`` every column of the given files, in the spec's order.
 
         Args:
             spec: the table.
             files: its files.
             positions: also ``filename`` and ``file_row_number`` (to keep the written order).
+            relative: name the files relative to the root (for the catalogue), not by absolute path.
         """
         if not files:
             return "SELECT " + ", ".join(f'NULL::{duck_type(f.type)} AS "{f.name}"' for f in spec.schema) + " LIMIT 0"
         hive = ", ".join(f"'{c}': '{duck_type(spec.schema.field(c).type)}'" for c in spec.partition_by)
-        listed = ", ".join(sql_literal(str(self.root / f.path)) for f in files)
+        listed = ", ".join(sql_literal(str(f.path if relative else self.root / f.path)) for f in files)
         options = f", hive_partitioning = true, hive_types = {{{hive}}}" if hive else ", hive_partitioning = false"
         columns = ", ".join(f'"{c}"' for c in spec.schema.names)
         if positions:
@@ -167,10 +173,11 @@ class FeatureStore:
         try:
             for folder, part in split_partitions(spec, tbl):
                 path = new_file_path(f"{TABLES_DIR}/{spec.name}/{folder}".rstrip("/"))
+                part, size = fixed_arrays(spec, part)
                 data = parquet_bytes(part)
                 write_durable(self.root / path, data)
                 added.append(DataFile(path=path, table=spec.name, rows=part.num_rows, bytes=len(data),
-                                      sha256=sha256_bytes(data), txn=txn, committed=txn is None))
+                                      sha256=sha256_bytes(data), txn=txn, committed=txn is None, array_size=size))
             self.log.publish(add=added, commit=commit)
         except BaseException:
             for item in added:  # not in the log: nobody can see them; leave nothing behind
@@ -350,22 +357,25 @@ class FeatureStore:
             raise StoreError(f"no feature store at {self.root} (no commit log); run `serlens run` first")
         if sandboxed:
             limits = limits or SqlLimits()
-            sources, damaged = self.sources()
+            sources, damaged, arrays = self.sources()
             return sandbox_connection(self.root, sources, limits,
-                                      tempfile.mkdtemp(prefix="serlens-sql-", dir=limits.temp_dir), damaged=damaged)
+                                      tempfile.mkdtemp(prefix="serlens-sql-", dir=limits.temp_dir), damaged=damaged,
+                                      arrays=arrays)
         from serlens.shared.store.catalog import open_catalogue
 
         return open_catalogue(self)
 
-    def sources(self) -> tuple[dict[str, list[str]], dict[str, str]]:
+    def sources(self) -> tuple[dict[str, list[str]], dict[str, str], dict[str, str]]:
         """Each table's committed files (relative paths), checked present with their recorded sizes.
 
         Returns:
-            ``(files per table, {table: error})``: a table with a damaged file (quarantined
-            and named in its error) is left out, so the others stay readable.
+            ``(files per table, {table: error}, {table: ARRAY type of its array column})``: a
+            table with a damaged file (quarantined and named in its error) is left out, so the
+            others stay readable; the ARRAY type is there when its files' vectors share a length.
         """
         sources: dict[str, list[str]] = {}
         damaged: dict[str, str] = {}
+        arrays: dict[str, str] = {}
         state = self.log.snapshot()
         for spec in all_tables():
             for _ in range(5):
@@ -373,11 +383,13 @@ class FeatureStore:
                 try:
                     if self._all_present(files):
                         sources[spec.name] = [f.path for f in files]
+                        if found := array_type(spec, files):
+                            arrays[spec.name] = found
                         break
                 except StoreError as err:
                     damaged[spec.name] = str(err)
                     break
                 state = self.log.snapshot()
-        return sources, damaged
+        return sources, damaged, arrays
 
 

@@ -44,6 +44,8 @@ class DataFile:
         sha256: the hex sha256 of its content.
         txn: the stage transaction that wrote it (``<stage>/<stage key>``), or None.
         committed: whether readers see it (a stage's files wait for the stage's mark).
+        array_size: the length of every vector in its table's array column (``TableSpec.array_column``),
+            stored as fixed-size arrays; None: no such column, or lengths that differ.
     """
 
     path: str
@@ -53,6 +55,7 @@ class DataFile:
     sha256: str
     txn: str | None = None
     committed: bool = True
+    array_size: int | None = None
 
     @property
     def folder(self) -> str:

@@ -30,7 +30,7 @@ from serlens.shared.schema import STAGES, all_tables, table
 from serlens.shared.store.feature_store import FeatureStore
 from serlens.shared.store.files import parquet_bytes, quarantine, sha256_bytes, write_durable
 from serlens.shared.store.log import LOG_DIR, DataFile, LogConflict, Snapshot
-from serlens.shared.store.tables import damage, file_schema, new_file_path
+from serlens.shared.store.tables import damage, file_schema, fixed_arrays, new_file_path
 
 #: Files smaller than this are merged by compaction.
 SMALL_FILE_BYTES = 16 * 2**20
@@ -64,9 +64,10 @@ class CheckReport:
 
 
 def _write_file(store: FeatureStore, name: str, folder: str, tbl: pa.Table) -> DataFile:
+    tbl, size = fixed_arrays(table(name), tbl)
     data = parquet_bytes(tbl)
     item = DataFile(path=new_file_path(folder), table=name, rows=tbl.num_rows, bytes=len(data),
-                    sha256=sha256_bytes(data))
+                    sha256=sha256_bytes(data), array_size=size)
     write_durable(store.root / item.path, data)
     return item
 

@@ -45,5 +45,5 @@ def run_readonly_query(
     checked = check_query(query, max_chars=limits.max_query_chars)
     if not store.log.exists():
         raise StoreError("the feature store has no tables yet; run `serlens run` first")
-    sources, damaged = store.sources()
-    return run_in_sandbox(store.root, sources, checked, limits, damaged=damaged)
+    sources, damaged, arrays = store.sources()
+    return run_in_sandbox(store.root, sources, checked, limits, damaged=damaged, arrays=arrays)

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from serlens.shared.errors import StoreError
@@ -49,9 +50,16 @@ def new_file_path(folder: str) -> str:
     return f"{folder}/part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
 
 
-def file_schema(spec: TableSpec) -> pa.Schema:
-    """The columns inside a table's files: the schema less its partition columns (those are folder names)."""
-    return pa.schema([f for f in spec.schema if f.name not in spec.partition_by])
+def file_schema(spec: TableSpec, *, array_size: int | None = None) -> pa.Schema:
+    """The columns inside a table's files: the schema less its partition columns (those are folder names).
+
+    With ``array_size``, the array column as the fixed-size arrays of that length (``fixed_arrays``).
+    """
+    fields = [f for f in spec.schema if f.name not in spec.partition_by]
+    if array_size:
+        fields = [f.with_type(pa.list_(f.type.value_type, array_size)) if f.name == spec.array_column else f
+                  for f in fields]
+    return pa.schema(fields)
 
 
 def to_table(spec: TableSpec, rows: pa.Table | Sequence[Mapping[str, Any]], config_hash: str) -> pa.Table:
@@ -117,7 +125,7 @@ def damage(root: Path, spec: TableSpec, item: DataFile) -> str | None:
         found = pq.read_schema(path)
     except (pa.ArrowException, OSError) as err:
         return f"unreadable Parquet: {err}"
-    expected = file_schema(spec)
+    expected = file_schema(spec, array_size=item.array_size)
     if found.remove_metadata() != expected.remove_metadata():
         return f"columns or types differ from table {spec.name!r}"
     return None
@@ -130,3 +138,35 @@ def duck_type(arrow_type: pa.DataType) -> str:
         con.register("tbl", pa.table({"c": pa.nulls(1, arrow_type)}))
         found = con.execute("SELECT typeof(c) FROM tbl").fetchone()
     return str(found[0]) if found else "VARCHAR"
+
+
+def fixed_arrays(spec: TableSpec, tbl: pa.Table) -> tuple[pa.Table, int | None]:
+    """``tbl`` with its array column (``spec.array_column``) as fixed-size arrays, and their length.
+
+    A file's vectors come from one encoder (embeddings are partitioned by fine-tuning run and
+    checkpoint), so they share one length: stored as Arrow ``fixed_size_list``, pandas, polars
+    and pyarrow read fixed-size arrays, and the SQL views give DuckDB an ARRAY column
+    (``array_type``). Vectors of different lengths stay a list (length None).
+    """
+    name = spec.array_column
+    if not name or name not in tbl.column_names or not tbl.num_rows or tbl.column(name).null_count:
+        return tbl, None
+    column = tbl.column(name)
+    if not pa.types.is_list(column.type):
+        return tbl, None
+    bounds = pc.min_max(pc.list_value_length(column))
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if not low or low != high:
+        return tbl, None
+    index = tbl.schema.get_field_index(name)
+    fixed = tbl.schema.field(index).with_type(pa.list_(column.type.value_type, low))
+    return tbl.set_column(index, fixed, column.cast(fixed.type)), low
+
+
+def array_type(spec: TableSpec, files: Sequence[DataFile]) -> str | None:
+    """DuckDB's ARRAY type of the array column when every file's vectors share one length, else None."""
+    sizes = {f.array_size for f in files}
+    if not spec.array_column or not files or len(sizes) != 1 or None in sizes:
+        return None
+    value_type = spec.schema.field(spec.array_column).type.value_type
+    return f"{duck_type(value_type)}[{sizes.pop()}]"

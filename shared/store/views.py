@@ -94,6 +94,7 @@ def table_dataset(spec: TableSpec, root: Path, paths: Sequence[str]) -> ds.Datas
 
 def sandbox_connection(root: Path, sources: Mapping[str, Sequence[str]], limits: SqlLimits,
                        spill_dir: str, *, damaged: Mapping[str, str] | None = None,
+                       arrays: Mapping[str, str] | None = None,
                        comments: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with one view per table and no access to any file.
 
@@ -103,6 +104,7 @@ def sandbox_connection(root: Path, sources: Mapping[str, Sequence[str]], limits:
         limits: memory, threads and spill limits.
         spill_dir: an empty private folder for DuckDB's spill files.
         damaged: ``{table: error}`` for tables with a damaged file: their view raises the error.
+        arrays: ``{table: ARRAY type}`` its array column is cast to (``FeatureStore.sources``).
         comments: also comment every view and column (what ``duckdb_columns()`` shows).
     """
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
@@ -116,7 +118,8 @@ def sandbox_connection(root: Path, sources: Mapping[str, Sequence[str]], limits:
                         f"LEFT JOIN \"__parts_{spec.name}\" AS p ON true WHERE boom.e IS NULL")
             continue
         con.register(f"__parts_{spec.name}", table_dataset(spec, root, sources.get(spec.name, ())))
-        con.execute(f'CREATE VIEW "{spec.name}" AS {dedupe_sql(spec, f"__parts_{spec.name}")}')
+        view = dedupe_sql(spec, f"__parts_{spec.name}", array=(arrays or {}).get(spec.name))
+        con.execute(f'CREATE VIEW "{spec.name}" AS {view}')
     for statement in derived_statements(comments=comments):
         con.execute(statement)
     # DuckDB's buffer manager gets 60 % of what the process has left of its budget (Python,

@@ -388,7 +388,8 @@ def test_store_true_writes_clip_features_and_lineage(client, store):
         16_000,
     )
     assert row["lufs_after"] == pytest.approx(-23.0, abs=0.5) and row["created_at"] is not None
-    assert decode(row["normalized_path"]).signal.shape == (16_000,)
+    assert row["normalized_path"].startswith("audio/")  # relative to the workdir
+    assert decode(store.root.parent / row["normalized_path"]).signal.shape == (16_000,)
     features = store.read("egemaps", filters={"clip_id": clip_id}).to_pylist()
     assert len(features) == 1 and features[0]["extractor_version"] == body["extractor_version"]
     for name, value in body["features"].items():

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
+from support.store_rows import open_catalogue
 
 from serlens.shared.audio import write_wav
 from serlens.shared.testing import voiced
@@ -67,8 +68,7 @@ def test_run_prints_where_everything_is(study: dict) -> None:
 
 
 def test_tables_hold_the_whole_study(study: dict) -> None:
-    db = study["workdir"] / "store" / "serlens.duckdb"
-    with duckdb.connect(str(db), read_only=True) as con:
+    with open_catalogue(study["workdir"]) as con:
         clips = con.execute(
             "SELECT subset, count(*) n, count(DISTINCT speaker) s FROM clips GROUP BY subset ORDER BY 1"
         ).fetchall()
@@ -166,11 +166,10 @@ def test_a_models_uri_that_does_not_resolve_stops_the_run_before_any_work(tmp_pa
 
 
 def test_second_run_reuses_the_store(study: dict) -> None:
-    db = study["workdir"] / "store" / "serlens.duckdb"
     tables = ("clips", "egemaps", "embeddings", "checkpoints", "cka", "probes")
 
     def counts() -> dict[str, int]:
-        with duckdb.connect(str(db), read_only=True) as con:
+        with open_catalogue(study["workdir"]) as con:
             return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 
     before = counts()
@@ -205,6 +204,31 @@ def test_sql_command(study: dict) -> None:
     # Refused by the sandbox, naming why and no path (messages never leak one).
     assert hostile.returncode == 2 and "file system operations are disabled" in hostile.stderr
     assert "/etc/passwd" not in hostile.stderr
+
+
+def test_a_copied_workdir_answers_sql_report_and_duckdb_where_it_lands(study: dict, tmp_path: Path) -> None:
+    original = study["workdir"]
+    copy = tmp_path / "elsewhere" / "work"
+    shutil.copytree(original, copy, ignore=shutil.ignore_patterns("*.lock"))
+    hidden = original.with_name(original.name + "-hidden")
+    original.rename(hidden)  # nothing may still point at the original
+    try:
+        out = serlens("sql", "--workdir", str(copy), "--format", "json",
+                      "SELECT count(*) AS n FROM latest_clips")
+        assert out.returncode == 0 and json.loads(out.stdout)[0]["n"] == 12 * 6 * 3, out.stderr
+        (copy / "report.html").unlink()
+        report = serlens("report", "--workdir", str(copy))
+        assert report.returncode == 0 and (copy / "report.html").is_file(), report.stderr[-3000:]
+        with open_catalogue(copy) as con:  # an outside DuckDB client: no rewrite of the views needed
+            clips = con.execute("SELECT normalized_path, source_path FROM latest_clips").fetchall()
+            checkpoints = con.execute("SELECT local_path FROM latest_checkpoints").fetchall()
+        # Rows name the workdir's files relative to it, beside the original source.
+        assert clips and all(p.startswith("audio/") and (copy / p).is_file() and Path(src).is_absolute()
+                             for p, src in clips)
+        assert checkpoints and all(p.startswith("checkpoints/") and (copy / p / "config.json").is_file()
+                                   for (p,) in checkpoints)
+    finally:
+        hidden.rename(original)
 
 
 def test_bad_manifest_names_every_culprit_and_writes_nothing(tmp_path: Path) -> None:
@@ -251,7 +275,7 @@ def test_bad_manifest_names_every_culprit_and_writes_nothing(tmp_path: Path) -> 
                       "--set", "dataset.labels=[ANG, SAD]", "--set", "train.max_steps=2",
                       "--set", "train.eval_every_steps=1", "--set", "train.checkpoint_every_steps=2")
     assert skipped.returncode == 0, skipped.stderr[-3000:]
-    with duckdb.connect(str(workdir / "store" / "serlens.duckdb"), read_only=True) as con:
+    with open_catalogue(workdir) as con:
         left_out = " ".join(f"{item} {reason}" for item, reason in
                             con.execute("SELECT item, reason FROM skipped").fetchall())
         kept = [r[0] for r in con.execute("SELECT source_path FROM clips").fetchall()]
@@ -293,7 +317,7 @@ def test_run_killed_midway_then_rerun_leaves_a_consistent_store(tmp_path: Path) 
 
     again = serlens("run", "--workdir", str(workdir), "--quiet", *SMALL)
     assert again.returncode == 0, again.stderr[-4000:]
-    with duckdb.connect(str(workdir / "store" / "serlens.duckdb"), read_only=True) as con:
+    with open_catalogue(workdir) as con:
         for table, key in (("clips", "clip_id"), ("egemaps", "clip_id"),
                            ("embeddings", "clip_id, checkpoint_step, layer"),
                            ("checkpoints", "checkpoint_step"), ("cka", "checkpoint_step, layer, estimator"),

@@ -6,6 +6,7 @@ import contextlib
 import io
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -40,3 +41,11 @@ def store_cli(workdir: Path, *args: str) -> tuple[int, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = main(["store", *args, "--workdir", str(workdir)])
     return code, out.getvalue()
+
+
+def open_catalogue(workdir: Path) -> duckdb.DuckDBPyConnection:
+    """A workdir's DuckDB file as any outside DuckDB client opens it (read-only, file_search_path set)."""
+    store = Path(workdir) / "store"
+    con = duckdb.connect(str(store / "serlens.duckdb"), read_only=True)
+    con.execute("SET file_search_path = ?", [str(store)])
+    return con

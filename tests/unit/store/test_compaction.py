@@ -15,7 +15,7 @@ from serlens.shared.store.views import table_dataset
 
 def _raw_rows(store: FeatureStore) -> int:
     """Rows in the committed files, before newest-per-key: a duplicate file would show here."""
-    sources, _ = store.sources()
+    sources, _, _ = store.sources()
     with duckdb.connect() as con:
         con.register("t", table_dataset(CLIPS, store.root, sources["clips"]))
         return con.execute("SELECT count(*) FROM t").fetchone()[0]

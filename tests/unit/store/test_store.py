@@ -106,9 +106,11 @@ def test_a_held_catalogue_blocks_nothing_and_a_moved_store_answers(store):
 def test_views_answer_sql(store):
     store.write("checkpoints", [_checkpoint(0, 1.0), _checkpoint(50, 0.5)], config_hash="k")
     store.refresh_views()
-    # Any DuckDB client, from any folder.
+    # Any DuckDB client: from the store folder, or from any other once file_search_path points there.
     script = ("import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
+              "sys.argv[2:] and con.execute('SET file_search_path = ?', sys.argv[2:]); "
               "print(con.execute('SELECT count(*) FROM checkpoints').fetchone()[0])")
-    outside = subprocess.run([sys.executable, "-c", script, str(store.db_path)], cwd="/", capture_output=True,
-                             text=True, check=True)
-    assert outside.stdout.strip() == "2"
+    for cwd, search_path in [(store.root, []), ("/", [str(store.root)])]:
+        outside = subprocess.run([sys.executable, "-c", script, str(store.db_path), *search_path], cwd=cwd,
+                                 capture_output=True, text=True, check=True)
+        assert outside.stdout.strip() == "2"
