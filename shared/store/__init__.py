@@ -2,14 +2,16 @@
 
 This package is the only code that writes Parquet or opens DuckDB.
 
-Layout (a workdir may be moved or copied: no absolute path is stored anywhere)::
+Layout (a workdir may be moved or copied: the log, the views and the rows name the workdir's
+files relative to it; only a clip's original ``source_path`` is kept as given)::
 
     <root>/tables/<table>/[<col>=<value>/...]part-<utc>-<uuid>.parquet   rows; partition columns
                                                   only in folder names (hive style)
     <root>/_log/000000000042.json                 commit record 42
     <root>/_log/000000000100.snapshot.json        the whole state after record 100 (every 25th)
     <root>/_quarantine/...                        damaged files, moved out of the tables
-    <root>/serlens.duckdb                         views for users' own DuckDB clients
+    <root>/serlens.duckdb                         views for users' own DuckDB clients (file names
+                                                  relative to <root>: ``file_search_path``)
 
 Commit protocol (in the spirit of Delta Lake and Iceberg):
 
