@@ -33,7 +33,8 @@ def main() -> None:
     first = run(workdir)
     second = run(workdir)
     print(f"first run {first:.1f} s, second run (store reused) {second:.1f} s, on {os.cpu_count()} cores")
-    print(json.dumps({"benchmark": "demo_run", "cores": os.cpu_count(), "first_run_s": round(first, 1),
+    print(json.dumps({"benchmark": "demo_run", "cores_serlens": os.cpu_count(), "cores_baseline": os.cpu_count(),
+                      "baseline": "the same run with its store already filled", "first_run_s": round(first, 1),
                       "second_run_s": round(second, 1), "second_over_first": round(second / first, 3),
                       "target_s": 300, "meets_target": first <= 300}))
 
