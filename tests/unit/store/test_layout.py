@@ -102,3 +102,17 @@ def test_a_moved_store_answers_sql_and_its_catalogue_from_the_new_place(store, t
         assert store_cli(tmp_path / "elsewhere", "check")[0] == 0
     finally:
         moved.root.rename(store.root)
+
+
+def test_compaction_keeps_the_vectors_fixed_size(tmp_path):
+    store = FeatureStore(tmp_path / "store").init()
+    for k in range(3):
+        rows = embedding_rows(0)
+        store.write("embeddings", rows.set_column(0, "clip_id", pa.array([f"x{k}{i}" for i in range(3)])),
+                    config_hash="e")
+    assert store_cli(tmp_path, "compact")[0] == 0
+    files = store.log.snapshot().visible("embeddings")
+    assert [f.array_size for f in files] == [4]
+    assert run_readonly_query(store, "SELECT typeof(embedding), count(*) FROM embeddings GROUP BY 1")[1] == [
+        ("FLOAT[4]", 9)]
+    assert store_cli(tmp_path, "check")[0] == 0
