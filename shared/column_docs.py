@@ -103,8 +103,8 @@ TABLES: dict[str, dict[str, str]] = {
         "val_f1_macro": "validation macro-F1 (subset 2) at the checkpoint",
     },
     "promotions": {
-        "target": "which service the promotion sets (embed, predict)",
-        "promoted_by": "token name (or 'cli') that made the promotion",
+        "target": "the serving target: 'default' (what /embed and /predict serve; the newest row wins)",
+        "promoted_by": "token name (or 'cli:<OS user>' for the command line) that made the promotion",
         "note": "free text given with the promotion",
     },
     "train_metrics": {
