@@ -7,6 +7,9 @@ table; a test checks that every column has an answer.
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from typing_extensions import TypedDict  # pydantic (GET /schema) needs it before Python 3.12
 
 from serlens.shared.egemaps_names import EGEMAPS_FEATURE_NAMES
@@ -15,20 +18,20 @@ from serlens.shared.egemaps_names import EGEMAPS_FEATURE_NAMES
 class ColumnDoc(TypedDict):
     """One column as ``serlens schema`` and ``GET /schema`` give it."""
 
-    name: str
-    type: str
-    nullable: bool
-    description: str | None
+    name: Annotated[str, Field(description="the column's name")]
+    type: Annotated[str, Field(description="its Arrow type, e.g. `int32`, `timestamp[us, tz=UTC]`")]
+    nullable: Annotated[bool, Field(description="whether a row may leave it null")]
+    description: Annotated[str | None, Field(description="what it means (null: nothing written down)")]
 
 
 class TableDoc(TypedDict):
     """One table as ``serlens schema`` and ``GET /schema`` give it."""
 
-    table: str
-    description: str
-    keys: list[str]
-    partition_by: list[str]
-    columns: list[ColumnDoc]
+    table: Annotated[str, Field(description="the table's (and its view's) name")]
+    description: Annotated[str, Field(description="what a row of it is")]
+    keys: Annotated[list[str], Field(description="the columns that identify a row (the view keeps the newest)")]
+    partition_by: Annotated[list[str], Field(description="the columns whose values name its folders")]
+    columns: Annotated[list[ColumnDoc], Field(description="every column, in order")]
 
 #: Columns that mean the same in every table that has them.
 COMMON: dict[str, str] = {
@@ -103,8 +106,8 @@ TABLES: dict[str, dict[str, str]] = {
         "val_f1_macro": "validation macro-F1 (subset 2) at the checkpoint",
     },
     "promotions": {
-        "target": "which service the promotion sets (embed, predict)",
-        "promoted_by": "token name (or 'cli') that made the promotion",
+        "target": "the serving target: 'default' (what /embed and /predict serve; the newest row wins)",
+        "promoted_by": "token name (or 'cli:<OS user>' for the command line) that made the promotion",
         "note": "free text given with the promotion",
     },
     "train_metrics": {

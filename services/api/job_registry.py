@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import ray
 
@@ -26,8 +26,11 @@ import ray
 REGISTRY_NAME = "serlens-train-jobs"
 REGISTRY_NAMESPACE = "serlens"
 
-#: States that hold a slot, as Ray's job states name them.
-ACTIVE_STATES = frozenset({"PENDING", "RUNNING"})
+#: Where a run stands, as Ray's job states name them.
+JobState = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"]
+
+#: States that hold a slot.
+ACTIVE_STATES: frozenset[JobState] = frozenset({"PENDING", "RUNNING"})
 
 #: Output lines kept per run; finished runs kept in the ledger (oldest dropped first).
 LOG_LINES = 5000
@@ -50,7 +53,7 @@ class JobRecord:
     metadata: dict[str, str]
     start_time: int = field(default_factory=_now_ms)
     end_time: int | None = None
-    state: str = "PENDING"
+    state: JobState = "PENDING"
     message: str = ""
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
 

@@ -28,6 +28,9 @@ from serlens.shared.store import FeatureStore
 #: ``metadata["serlens"]`` of every run the API starts.
 JOB_KIND = "train"
 
+#: The ``train_metrics`` columns a job's status shows of each point of its curves.
+METRIC_COLUMNS = ("step", "epoch", "name", "value")
+
 _TRAIN_KEY = re.compile(r"train key ([0-9a-zA-Z_-]+)")
 _MLFLOW_RUN = re.compile(r"MLflow run ([0-9a-zA-Z_-]+)")
 
@@ -177,7 +180,7 @@ class TrainJobs:
             "train_key": train_key,
             "mlflow_run_id": run_id,
             "checkpoints": checkpoints,
-            "metrics": [{k: m[k] for k in ("step", "epoch", "name", "value")} for m in metrics],
+            "metrics": [{k: m[k] for k in METRIC_COLUMNS} for m in metrics],
         }
 
     def _train_key_since(self, start_ms: int | None) -> str | None:

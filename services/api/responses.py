@@ -3,7 +3,8 @@
 Every error the API sends is an ``ErrorBody`` (``ServiceError.to_dict``, the 422 of request
 validation, the 401 of ``TokenAuth``, the 413 of ``BodySizeLimit``, Starlette's own 404/405):
 routes declare which statuses they can answer with ``errors(...)``, so the document lists
-each with this model, never FastAPI's default ``HTTPValidationError``.
+each with this model, never FastAPI's default ``HTTPValidationError``. Success bodies are
+the models of ``serlens.api.bodies``, each named with ``ok(...)``.
 """
 
 from __future__ import annotations
@@ -63,17 +64,25 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": ERROR_MEANINGS[status]} for status in statuses}
 
 
-def content(*media_types: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A success response's ``content`` entry: binary or text media types, or JSON with ``schema``."""
+def content(*media_types: str) -> dict[str, Any]:
+    """A success response's ``content`` entry for binary or text media types (JSON is ``ok``'s)."""
     body: dict[str, Any] = {}
     for media_type in media_types:
-        if media_type == "application/json":
-            body[media_type] = {"schema": schema or {"type": "object"}}
-        elif media_type.startswith("text/"):
+        if media_type.startswith("text/"):
             body[media_type] = {"schema": {"type": "string"}}
         else:
             body[media_type] = {"schema": {"type": "string", "contentMediaType": media_type}}
     return {"content": body}
+
+
+def ok(model: Any, *media_types: str, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entry of a success: a JSON body named by ``model``, and other media types.
+
+    A handler that returns a dict also gets ``response_model=None``: its dict goes out as it is
+    (FastAPI neither filters nor reorders it), and the document names the model
+    (``serlens.api.bodies``) instead of a bare object.
+    """
+    return {status: {"model": model, **content(*media_types)}}
 
 
 #: The multipart part every audio route reads, and the containers it accepts.

@@ -18,10 +18,11 @@ from ray.exceptions import RayError, RayTaskError
 from starlette.exceptions import HTTPException
 
 from serlens.api.auth import TokenAuth
+from serlens.api.bodies import Health
 from serlens.api.config import ApiConfig
 from serlens.api.jobs import TrainJobs
 from serlens.api.records import CheckpointIndex, Lineage, StoreWriter
-from serlens.api.responses import describe_uploads, errors
+from serlens.api.responses import describe_uploads, errors, ok
 from serlens.api.routers.audio import audio_router
 from serlens.api.routers.results import results_router
 from serlens.api.routers.sql import sql_router
@@ -139,7 +140,8 @@ def create_app(state: IngressState) -> FastAPI:
     app.add_exception_handler(RequestValidationError, on_invalid)
     app.add_exception_handler(HTTPException, on_http_error)
 
-    @app.get("/healthz", summary="Liveness: the ingress answers (no token needed)", responses=errors(413))
+    @app.get("/healthz", summary="Liveness: the ingress answers (no token needed)", response_model=None,
+             responses={**ok(Health), **errors(413)})
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -14,9 +14,10 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from serlens.api.auth import require
+from serlens.api.bodies import EgemapsFeatures, Embeddings, NormalizedAudio, Prediction
 from serlens.api.encoding import jsonable
 from serlens.api.records import Upload
-from serlens.api.responses import COMMON_ERRORS, content, errors
+from serlens.api.responses import COMMON_ERRORS, errors, ok
 from serlens.api.uploads import check_model_clip, decode_upload, read_upload
 from serlens.shared.audio import sha256_bytes, wav_bytes
 from serlens.shared.errors import InvalidRequestError
@@ -31,8 +32,9 @@ AudioFile = Annotated[UploadFile, File(description="WAV, FLAC, MP3 or OGG; any r
 NORMALIZE_ROUTE: dict[str, Any] = {
     "summary": "Loudness-normalised 16 kHz audio",
     "description": "Default: the normalised audio as a 16 kHz float32 WAV (`audio/wav`), the loudness record "
-    "in `X-Loudness-*` headers. `format=json`: `{audio_wav_base64, loudness, source}`.",
-    "responses": {200: content("audio/wav", "application/json")},
+    "in `X-Loudness-*` headers. `format=json`: the audio base64-encoded with its loudness record and "
+    "source (`NormalizedAudio`).",
+    "responses": ok(NormalizedAudio, "audio/wav"),
 }
 
 #: The rate every deployment works at, in Hz.
@@ -121,7 +123,8 @@ def audio_router(state: IngressState) -> APIRouter:
         headers["X-Clip-Id"] = upload.clip_id
         return Response(audio, media_type="audio/wav", headers=headers)
 
-    @router.post("/egemaps", summary="The 88 eGeMAPSv02 functionals of the normalised clip")
+    @router.post("/egemaps", summary="The 88 eGeMAPSv02 functionals of the normalised clip", response_model=None,
+                 responses=ok(EgemapsFeatures))
     async def egemaps(file: AudioFile, store: bool = False) -> dict[str, Any]:
         upload = await receive(state, file)
         features = await state.egemaps.process_signal.remote(upload.normalized, SAMPLING_RATE, upload.name)
@@ -139,7 +142,8 @@ def audio_router(state: IngressState) -> APIRouter:
         description="`checkpoint`: a step of the promoted fine-tuning run (default: the configured "
         "model, else the promoted checkpoint). `layers`: e.g. `0,3,5` (default: every hidden "
         "state; 0 = CNN projection).",
-        responses=errors(404, 500),
+        response_model=None,
+        responses={**ok(Embeddings), **errors(404, 500)},
     )
     async def embed(
         file: AudioFile,
@@ -160,7 +164,7 @@ def audio_router(state: IngressState) -> APIRouter:
                          "layers": chosen, "embeddings": vectors, "source": source(upload), "stored": stored})
 
     @router.post("/predict", summary="Emotion probabilities from the promoted (or a given) checkpoint",
-                 responses=errors(404, 500))
+                 response_model=None, responses={**ok(Prediction), **errors(404, 500)})
     async def predict(
         file: AudioFile, checkpoint: int | None = Query(None, ge=0, le=10_000_000), store: bool = False
     ) -> dict[str, Any]:

@@ -22,8 +22,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
 from serlens.api.auth import require
+from serlens.api.bodies import ResultTables, TableRows, table_rows
 from serlens.api.encoding import jsonable, rows_to_csv
-from serlens.api.responses import COMMON_ERRORS, content, errors
+from serlens.api.responses import COMMON_ERRORS, errors, ok
 from serlens.shared.column_docs import TableDoc, schema_listing
 from serlens.shared.errors import InvalidRequestError, NotFoundError, ServiceError
 from serlens.shared.runs import latest_run
@@ -81,16 +82,16 @@ TOP_LEVEL = (CKA.name, PROBES.name)
 #: The ``format`` query parameter of the table routes (any other parameter is a column filter).
 Format = Query("json", description="json (rows), csv, or png (the table's figure, one run's rows)")
 
-#: What the table routes answer: rows as JSON or CSV, or the figure; 400 for a bad filter.
-TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: content("application/json", "text/csv", "image/png"), **errors(400, 404, 422)
-}
-
 #: How the table routes describe their filters in the document.
 FILTERS_NOTE = "Any other query parameter is an equality filter on the column of that name (typed like it)."
 
 #: matplotlib's pyplot is not thread-safe: one figure at a time per replica.
 _FIGURE_LOCK = threading.Lock()
+
+
+def table_responses(rows: Any) -> dict[int | str, dict[str, Any]]:
+    """What a table route answers: ``rows`` as JSON, CSV or the figure; 400 for a bad filter."""
+    return {**ok(rows, "text/csv", "image/png"), **errors(400, 404, 422)}
 
 
 def parse_filters(name: str, params: Mapping[str, str]) -> dict[str, Any]:
@@ -185,7 +186,8 @@ def results_router(store: FeatureStore) -> APIRouter:
             return Response(rows_to_csv(columns, [list(r.values()) for r in rows]), media_type="text/csv")
         return JSONResponse(jsonable({"table": name, "rows": rows}))
 
-    @router.get("/results", summary="The result tables served, with their columns")
+    @router.get("/results", summary="The result tables served, with their columns", response_model=None,
+                responses=ok(ResultTables))
     async def list_tables() -> dict[str, Any]:
         return {
             name: {"summary": t.summary, "columns": table(name).schema.names, "figure": t.figure is not None}
@@ -196,7 +198,7 @@ def results_router(store: FeatureStore) -> APIRouter:
         "/results/{name}",
         summary="Rows of a result table (JSON, CSV or PNG); any column is an equality filter",
         description=FILTERS_NOTE,
-        responses=TABLE_RESPONSES,
+        responses=table_responses(TableRows),
     )
     async def results(
         request: Request,
@@ -224,5 +226,5 @@ def results_router(store: FeatureStore) -> APIRouter:
     for name in TOP_LEVEL:
         router.add_api_route(f"/{name}", alias(name), methods=["GET"], name=f"results_{name}",
                              summary=f"{RESULT_TABLES[name].summary} (as /results/{name})",
-                             description=FILTERS_NOTE, responses=TABLE_RESPONSES)
+                             description=FILTERS_NOTE, responses=table_responses(table_rows(name)))
     return router

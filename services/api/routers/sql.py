@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from serlens.api.auth import require
+from serlens.api.bodies import SqlResult
 from serlens.api.config import ApiConfig
 from serlens.api.encoding import jsonable, rows_to_csv
-from serlens.api.responses import COMMON_ERRORS, content, errors
+from serlens.api.responses import COMMON_ERRORS, errors, ok
 from serlens.shared.store import run_readonly_query
 
 #: Longest accepted query text, in characters.
@@ -42,7 +43,7 @@ def sql_router(config: ApiConfig) -> APIRouter:
         description="Runs sandboxed (read-only, no files outside the store, no extensions, one "
         "statement); 400 with the reason when refused or past the time limit; 503 when too "
         "many queries run at once.",
-        responses={200: content("application/json", "text/csv"), **errors(400, 422)},
+        responses={**ok(SqlResult, "text/csv"), **errors(400, 422)},
     )
     async def sql(request: SqlRequest) -> Response:
         columns, rows, truncated = await asyncio.to_thread(

@@ -14,9 +14,10 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from serlens.api.auth import require
+from serlens.api.bodies import Promoted, ServedModel, TrainDatasets, TrainJobList, TrainJobStatus, TrainSubmitted
 from serlens.api.encoding import jsonable
 from serlens.api.promotions import current_promotion, promote
-from serlens.api.responses import COMMON_ERRORS, errors
+from serlens.api.responses import COMMON_ERRORS, errors, ok
 from serlens.api.tokens import Caller
 from serlens.api.train_request import TrainRequest, prepare_config
 
@@ -44,34 +45,36 @@ def training_router(state: IngressState) -> APIRouter:
     train = Depends(require("train"))
     read = Depends(require("read"))
 
-    @router.post("/train", status_code=202, summary="Start a fine-tuning run as a Ray job",
-                 responses=errors(400, 409, 422, 429))
+    @router.post("/train", status_code=202, summary="Start a fine-tuning run as a Ray job", response_model=None,
+                 responses={**ok(TrainSubmitted, status=202), **errors(400, 409, 422, 429)})
     async def submit(request: TrainRequest, caller: Caller = train) -> dict[str, Any]:
         path, key = await asyncio.to_thread(prepare_config, request, config)
         return await asyncio.to_thread(
             state.jobs.submit, path, request_key=key, owner=caller.name, dataset=request.dataset
         )
 
-    @router.get("/train", summary="The caller's training jobs")
+    @router.get("/train", summary="The caller's training jobs", response_model=None, responses=ok(TrainJobList))
     async def jobs(caller: Caller = train) -> dict[str, Any]:
         return {"jobs": await asyncio.to_thread(state.jobs.owned, caller.name)}
 
-    @router.get("/train/datasets", summary="The datasets POST /train accepts")
+    @router.get("/train/datasets", summary="The datasets POST /train accepts", response_model=None,
+                responses=ok(TrainDatasets))
     async def datasets(caller: Caller = train) -> dict[str, Any]:
         return {"datasets": sorted(config.train_datasets), "max_train_jobs": config.max_train_jobs}
 
     @router.get("/train/{job_id}", summary="State, log tail, checkpoints and metrics of one of the caller's jobs",
-                responses=errors(404, 422))
+                response_model=None, responses={**ok(TrainJobStatus), **errors(404, 422)})
     async def status(job_id: JobId, tail: int = Query(50, ge=0, le=10_000), caller: Caller = train) -> dict[str, Any]:
         return jsonable(await asyncio.to_thread(state.jobs.status, job_id, owner=caller.name, tail_lines=tail))
 
-    @router.get("/models", summary="The model /embed and /predict serve by default")
+    @router.get("/models", summary="The model /embed and /predict serve by default", response_model=None,
+                responses=ok(ServedModel))
     async def served(caller: Caller = read) -> dict[str, Any]:
         promotion = await asyncio.to_thread(current_promotion, state.store)
         return jsonable({"configured_model": config.model, "promotion": promotion})
 
     @router.post("/models/promote", summary="Serve a stored checkpoint by default from now on",
-                 responses=errors(400, 404, 422))
+                 response_model=None, responses={**ok(Promoted), **errors(400, 404, 422)})
     async def promote_checkpoint(request: PromoteRequest, caller: Caller = train) -> dict[str, Any]:
         row = await asyncio.to_thread(
             promote, config.paths, train_key=request.train_key, checkpoint_step=request.checkpoint_step,
