@@ -11,9 +11,12 @@ is decided in one place for every replica, without races. Each admitted run is a
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -35,6 +38,9 @@ ACTIVE_STATES: frozenset[JobState] = frozenset({"PENDING", "RUNNING"})
 #: Output lines kept per run; finished runs kept in the ledger (oldest dropped first).
 LOG_LINES = 5000
 KEEP_FINISHED = 1000
+
+#: prctl's option that asks for a signal when the parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 #: How long a stopped fit's process gets to exit before it is killed, in seconds.
 STOP_GRACE_S = 20.0
@@ -181,8 +187,7 @@ def run_fit(command: list[str], job_id: str, ledger: Any) -> int:
     """
     ledger.started.remote(job_id)
     address = ray.get_runtime_context().gcs_address
-    process = subprocess.Popen([*command, "--address", address], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = start_fit_process([*command, "--address", address])
     reader = threading.Thread(target=_forward, args=(process, job_id, ledger), daemon=True)
     reader.start()
     try:
@@ -198,6 +203,29 @@ def run_fit(command: list[str], job_id: str, ledger: Any) -> int:
                 process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+def start_fit_process(command: list[str]) -> subprocess.Popen[str]:
+    """Start a fit's process in its own process group, output piped, dying with this process.
+
+    On Linux the child asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``):
+    a Ray worker killed hard (node loss, OOM, a forced cancel, the cluster stopped) runs no
+    ``finally``, and its fit would otherwise go on outside Ray's books, holding a driver
+    connection to a cluster that may be gone. SIGKILL, not SIGTERM: a Ray driver's SIGTERM
+    handler waits to disconnect from that cluster. Fits are crash-safe (the store's commit log,
+    resumable checkpoints), so the next submission resumes it.
+    """
+    parent = os.getpid()
+
+    def die_with_parent() -> None:  # runs in the child, between fork and exec
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, preexec_fn=die_with_parent)
 
 
 def _forward(process: subprocess.Popen[str], job_id: str, ledger: Any) -> None:

@@ -100,3 +100,34 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_fit_process_dies_with_the_worker_that_started_it(tmp_path):
+    """A Ray worker killed hard runs no ``finally``: its fit must not live on outside Ray's books."""
+    import signal
+    import subprocess
+
+    pid_file = tmp_path / "fit.pid"
+    fit = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    worker = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from serlens.api.job_registry import start_fit_process; "
+        f"start_fit_process([sys.executable, '-c', {fit!r}]); time.sleep(120)")])
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        os.kill(worker.pid, signal.SIGKILL)  # as the OOM killer or a lost node would
+        worker.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the fit's process outlived the worker that started it")
+    finally:
+        worker.kill()
