@@ -192,16 +192,36 @@ def standardize(signal: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / np.sqrt(x.var() + NORMALIZE_EPSILON)
 
 
-def standardize_into(signal: np.ndarray, out: np.ndarray) -> None:
+def standardize_into(signal: np.ndarray, out: np.ndarray, scratch: np.ndarray | None = None) -> None:
     """``standardize(signal)`` written into ``out`` (float32, same length), bit for bit, in fewer passes.
 
     numpy's ``var`` is the mean of ``(x - mean)²``: the centred samples are computed once, in
-    ``out``, and serve both the variance and the result (no temporaries but one square).
+    ``out``, and serve both the variance and the result. ``scratch`` (float32, at least as
+    long) holds the squares; a caller standardising many clips passes one, so that no clip
+    allocates (a clip of seconds is past malloc's mmap threshold: a fresh mapping each time).
     """
     x = np.asarray(signal, dtype=np.float32)
     np.subtract(x, x.mean(), out=out)
-    variance = np.add.reduce(np.square(out)) / np.float32(len(out))
+    squares = np.square(out, out=None if scratch is None else scratch[: len(out)])
+    variance = np.add.reduce(squares) / np.float32(len(out))
     np.divide(out, np.sqrt(variance + NORMALIZE_EPSILON), out=out)
+
+
+def normalize_on_device(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Standardise each row over its first ``lengths[i]`` samples; padding stays 0.
+
+    The same arithmetic as ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm`` (population
+    variance, ``NORMALIZE_EPSILON``), batched on whatever device ``values`` is on.
+
+    Args:
+        values: (clips, samples) float32, zero past each clip's end.
+        lengths: (clips,) int64, on the same device.
+    """
+    valid = torch.arange(values.shape[1], device=values.device)[None, :] < lengths[:, None]
+    count = lengths.to(values.dtype)[:, None]
+    centred = (values - values.sum(1, keepdim=True) / count).masked_fill_(~valid, 0.0)
+    scale = torch.rsqrt(centred.square().sum(1, keepdim=True) / count + NORMALIZE_EPSILON)
+    return centred.mul_(scale)
 
 
 def check_encoder_input(signal: np.ndarray, sampling_rate: int, bundle: ModelBundle, *, min_samples: int,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from serlens.shared.models import NORMALIZE_EPSILON
+from serlens.shared.models import NORMALIZE_EPSILON, normalize_on_device
 
 #: Added to the variance before the square root (the one constant, in ``serlens.shared.models``).
 NORMALIZE_EPS = NORMALIZE_EPSILON
@@ -66,23 +66,6 @@ def fill_host(signals: Sequence[np.ndarray], out: np.ndarray, *, normalize: bool
         out[i, n:] = 0.0
         lengths[i] = n
     return lengths
-
-
-def normalize_on_device(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Standardise each row over its first ``lengths[i]`` samples; padding stays 0.
-
-    The same arithmetic as ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm`` (population
-    variance, ``NORMALIZE_EPS``), batched on whatever device ``values`` is on.
-
-    Args:
-        values: (clips, samples) float32, zero past each clip's end.
-        lengths: (clips,) int64, on the same device.
-    """
-    valid = torch.arange(values.shape[1], device=values.device)[None, :] < lengths[:, None]
-    count = lengths.to(values.dtype)[:, None]
-    centred = (values - values.sum(1, keepdim=True) / count).masked_fill_(~valid, 0.0)
-    scale = torch.rsqrt(centred.square().sum(1, keepdim=True) / count + NORMALIZE_EPS)
-    return centred.mul_(scale)
 
 
 class _Slot:

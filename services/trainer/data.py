@@ -23,7 +23,7 @@ import torch
 
 from serlens.shared.audio import TARGET_SAMPLING_RATE, read_wav
 from serlens.shared.errors import InvalidConfigError, InvalidManifestError
-from serlens.shared.models import standardize_into
+from serlens.shared.models import normalize_on_device, standardize_into
 from serlens.trainer import core
 from serlens.trainer.config import TrainConfig
 
@@ -148,12 +148,11 @@ class TrainPlan:
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Reads one clip's samples and class index; ``do_normalize``: the encoder wants them standardised."""
+    """Reads one clip's samples and class index (standardised later: ``collate`` or ``DeviceFeeder``)."""
 
-    def __init__(self, clips: Sequence[TrainClip], labels: Sequence[str], *, do_normalize: bool) -> None:
+    def __init__(self, clips: Sequence[TrainClip], labels: Sequence[str]) -> None:
         self.paths = [c.path for c in clips]
         self.targets = [list(labels).index(c.label) for c in clips]
-        self.do_normalize = do_normalize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -174,41 +173,48 @@ def collate(items: list[tuple[np.ndarray, int]], *,
     lengths = [len(signal) for signal, _ in items]
     values = torch.empty((len(items), max(lengths)), dtype=torch.float32)
     out = values.numpy()
+    scratch = np.empty(max(lengths), dtype=np.float32) if normalize else None
     for row, (signal, _) in enumerate(items):
         if normalize:
-            standardize_into(signal, out[row, : len(signal)])
+            standardize_into(signal, out[row, : len(signal)], scratch)
         else:
             out[row, : len(signal)] = signal
         out[row, len(signal):] = 0.0
     return values, torch.tensor(lengths), torch.tensor([target for _, target in items])
 
 
-def loader(dataset: ClipDataset, batches: list[list[int]], *, num_workers: int,
-           seed: int) -> torch.utils.data.DataLoader:
-    """A loader over fixed micro-batches of ``dataset`` (standardised in ``collate`` if it asks).
+def loader(dataset: ClipDataset, batches: list[list[int]], *, num_workers: int, seed: int,
+           normalize: bool = False) -> torch.utils.data.DataLoader:
+    """A loader over fixed micro-batches of ``dataset``, standardised on the host if ``normalize``.
 
     Its own generator keeps it from drawing on the global RNG, which would make a resumed
     fit's dropout and masks differ from an uninterrupted one's.
     """
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=batches, collate_fn=functools.partial(collate, normalize=dataset.do_normalize),
+        dataset, batch_sampler=batches, collate_fn=functools.partial(collate, normalize=normalize),
         num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
     )
 
 
 class DeviceFeeder:
-    """Moves collated micro-batches to the device and builds their attention masks there.
+    """Moves collated micro-batches to the device, standardises them there, and builds their masks.
 
     On CUDA each batch is staged in one of two pinned host buffers that are reused (grown
     when a longer batch comes), and copied without blocking; a buffer is refilled only after
-    the copy that last read it has finished. Elsewhere the tensors are used as they are.
+    the copy that last read it has finished; standardisation (``normalize_on_device``) runs
+    on the GPU. Elsewhere the tensors are used as they are, and the loader standardises on
+    the host (``host_normalizes``: ``collate``, bit-identical to ``standardize``).
 
     Args:
         device: where the model runs.
+        normalize: the encoder wants each clip standardised (its ``do_normalize``).
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, *, normalize: bool = False) -> None:
         self.device = device
+        self.on_device = normalize and device.type == "cuda"
+        #: Whether the loader must standardise (``loader(normalize=...)``): off the GPU.
+        self.host_normalizes = normalize and not self.on_device
         self._pinned: list[torch.Tensor | None] = [None, None]
         self._copied: list[Any] = [None, None]
         self._turn = 0
@@ -220,6 +226,8 @@ class DeviceFeeder:
             values = self._stage(values)
             lengths = lengths.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
+        if self.on_device:
+            values = normalize_on_device(values, lengths)
         mask = torch.arange(values.shape[1], device=self.device)[None, :] < lengths[:, None]
         return values, mask, targets
 

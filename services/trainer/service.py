@@ -199,10 +199,8 @@ class TrainerService:
             datasets=manifest_datasets(train, validation),
             run_name=run_name or tracking_run_name(model=model, dataset=None, lr=cfg.lr, key=train_key))
         state.run_id = run.run_id
-        normalize = model_parts.bundle.do_normalize
         fit = _Fit(model_parts, plan, state, run, identity, output_dir,
-                   train_set=ClipDataset(train, plan.labels, do_normalize=normalize),
-                   val_set=ClipDataset(validation, plan.labels, do_normalize=normalize))
+                   train_set=ClipDataset(train, plan.labels), val_set=ClipDataset(validation, plan.labels))
         bar = progress_bar(total=plan.max_steps, initial=min(state.step, plan.max_steps), disable=not progress,
                            unit="step", desc=f"fine-tune {train_key}")
         try:
@@ -232,7 +230,8 @@ class TrainerService:
         epoch_index = state.step // fit.plan.steps_per_epoch
         micro_batches = batches_on_device(fit.model.feeder, loader(
             fit.train_set, [batch for step in steps for batch in step],
-            num_workers=cfg.num_loader_workers, seed=cfg.seed * 100_003 + epoch_index))
+            num_workers=cfg.num_loader_workers, seed=cfg.seed * 100_003 + epoch_index,
+            normalize=fit.model.feeder.host_normalizes))
         for step in steps:
             self._train_step(fit, (next(micro_batches) for _ in step), clips_in_step=sum(len(b) for b in step))
             bar.update(1)
@@ -276,7 +275,7 @@ class TrainerService:
             classifier.head.load_state_dict(head)
             optimizer.load_state_dict(saved["optimizer"])
         return _Model(classifier, bundle, checkpoints.load_feature_extractor(source), optimizer,
-                      DeviceFeeder(self.device))
+                      DeviceFeeder(self.device, normalize=bundle.do_normalize))
 
     # ------------------------------------------------------------------ one step, one validation
 
@@ -305,7 +304,8 @@ class TrainerService:
         batches = length_groups(fit.plan.val_lengths, fit.model.bundle, self.config.batch_size)
         loss_sums, truth, predicted = [], [], []
         for values, mask, targets in batches_on_device(fit.model.feeder, loader(
-                fit.val_set, batches, num_workers=self.config.num_loader_workers, seed=0)):
+                fit.val_set, batches, num_workers=self.config.num_loader_workers, seed=0,
+                normalize=fit.model.feeder.host_normalizes)):
             with self._autocast():
                 logits = classifier(values, mask).float()
             loss_sums.append(F.cross_entropy(logits, targets, reduction="sum"))

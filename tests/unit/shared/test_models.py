@@ -51,7 +51,8 @@ def test_standardize_into_writes_exactly_what_standardize_returns():
     for length in (1, 2, 401, 47_999, 48_000):
         for scale, offset in ((0.1, 0.0), (1e-4, 3e-4), (30.0, -7.0)):
             signal = (rng.standard_normal(length) * scale + offset).astype(np.float32)
-            row = np.full(length + 5, np.nan, np.float32)
-            standardize_into(signal, row[:length])
-            assert np.array_equal(row[:length], standardize(signal)), (length, scale)
-            assert np.isnan(row[length:]).all()  # nothing written past the clip
+            for scratch in (None, np.empty(length + 3, np.float32)):
+                row = np.full(length + 5, np.nan, np.float32)
+                standardize_into(signal, row[:length], scratch)
+                assert np.array_equal(row[:length], standardize(signal)), (length, scale)
+                assert np.isnan(row[length:]).all()  # nothing written past the clip

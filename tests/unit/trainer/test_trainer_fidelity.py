@@ -28,22 +28,36 @@ def clips(tmp_path_factory):
 
 
 def _trainer_batches(clips, bundle, micro_batch_size):
-    dataset = ClipDataset(clips, LABELS, do_normalize=bundle.do_normalize)
-    feeder = DeviceFeeder(torch.device("cpu"))
+    dataset = ClipDataset(clips, LABELS)
+    feeder = DeviceFeeder(torch.device("cpu"), normalize=bundle.do_normalize)
     indices = list(range(len(clips)))
     for start in range(0, len(indices), micro_batch_size):
         yield feeder(*collate([dataset[i] for i in indices[start : start + micro_batch_size]],
-                              normalize=dataset.do_normalize))
+                              normalize=feeder.host_normalizes))
 
 
 def test_the_feed_matches_prepare_batch(clips, quiet_model):
     _, bundle = load_encoder(quiet_model)
     values, mask, targets = next(_trainer_batches(clips, bundle, len(clips)))
-    signals = [ClipDataset(clips, LABELS, do_normalize=False)[i][0] for i in range(len(clips))]
+    signals = [ClipDataset(clips, LABELS)[i][0] for i in range(len(clips))]
     expected_values, expected_mask = prepare_batch(signals, bundle)
     assert torch.equal(values, expected_values)
     assert mask.dtype == torch.bool and torch.equal(mask, expected_mask.bool())
     assert targets.tolist() == [LABELS.index(c.label) for c in clips]
+
+
+def test_on_a_gpu_the_feed_standardises_there_as_on_the_host(clips, quiet_model):
+    """On CUDA the loader leaves standardisation to the device (normalize_on_device): the same values."""
+    _, bundle = load_encoder(quiet_model)
+    assert bundle.do_normalize
+    gpu_like = DeviceFeeder(torch.device("cpu"), normalize=True)
+    gpu_like.on_device, gpu_like.host_normalizes = True, False  # as DeviceFeeder sets them on CUDA
+    dataset = ClipDataset(clips, LABELS)
+    items = [dataset[i] for i in range(len(clips))]
+    on_device, mask, _ = gpu_like(*collate(items, normalize=gpu_like.host_normalizes))
+    on_host, host_mask, _ = DeviceFeeder(torch.device("cpu"), normalize=True)(*collate(items, normalize=True))
+    torch.testing.assert_close(on_device, on_host, rtol=0, atol=2e-6)
+    assert torch.equal(mask, host_mask) and torch.all(on_device[~mask] == 0)
 
 
 def test_freeze_feature_encoder_builds_no_graph_through_the_cnn(quiet_model):
@@ -76,7 +90,7 @@ def _hugging_face_reference(model_path, clips, head):
     extractor = AutoFeatureExtractor.from_pretrained(model_path)
     encoder = WavLMModel.from_pretrained(model_path).train()
     encoder.freeze_feature_encoder()
-    signals = [ClipDataset(clips, LABELS, do_normalize=False)[i][0] for i in range(len(clips))]
+    signals = [ClipDataset(clips, LABELS)[i][0] for i in range(len(clips))]
     inputs = extractor(signals, sampling_rate=16_000, padding=True, return_attention_mask=True,
                        return_tensors="pt")
     hidden = encoder(inputs.input_values, attention_mask=inputs.attention_mask).last_hidden_state
@@ -139,7 +153,7 @@ def test_the_split_of_the_effective_batch_does_not_change_training(tmp_path, qui
 
 def test_clip_lengths_not_masks_leave_the_host(clips, quiet_model):
     _, bundle = load_encoder(quiet_model)
-    dataset = ClipDataset(clips, LABELS, do_normalize=bundle.do_normalize)
+    dataset = ClipDataset(clips, LABELS)
     values, lengths, targets = collate([dataset[i] for i in range(len(clips))])
     assert values.dtype == torch.float32 and lengths.shape == targets.shape == (len(clips),)
     assert lengths.tolist() == [len(dataset[i][0]) for i in range(len(clips))]
