@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from serlens.shared.encoders import check_model_type
 from serlens.shared.encoders import create_random_encoder as create_random_encoder
 from serlens.shared.encoders import save_feature_extractor as save_feature_extractor
 from serlens.shared.errors import InvalidConfigError, ModelLoadError
+
+if TYPE_CHECKING:
+    from serlens.shared.fast_wavlm import FastWavLM
 
 HEAD_FILENAME = "classifier_head.pt"
 LABELS_FILENAME = "labels.json"
@@ -325,11 +328,29 @@ class SpeechClassifier(nn.Module):
         self.bundle = bundle
         self.labels = list(labels)
         self.head = nn.Linear(bundle.hidden_size, len(self.labels))
+        self.fast: FastWavLM | None = None  # not a module: it holds ``encoder``, adds no parameters
+
+    def use_fast_forward(self, *, compile_layers: bool = False) -> bool:
+        """Run the encoder through ``FastWavLM`` (fused attention) where it covers the model.
+
+        Returns:
+            Whether the fast path is on (False: another encoder type, or a WavLM configuration
+            it does not cover, which keeps Hugging Face's forward).
+        """
+        from serlens.shared.fast_wavlm import FastWavLM, fallback_reason
+
+        if self.bundle.model_type == "wavlm" and fallback_reason(self.encoder) is None:
+            self.fast = FastWavLM(self.encoder, compile_layers=compile_layers)
+        return self.fast is not None
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits, shape (batch, num_labels)."""
-        kwargs = {"attention_mask": attention_mask} if self.bundle.takes_attention_mask else {}
-        hidden = self.encoder(input_values, **kwargs).last_hidden_state
+        if self.fast is not None:
+            lengths = attention_mask.sum(1) if self.bundle.takes_attention_mask else None
+            hidden = self.fast.last_hidden_state(input_values, lengths)
+        else:
+            kwargs = {"attention_mask": attention_mask} if self.bundle.takes_attention_mask else {}
+            hidden = self.encoder(input_values, **kwargs).last_hidden_state
         valid = frame_mask(self.encoder, attention_mask, hidden.shape[1])
         return self.head(masked_mean(hidden, valid))
 

@@ -37,6 +37,8 @@ class TrainConfig:
     early_stopping_patience: int
     early_stopping_min_delta: float
     freeze_feature_encoder: bool
+    fast_attention: bool
+    compile_layers: bool
     length_bucketing: bool
     seed: int
     device: Device
@@ -75,6 +77,10 @@ class TrainArgs(BaseModel):
     early_stopping_min_delta: float = Field(0.025, ge=0, description="smallest val-loss drop that counts")
     # model
     freeze_feature_encoder: bool = Field(True, description="keep the CNN feature encoder fixed, as usual for WavLM")
+    fast_attention: bool = Field(True, description="WavLM through serlens' fused-attention forward (SDPA, its "
+                                 "own attention-dropout draws); other encoders keep Hugging Face's")
+    compile_layers: bool = Field(False, description="torch.compile each encoder layer of the fast forward "
+                                 "(worth it on a GPU; needs a C++ compiler)")
     # data order
     length_bucketing: bool = Field(
         False,

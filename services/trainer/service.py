@@ -266,6 +266,8 @@ class TrainerService:
         if self.config.freeze_feature_encoder:
             freeze_feature_encoder(encoder)  # as in WavLM / wav2vec 2.0 fine-tuning
         classifier = SpeechClassifier(encoder, bundle, labels).to(self.device)
+        if self.config.fast_attention:
+            classifier.use_fast_forward(compile_layers=self.config.compile_layers)
         trainable = [p for p in classifier.parameters() if p.requires_grad]
         # The fused kernel updates every parameter in one launch; CUDA only.
         optimizer = torch.optim.AdamW(trainable, lr=self.config.lr, weight_decay=self.config.weight_decay,

@@ -102,11 +102,13 @@ def _hugging_face_reference(model_path, clips, head):
     return logits.detach(), dict(encoder.named_parameters()), head
 
 
-def test_training_logits_and_gradients_match_hugging_face(quiet_model, clips):
+@pytest.mark.parametrize("fast", [False, True], ids=["hugging-face-forward", "fused-attention"])
+def test_training_logits_and_gradients_match_hugging_face(quiet_model, clips, fast):
     encoder, bundle = load_encoder(quiet_model)
     freeze_feature_encoder(encoder)
     torch.manual_seed(0)
     classifier = SpeechClassifier(encoder, bundle, LABELS).train()
+    assert classifier.use_fast_forward() if fast else classifier.fast is None  # the trainer's default: fast
     reference_head = torch.nn.Linear(bundle.hidden_size, len(LABELS))
     reference_head.load_state_dict(classifier.head.state_dict())
     expected_logits, expected_params, reference_head = _hugging_face_reference(quiet_model, clips, reference_head)
