@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -64,6 +65,22 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
+def _dropping_known(show: Any) -> Any:
+    """``warnings.showwarning`` that drops the ``KNOWN_WARNING_PATTERNS`` and shows the rest with ``show``.
+
+    Filters alone cannot hide MLflow's advice: it is raised inside MLflow's own
+    ``catch_warnings()`` with ``simplefilter("once")``, which outranks every filter set outside.
+    """
+    def showwarning(message: Any, category: type[Warning], filename: str, lineno: int,
+                    file: Any = None, line: str | None = None) -> None:
+        if not any(issubclass(category, known) and re.match(pattern, str(message))
+                   for pattern, known in KNOWN_WARNING_PATTERNS):
+            show(message, category, filename, lineno, file, line)
+
+    showwarning.serlens_quiet = True  # type: ignore[attr-defined]
+    return showwarning
+
+
 def quiet_libraries() -> None:
     """Hide the libraries' INFO lines, progress bars and known warnings in this process, unless verbose.
 
@@ -71,6 +88,8 @@ def quiet_libraries() -> None:
     """
     if verbose():
         return
+    if not getattr(warnings.showwarning, "serlens_quiet", False):
+        warnings.showwarning = _dropping_known(warnings.showwarning)
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
     for name in NOISY_LOGGERS:

@@ -53,6 +53,7 @@ def test_one_line_per_progress_bar_and_no_library_info(tmp_path):
         assert bar_lines(lines, bar) == 1, f"{bar!r} bar:\n{report}"
     assert [line for line in lines if INFO_LINE.search(line)] == [], report
     assert not any("Writing model shards" in line or "Loading weights" in line for line in lines), report
+    assert not any("Add type hints" in line for line in lines), report  # MLflow's advice, from the worker
     assert len(lines) <= 15, report
 
 

@@ -54,3 +54,24 @@ def test_progress_bar_outside_ray_is_tqdm_and_can_be_disabled(capsys):
     with console.progress_bar(total=3, desc="quiet", disable=True) as bar:
         bar.update(3)
     assert "quiet" not in capsys.readouterr().err
+
+
+def test_mlflows_advice_is_hidden_even_inside_its_own_catch_warnings():
+    """MLflow warns inside ``catch_warnings()`` + ``simplefilter("once")``, which outranks filters."""
+    import subprocess
+    import sys
+
+    script = (
+        "import warnings\n"
+        "from serlens.shared.console import quiet_libraries\n"
+        "from mlflow.utils.warnings_utils import color_warning\n"
+        "quiet_libraries()\n"
+        "with warnings.catch_warnings():\n"
+        "    warnings.simplefilter('once', category=UserWarning)\n"
+        "    color_warning('Add type hints to the `predict` method to enable data validation', 1, 'yellow')\n"
+        "    warnings.warn('another warning is still shown', UserWarning)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "SERLENS_VERBOSE"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Add type hints" not in done.stderr and "another warning is still shown" in done.stderr
