@@ -3,7 +3,7 @@
 Times, on one CPU thread for both paths, in the same run over the same clips:
 - baseline: ``serlens.shared.models.prepare_batch`` (the previous feed: fresh zero buffers, an
   int64 mask per sample, per-clip standardisation in numpy; on CUDA it then pins both arrays);
-- serlens' feed, host part: ``serlens.embed.feed.fill_host`` into a reused buffer (one copy
+- serlens' feed, host part: ``serlens.shared.models.fill_host`` into a reused buffer (one copy
   per clip and a length each) -- all the host does per batch when the encoder is on a GPU,
   where standardisation runs on the device;
 - serlens' feed, everything on the CPU: ``Feed(device="cpu")`` batches, standardisation
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from common import median_cpu_ms
 
-from serlens.embed.feed import Feed, fill_host
-from serlens.shared.models import ModelBundle, prepare_batch
+from serlens.embed.feed import Feed
+from serlens.shared.models import ModelBundle, fill_host, prepare_batch
 
 TARGET_MS = 10.0
 RATE = 16_000

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,9 +25,7 @@ from serlens.shared.encoders import check_model_type
 from serlens.shared.encoders import create_random_encoder as create_random_encoder
 from serlens.shared.encoders import save_feature_extractor as save_feature_extractor
 from serlens.shared.errors import InvalidConfigError, ModelLoadError
-
-if TYPE_CHECKING:
-    from serlens.shared.fast_wavlm import FastWavLM
+from serlens.shared.fast_wavlm import FastWavLM, fallback_reason
 
 HEAD_FILENAME = "classifier_head.pt"
 LABELS_FILENAME = "labels.json"
@@ -198,16 +196,32 @@ def standardize(signal: np.ndarray) -> np.ndarray:
 def standardize_into(signal: np.ndarray, out: np.ndarray, scratch: np.ndarray | None = None) -> None:
     """``standardize(signal)`` written into ``out`` (float32, same length), bit for bit, in fewer passes.
 
-    numpy's ``var`` is the mean of ``(x - mean)²``: the centred samples are computed once, in
-    ``out``, and serve both the variance and the result. ``scratch`` (float32, at least as
-    long) holds the squares; a caller standardising many clips passes one, so that no clip
-    allocates (a clip of seconds is past malloc's mmap threshold: a fresh mapping each time).
+    The centred samples, computed once in ``out``, serve both numpy's variance and the result.
+    ``scratch`` (float32, at least as long) holds the squares, so that no clip allocates.
     """
     x = np.asarray(signal, dtype=np.float32)
     np.subtract(x, x.mean(), out=out)
     squares = np.square(out, out=None if scratch is None else scratch[: len(out)])
     variance = np.add.reduce(squares) / np.float32(len(out))
     np.divide(out, np.sqrt(variance + NORMALIZE_EPSILON), out=out)
+
+
+def fill_host(signals: Sequence[np.ndarray], out: np.ndarray, *, normalize: bool = False) -> np.ndarray:
+    """Right-pad float32 clips into ``out`` (a reused float32 buffer of at least clips x longest).
+
+    One copy per clip, zeros only past its end; with ``normalize`` each clip is standardised as
+    it is copied (``standardize_into``: the CPU-only path; beside a GPU, ``normalize_on_device``).
+    Returns the real length of each clip, int64.
+    """
+    lengths = np.array([len(signal) for signal in signals], dtype=np.int64)
+    scratch = np.empty(int(lengths.max(initial=0)), dtype=np.float32) if normalize else None
+    for i, (signal, n) in enumerate(zip(signals, lengths.tolist(), strict=True)):
+        if normalize:
+            standardize_into(signal, out[i, :n], scratch)
+        else:
+            out[i, :n] = signal
+        out[i, n:] = 0.0
+    return lengths
 
 
 def normalize_on_device(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -334,11 +348,8 @@ class SpeechClassifier(nn.Module):
         """Run the encoder through ``FastWavLM`` (fused attention) where it covers the model.
 
         Returns:
-            Whether the fast path is on (False: another encoder type, or a WavLM configuration
-            it does not cover, which keeps Hugging Face's forward).
+            Whether the fast path is on (else Hugging Face's forward stays: another encoder type).
         """
-        from serlens.shared.fast_wavlm import FastWavLM, fallback_reason
-
         if self.bundle.model_type == "wavlm" and fallback_reason(self.encoder) is None:
             self.fast = FastWavLM(self.encoder, compile_layers=compile_layers)
         return self.fast is not None

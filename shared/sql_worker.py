@@ -32,9 +32,8 @@ def _cap_address_space(limits: SqlLimits) -> None:
     mapped), so a query that allocates faster than the parent polls still fails here, inside
     its budget, with an out-of-memory error the parent answers as a 400.
     """
-    me = psutil.Process()
-    left = limits.memory_mb * 2**20 - me.memory_info().rss
-    cap = me.memory_info().vms + max(left, 32 * 2**20)
+    memory = psutil.Process().memory_info()
+    cap = memory.vms + max(limits.memory_mb * 2**20 - memory.rss, 32 * 2**20)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 

@@ -12,7 +12,6 @@ is decided in one place for every replica, without races. Each admitted run is a
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -216,11 +215,12 @@ def start_fit_process(command: list[str]) -> subprocess.Popen[str]:
     resumable checkpoints), so the next submission resumes it.
     """
     parent = os.getpid()
+    # Looked up here, before the fork: the child only calls it (libc's symbols, already loaded).
+    prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 
     def die_with_parent() -> None:  # runs in the child, between fork and exec
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the request took effect
             os._exit(1)
 

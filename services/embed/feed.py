@@ -20,10 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from serlens.shared.models import NORMALIZE_EPSILON, normalize_on_device
-
-#: Added to the variance before the square root (the one constant, in ``serlens.shared.models``).
-NORMALIZE_EPS = NORMALIZE_EPSILON
+from serlens.shared.models import fill_host, normalize_on_device
 
 
 @dataclass
@@ -41,31 +38,6 @@ class DeviceBatch:
     values: torch.Tensor
     lengths: torch.Tensor
     padded: bool
-
-
-def fill_host(signals: Sequence[np.ndarray], out: np.ndarray, *, normalize: bool = False) -> np.ndarray:
-    """Right-pad float32 clips into ``out`` (clips, longest): one copy per clip, zeros only past its end.
-
-    Args:
-        signals: float32 mono clips.
-        out: a (reused) buffer of at least (len(signals), longest clip) float32.
-        normalize: standardise each clip while copying it (the CPU-only path, where a clip is
-            still in cache; with a GPU this is left to ``normalize_on_device``).
-
-    Returns:
-        the real length of each clip, int64.
-    """
-    lengths = np.empty(len(signals), dtype=np.int64)
-    for i, signal in enumerate(signals):
-        n = len(signal)
-        if normalize:
-            np.subtract(signal, signal.mean(), out=out[i, :n])
-            out[i, :n] /= np.sqrt(signal.var() + NORMALIZE_EPS)
-        else:
-            out[i, :n] = signal
-        out[i, n:] = 0.0
-        lengths[i] = n
-    return lengths
 
 
 class _Slot:

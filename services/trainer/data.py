@@ -23,7 +23,7 @@ import torch
 
 from serlens.shared.audio import TARGET_SAMPLING_RATE, read_wav
 from serlens.shared.errors import InvalidConfigError, InvalidManifestError
-from serlens.shared.models import normalize_on_device, standardize_into
+from serlens.shared.models import fill_host, normalize_on_device
 from serlens.trainer import core
 from serlens.trainer.config import TrainConfig
 
@@ -167,20 +167,12 @@ def collate(items: list[tuple[np.ndarray, int]], *,
             normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad clips with zeros: ``(values (B, T) float32, lengths (B,) int64, targets (B,) int64)``.
 
-    With ``normalize``, each clip is standardised straight into its row (``standardize_into``:
-    the same values as ``standardize``, without a copy per clip).
+    With ``normalize``, each clip is standardised straight into its row (``fill_host``: the same
+    values as ``standardize``, without a copy per clip).
     """
-    lengths = [len(signal) for signal, _ in items]
-    values = torch.empty((len(items), max(lengths)), dtype=torch.float32)
-    out = values.numpy()
-    scratch = np.empty(max(lengths), dtype=np.float32) if normalize else None
-    for row, (signal, _) in enumerate(items):
-        if normalize:
-            standardize_into(signal, out[row, : len(signal)], scratch)
-        else:
-            out[row, : len(signal)] = signal
-        out[row, len(signal):] = 0.0
-    return values, torch.tensor(lengths), torch.tensor([target for _, target in items])
+    values = torch.empty((len(items), max(len(signal) for signal, _ in items)), dtype=torch.float32)
+    lengths = fill_host([signal for signal, _ in items], values.numpy(), normalize=normalize)
+    return values, torch.from_numpy(lengths), torch.tensor([target for _, target in items])
 
 
 def loader(dataset: ClipDataset, batches: list[list[int]], *, num_workers: int, seed: int,

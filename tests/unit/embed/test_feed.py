@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from serlens.embed import EmbedArgs, EmbedService
-from serlens.embed.feed import Feed, fill_host
-from serlens.shared.models import create_random_encoder, load_encoder, normalize_on_device, prepare_batch
+from serlens.embed.feed import Feed
+from serlens.shared.models import create_random_encoder, fill_host, load_encoder, normalize_on_device, prepare_batch
 
 RATE = 16_000
 LENGTHS = (16_000, 9_137, 400, 12_345, 9_137)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from serlens.shared.workdir import Workdir
 
 
@@ -17,8 +15,10 @@ def test_paths_under_the_root_are_stored_relative_and_resolved_where_the_workdir
 
 def test_paths_outside_the_root_and_rows_written_absolute_stay_as_they_are(tmp_path):
     work = Workdir(tmp_path / "work")
-    assert work.relative("/data/crema-d/1001_DFA_ANG_XX.wav") == "/data/crema-d/1001_DFA_ANG_XX.wav"
-    assert work.resolve("/old/work/audio/a.wav") == Path("/old/work/audio/a.wav")
+    source = tmp_path / "crema-d" / "1001_DFA_ANG_XX.wav"  # a dataset outside the workdir
+    assert work.relative(source) == str(source)
+    written_absolute = tmp_path / "old-work" / "audio" / "a.wav"  # a row of an older store
+    assert work.resolve(str(written_absolute)) == written_absolute
     assert work.resolve(None) is None and work.resolve("") is None
     rows = [{"clip_id": "a", "normalized_path": "audio/k/a.wav"}, {"clip_id": "b", "normalized_path": None}]
     assert work.resolved(rows, "normalized_path") == [
